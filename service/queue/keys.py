@@ -1,0 +1,150 @@
+"""Every Redis key of one queue, built here and nowhere else.
+
+The queue name sits in a hash tag (`jq:{default}:pending`) so all keys of a queue live in one
+cluster slot: every multi-key Lua script then works on ElastiCache cluster mode as well.
+Scripts that touch keys named by job id (job hashes, per-type indexes) receive the key *prefix*
+as a KEYS entry and append the id, the way BullMQ does; the prefix carries the same hash tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Names of the Redis keys of queue `queue` under `prefix`."""
+
+    prefix: str
+    queue: str
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, "{" + self.queue + "}", *parts))
+
+    # Sorted sets of job ids, one per state (see states.py for what each score means).
+    @property
+    def pending(self) -> str:
+        """Jobs ready to run; score orders by priority, then FIFO sequence."""
+        return self._key("pending")
+
+    @property
+    def delayed(self) -> str:
+        """Jobs waiting for a due time (first run or a retry's backoff); score = due ms."""
+        return self._key("delayed")
+
+    @property
+    def active(self) -> str:
+        """Jobs held by a worker; score = lease deadline ms."""
+        return self._key("active")
+
+    @property
+    def completed(self) -> str:
+        """Finished jobs; score = finish ms."""
+        return self._key("completed")
+
+    @property
+    def failed(self) -> str:
+        """Jobs that used all attempts or failed permanently; score = finish ms."""
+        return self._key("failed")
+
+    @property
+    def cancelled(self) -> str:
+        """Cancelled jobs; score = cancel ms."""
+        return self._key("cancelled")
+
+    def state_set(self, state: str) -> str:
+        """The sorted set holding jobs in `state` (a JobState value)."""
+        return self._key("active" if state == "processing" else state)
+
+    @property
+    def marker(self) -> str:
+        """Wake-up marker for idle workers (BZPOPMIN); score = when there is work (ms, 0 = now)."""
+        return self._key("marker")
+
+    @property
+    def sequence(self) -> str:
+        """Counter giving pending jobs their FIFO order within a priority."""
+        return self._key("seq")
+
+    @property
+    def type_counts(self) -> str:
+        """Hash `<type>|<state>` -> count, so depth per type is one HGETALL."""
+        return self._key("typecounts")
+
+    @property
+    def type_limits(self) -> str:
+        """Hash `<type>` -> max jobs of that type processing at once across all workers."""
+        return self._key("typelimits")
+
+    @property
+    def job_prefix(self) -> str:
+        """Prefix of job hashes; `job_prefix + id` is the job."""
+        return self._key("job", "")
+
+    def job(self, job_id: str) -> str:
+        """The hash of one job."""
+        return self.job_prefix + job_id
+
+    @property
+    def logs_prefix(self) -> str:
+        """Prefix of per-job log lists (created only when a job logs)."""
+        return self._key("logs", "")
+
+    def logs(self, job_id: str) -> str:
+        """The capped list of log lines of one job."""
+        return self.logs_prefix + job_id
+
+    @property
+    def type_index_prefix(self) -> str:
+        """Prefix of per-type indexes; `type_index_prefix + type` is a sorted set by creation."""
+        return self._key("type", "")
+
+    def type_index(self, job_type: str) -> str:
+        """All retained jobs of one type, scored by creation ms."""
+        return self.type_index_prefix + job_type
+
+    @property
+    def idempotency_prefix(self) -> str:
+        """Prefix of idempotency keys; each holds the id of the job first enqueued with it."""
+        return self._key("idem", "")
+
+    def idempotency(self, key: str) -> str:
+        """The key recording which job an idempotency key produced."""
+        return self.idempotency_prefix + key
+
+    @property
+    def samples(self) -> str:
+        """Capped list of recent `wait_ms run_ms` pairs of completed jobs, for percentiles."""
+        return self._key("samples")
+
+    def stats_minute(self, minute: int) -> str:
+        """Hash of counters (completed, failed, retried) for one epoch minute."""
+        return self._key("stats", str(minute))
+
+    @property
+    def sweep_lock(self) -> str:
+        """Lock so one worker at a time runs the sweeper."""
+        return self._key("lock", "sweep")
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of worker ids; score = last heartbeat ms."""
+        return self._key("workers")
+
+    def worker(self, worker_id: str) -> str:
+        """Hash describing one live worker; expires when its heartbeat stops."""
+        return self._key("worker", worker_id)
+
+    def job_events(self, job_id: str) -> str:
+        """Pub/sub channel carrying a job's state and progress changes (for SSE)."""
+        return self._key("events", job_id)
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel carrying every job's state changes (for dashboards)."""
+        return self._key("events")
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel telling workers to stop a processing job now."""
+        return self._key("cancel")

@@ -1,0 +1,88 @@
+"""Job states, priorities and the transitions the Lua scripts follow.
+
+Lifecycle: delayed -> pending -> processing -> completed | failed | cancelled. A failed attempt
+with attempts left goes back to delayed (its backoff) and then pending; an expired lease
+(the worker died) goes straight back to pending.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class JobState(StrEnum):
+    """Where a job is in its lifecycle; each state is one sorted set in Redis."""
+
+    DELAYED = "delayed"
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+CANCELLABLE = frozenset({JobState.DELAYED, JobState.PENDING, JobState.PROCESSING})
+RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
+
+# Every transition a script may make. The scripts are the only writers of `state`; this table
+# documents them and the tests check the scripts never leave it.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.DELAYED: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.PENDING: frozenset({JobState.PROCESSING, JobState.CANCELLED}),
+    JobState.PROCESSING: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.DELAYED,  # a failed attempt waiting for its backoff
+            JobState.PENDING,  # lease expired or handed back on shutdown
+        }
+    ),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset({JobState.PENDING}),  # manual retry
+    JobState.CANCELLED: frozenset({JobState.PENDING}),  # manual retry
+}
+
+
+class Priority(IntEnum):
+    """Named priorities; higher runs first, FIFO within a level."""
+
+    LOW = 5
+    NORMAL = 10
+    HIGH = 15
+    CRITICAL = 20
+
+    @property
+    def label(self) -> str:
+        """The lower-case name clients use (`low`, `normal`, ...)."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str | int) -> Priority:
+        """Accept a name (`high`) or a level (15); raise ValueError naming the choices."""
+        if isinstance(value, str) and not value.isdigit():
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                pass
+        else:
+            try:
+                return cls(int(value))
+            except ValueError:
+                pass
+        choices = ", ".join(f"{p.label}({p.value})" for p in cls)
+        raise ValueError(f"unknown priority {value!r}; use one of {choices}")
+
+
+# Pending score = (PRIORITY_SPAN - priority) * SEQUENCE_SPAN + sequence. ZPOPMIN then yields the
+# highest priority first and, within it, the lowest sequence (FIFO). 100 * 2^44 < 2^53, so every
+# score is an exact double; 2^44 sequence numbers last 500 years at 1M jobs/s.
+PRIORITY_SPAN = 100
+SEQUENCE_SPAN = 2**44
+
+
+def pending_score_range(priority: Priority) -> tuple[int, int]:
+    """The [min, max] pending scores of one priority level, for ZCOUNT / ZRANGE BYSCORE."""
+    base = (PRIORITY_SPAN - int(priority)) * SEQUENCE_SPAN
+    return base, base + SEQUENCE_SPAN - 1

@@ -1,0 +1,118 @@
+"""The one place configuration is read. Every value comes from the environment (or `.env`).
+
+A bad value stops start-up with a message naming the variable: pydantic-settings reports the
+field, and the field names are the environment variable names in lower case.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["local", "test", "dev", "staging", "prod"]
+
+# ECS Fargate gives a stopping task at most 120 s (stopTimeout) before SIGKILL. The worker's
+# grace must end comfortably before that, leaving time to hand unfinished jobs back.
+FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
+
+
+class Settings(BaseSettings):
+    """Runtime configuration for the API, the workers, the metrics task and the CLI."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = "local"
+
+    # --- Redis / Valkey -----------------------------------------------------------------------
+    # REDIS_URL wins when set; otherwise the URL is built from the parts below (the shape ECS
+    # task definitions use, where the password arrives alone as an ECS secret).
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_password: SecretStr | None = None
+    redis_tls: bool = False
+    # Where the locally embedded Valkey keeps its append-only file, so queued jobs survive a
+    # restart of `jobqueue run`.
+    data_dir: Path = Path(".jobqueue")
+
+    # --- The queue ----------------------------------------------------------------------------
+    queue_name: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key_prefix: str = Field(default="jq", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # A job's lease: a worker that stops renewing (killed, frozen, partitioned) loses the job
+    # this long after its last renewal. Shorter means faster recovery; longer tolerates longer
+    # event-loop stalls. 30 s matches BullMQ's default lockDuration.
+    lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    # How often a worker renews the leases of the jobs it holds. A third of the lease leaves two
+    # missed renewals of slack before the sweeper would hand the job to someone else.
+    lease_renew_seconds: float | None = Field(default=None, gt=0)
+    # How often some worker (under a lock) returns expired leases, promotes due delayed jobs and
+    # trims finished jobs past retention.
+    sweep_interval_seconds: float = Field(default=5.0, gt=0, le=300.0)
+    # An idle worker blocks on Redis at most this long before re-checking; bounded so a worker
+    # notices shutdown and delayed work without busy polling.
+    idle_block_seconds: float = Field(default=2.0, gt=0, le=30.0)
+
+    # --- Workers ------------------------------------------------------------------------------
+    worker_count: int = Field(default=1, ge=1, le=64)
+    worker_concurrency: int = Field(default=10, ge=1, le=10_000)
+    # On SIGTERM running jobs get this long to finish before they are handed back to pending.
+    shutdown_grace_seconds: float = Field(default=90.0, ge=0)
+    # Heartbeats keep the worker registry current; a worker silent for the TTL drops out.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_seconds: float = Field(default=20.0, gt=0)
+
+    # --- Retention (Bull's removeOnComplete / removeOnFail defaults) ----------------------------
+    # Bounded by default so Redis memory cannot grow without limit; a job may ask for less or more.
+    keep_completed_count: int = Field(default=10_000, ge=0)
+    keep_completed_seconds: int = Field(default=24 * 3600, ge=0)
+    keep_failed_count: int = Field(default=50_000, ge=0)
+    keep_failed_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    # Log lines a job may append; older lines are dropped beyond this.
+    max_log_lines: int = Field(default=200, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.renew_interval >= self.lease_seconds:
+            raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
+        if self.heartbeat_ttl_seconds <= self.heartbeat_seconds:
+            raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_SECONDS")
+        if self.environment in ("dev", "staging", "prod") and self.shutdown_grace_seconds >= (
+            FARGATE_MAX_STOP_TIMEOUT_SECONDS - 10
+        ):
+            raise ValueError(
+                "SHUTDOWN_GRACE_SECONDS must leave at least 10 s below Fargate's 120 s stopTimeout"
+            )
+        return self
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease renewals."""
+        return self.lease_renew_seconds or self.lease_seconds / 3
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis server was named; if not, local runs embed Valkey."""
+        return bool(self.redis_url or self.redis_host)
+
+    def resolved_redis_url(self) -> str:
+        """The connection URL, built from the parts when `REDIS_URL` is not given."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.redis_host:
+            raise ValueError("Set REDIS_URL or REDIS_HOST (or use `jobqueue run` locally)")
+        scheme = "rediss" if self.redis_tls else "redis"
+        auth = ""
+        if self.redis_password is not None:
+            auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
+        return f"{scheme}://{auth}{self.redis_host}:{self.redis_port}/0"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
