@@ -1,0 +1,213 @@
+"""ECS task scale-in protection against a real local HTTP server standing in for the ECS agent.
+
+moto does not implement the agent's task-protection endpoint, so a tiny ASGI app served by uvicorn
+on 127.0.0.1 records what the worker sends, the way the agent would receive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service.ecs_protection import TaskProtection
+
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/jobqueue-dev/0123456789abcdef"
+
+
+@dataclass
+class FakeAgent:
+    """What the fake agent received, and how it should answer next."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    status_code: int = 200
+    failure: bool = False
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock the test moves by hand instead of sleeping."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _agent_app(agent: FakeAgent) -> FastAPI:
+    app = FastAPI()
+
+    @app.put("/task-protection/v1/state")
+    async def put_state(request: Request) -> JSONResponse:
+        body = await request.json()
+        agent.requests.append(body)
+        if agent.status_code != 200:
+            return JSONResponse({"error": {"Code": "ServerException"}}, agent.status_code)
+        if agent.failure:
+            return JSONResponse({"failure": {"Arn": TASK_ARN, "Reason": "TASK_NOT_VALID"}})
+        state = {"ProtectionEnabled": body["ProtectionEnabled"], "TaskArn": TASK_ARN}
+        return JSONResponse({"protection": state})
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def agent_server() -> Iterator[FakeAgent]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    agent = FakeAgent(url=f"http://127.0.0.1:{port}")
+    config = uvicorn.Config(
+        _agent_app(agent), log_level="warning", lifespan="off", ws="none", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "fake ECS agent did not start"
+        time.sleep(0.01)
+    yield agent
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def agent(agent_server: FakeAgent) -> FakeAgent:
+    agent_server.requests.clear()
+    agent_server.status_code = 200
+    agent_server.failure = False
+    return agent_server
+
+
+async def test_busy_worker_sets_protection_with_expiry(agent: FakeAgent) -> None:
+    protection = TaskProtection(agent.url, expires_in_minutes=15, clock=FakeClock())
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+    assert protection.protected
+
+
+async def test_protection_is_not_resent_on_every_heartbeat(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    protection = TaskProtection(agent.url, expires_in_minutes=15, clock=clock)
+    await protection.update(busy=True)
+    clock.now += 60
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert len(agent.requests) == 1
+
+
+async def test_protection_is_renewed_when_near_expiry(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    protection = TaskProtection(
+        agent.url, expires_in_minutes=15, renew_before_seconds=300, clock=clock
+    )
+    await protection.update(busy=True)
+    clock.now += 15 * 60 - 300 - 1  # one second before the renewal window opens
+    await protection.update(busy=True)
+    assert len(agent.requests) == 1
+    clock.now += 1
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}] * 2
+
+
+async def test_idle_worker_clears_protection_once(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    protection = TaskProtection(agent.url, clock=clock)
+    await protection.update(busy=True)
+    await protection.update(busy=False)
+    await protection.update(busy=False)
+    await protection.aclose()
+    assert agent.requests == [
+        {"ProtectionEnabled": True, "ExpiresInMinutes": 15},
+        {"ProtectionEnabled": False},
+    ]
+    assert not protection.protected
+
+
+async def test_idle_worker_that_was_never_protected_sends_nothing(agent: FakeAgent) -> None:
+    protection = TaskProtection(agent.url, clock=FakeClock())
+    await protection.update(busy=False)
+    await protection.aclose()
+    assert agent.requests == []
+
+
+async def test_without_ecs_agent_uri_every_call_is_a_noop(
+    agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECS_AGENT_URI", raising=False)
+    protection = TaskProtection(clock=FakeClock())
+    assert not protection.enabled
+    await protection.update(busy=True)
+    await protection.update(busy=False)
+    await protection.aclose()
+    assert agent.requests == []
+
+
+async def test_agent_uri_is_read_from_the_environment(
+    agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECS_AGENT_URI", agent.url + "/")
+    protection = TaskProtection(clock=FakeClock())
+    assert protection.enabled
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+
+
+async def test_agent_500_is_logged_not_raised_and_retried_next_beat(
+    agent: FakeAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent.status_code = 500
+    protection = TaskProtection(agent.url, clock=FakeClock())
+    with caplog.at_level(logging.WARNING, logger="service.ecs_protection"):
+        await protection.update(busy=True)
+    assert not protection.protected
+    assert "ECS task protection update (enabled=True) failed" in caplog.text
+    agent.status_code = 200
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert len(agent.requests) == 2
+    assert protection.protected
+
+
+async def test_agent_failure_body_counts_as_not_protected(
+    agent: FakeAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent.failure = True
+    protection = TaskProtection(agent.url, clock=FakeClock())
+    with caplog.at_level(logging.WARNING, logger="service.ecs_protection"):
+        await protection.update(busy=True)
+    await protection.aclose()
+    assert not protection.protected
+    assert "TASK_NOT_VALID" in caplog.text
+
+
+async def test_unreachable_agent_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    protection = TaskProtection(f"http://127.0.0.1:{port}", clock=FakeClock())
+    with caplog.at_level(logging.WARNING, logger="service.ecs_protection"):
+        await protection.update(busy=True)
+    await protection.aclose()
+    assert not protection.protected
+    assert "failed" in caplog.text
+
+
+def test_renewal_window_must_be_shorter_than_the_protection() -> None:
+    with pytest.raises(ValueError, match="renew_before_seconds"):
+        TaskProtection("http://127.0.0.1:1", expires_in_minutes=1, renew_before_seconds=60)
