@@ -1,0 +1,158 @@
+"""ElastiCache for Valkey: the queue's only state.
+
+Cluster mode is off by default. The queue puts every key of a queue in one hash slot (`{queue}`),
+so its Lua scripts stay single-slot; sharding therefore spreads *different queues* over shards but
+never one busy queue, and it needs a cluster-aware client. One primary with a replica in another
+AZ (Multi-AZ, automatic failover) is the simpler, cheaper shape until one queue outgrows the
+largest node; `cacheClusterMode: true` is there for deployments that run many queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+REDIS_PORT = 6379
+
+
+@dataclass
+class CacheArgs:
+    """Shape and placement of the replication group."""
+
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[pulumi.Output[str]]
+    client_security_group_ids: dict[str, pulumi.Output[str]]
+    node_type: str
+    engine_version: str
+    cluster_mode: bool
+    shards: int
+    replicas_per_shard: int
+    snapshot_retention_days: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.replicas_per_shard < 1:
+            raise ValueError("cacheReplicas must be >= 1: Multi-AZ failover needs a replica")
+        if not self.cluster_mode and self.shards != 1:
+            raise ValueError("cacheShards > 1 needs cacheClusterMode: true")
+
+    @property
+    def node_ids_suffixes(self) -> list[str]:
+        """Suffixes ElastiCache appends to the group id to name each node (for metrics)."""
+        nodes = range(1, self.replicas_per_shard + 2)
+        if not self.cluster_mode:
+            return [f"-{n:03d}" for n in nodes]
+        return [f"-{s:04d}-{n:03d}" for s in range(1, self.shards + 1) for n in nodes]
+
+
+class Cache(pulumi.ComponentResource):
+    """Valkey replication group: TLS, at-rest encryption, auth token in Secrets Manager."""
+
+    endpoint: pulumi.Output[str]
+    port: int
+    auth_secret_arn: pulumi.Output[str]
+    node_ids: list[pulumi.Output[str]]
+
+    def __init__(
+        self, name: str, args: CacheArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Create the token, its secret, the security group and the replication group."""
+        super().__init__("jobqueue:infra:Cache", name, None, opts)
+        self._name = name
+        self._args = args
+        self._child = pulumi.ResourceOptions(parent=self)
+        token = random.RandomPassword(
+            f"{name}-auth-token",
+            length=48,
+            # ElastiCache refuses @, " and / in tokens; alphanumerics also need no URL quoting.
+            special=False,
+            opts=self._child,
+        )
+        secret = aws.secretsmanager.Secret(
+            f"{name}-auth-token",
+            description="Valkey AUTH token for the job queue (REDIS_PASSWORD)",
+            recovery_window_in_days=7,
+            tags=args.tags,
+            opts=self._child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-auth-token",
+            secret_id=secret.id,
+            secret_string=token.result,
+            opts=self._child,
+        )
+        group = self._replication_group(token.result, self._security_group())
+        self.port = REDIS_PORT
+        self.endpoint = (
+            group.configuration_endpoint_address
+            if args.cluster_mode
+            else group.primary_endpoint_address
+        )
+        self.auth_secret_arn = secret.arn
+        # Known at preview time in number, so one alarm per node can be declared up front.
+        self.node_ids = [pulumi.Output.concat(group.id, s) for s in args.node_ids_suffixes]
+        self.register_outputs({"endpoint": self.endpoint, "auth_secret_arn": self.auth_secret_arn})
+
+    def _security_group(self) -> aws.ec2.SecurityGroup:
+        group = aws.ec2.SecurityGroup(
+            f"{self._name}-sg",
+            vpc_id=self._args.vpc_id,
+            description="Valkey: reachable only from the job queue's task security groups",
+            tags={**self._args.tags, "Name": f"{self._name}-cache"},
+            opts=self._child,
+        )
+        for role, client_sg in self._args.client_security_group_ids.items():
+            aws.vpc.SecurityGroupIngressRule(
+                f"{self._name}-from-{role}",
+                security_group_id=group.id,
+                referenced_security_group_id=client_sg,
+                ip_protocol="tcp",
+                from_port=REDIS_PORT,
+                to_port=REDIS_PORT,
+                description=f"Valkey from {role} tasks",
+                opts=self._child,
+            )
+        return group
+
+    def _replication_group(
+        self, token: pulumi.Output[str], group: aws.ec2.SecurityGroup
+    ) -> aws.elasticache.ReplicationGroup:
+        args = self._args
+        subnets = aws.elasticache.SubnetGroup(
+            f"{self._name}-subnets", subnet_ids=args.subnet_ids, tags=args.tags, opts=self._child
+        )
+        major = args.engine_version.split(".")[0]
+        cluster = args.cluster_mode
+        return aws.elasticache.ReplicationGroup(
+            f"{self._name}-valkey",
+            description="jobqueue queue state",
+            engine="valkey",
+            engine_version=args.engine_version,
+            parameter_group_name=f"default.valkey{major}"
+            + (".cluster.on" if args.cluster_mode else ""),
+            node_type=args.node_type,
+            port=REDIS_PORT,
+            cluster_mode="enabled" if args.cluster_mode else "disabled",
+            automatic_failover_enabled=True,
+            multi_az_enabled=True,
+            transit_encryption_enabled=True,
+            transit_encryption_mode="required",
+            at_rest_encryption_enabled=True,
+            auth_token=token,
+            # pulumi-aws 7 requires a strategy with auth_token; ROTATE keeps the old token valid
+            # during a change so running tasks are not cut off mid-rotation.
+            auth_token_update_strategy="ROTATE",  # noqa: S106 - a mode, not a secret
+            subnet_group_name=subnets.name,
+            security_group_ids=[group.id],
+            snapshot_retention_limit=args.snapshot_retention_days,
+            auto_minor_version_upgrade=True,
+            apply_immediately=False,
+            num_cache_clusters=None if cluster else args.replicas_per_shard + 1,
+            num_node_groups=args.shards if cluster else None,
+            replicas_per_node_group=args.replicas_per_shard if cluster else None,
+            tags=args.tags,
+            opts=self._child,
+        )

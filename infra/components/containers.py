@@ -1,0 +1,130 @@
+"""Container definitions for the ECS task definitions (a helper, not a resource)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+SCRATCH_VOLUME = "scratch"
+
+# Names that must never appear in a plain `environment` block: they arrive through `secrets`.
+SECRET_ENV_NAMES = frozenset({"REDIS_PASSWORD", "API_KEYS"})
+
+
+@dataclass
+class ContainerSpec:
+    """One container: its image, settings, secrets and logs."""
+
+    name: str
+    image: pulumi.Input[str]
+    region: str
+    log_group: pulumi.Input[str]
+    environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Environment variable name -> Secrets Manager secret ARN.
+    secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    port: int | None = None
+    stop_timeout: int | None = None
+    health_check_path: str | None = None
+
+    def __post_init__(self) -> None:
+        leaked = SECRET_ENV_NAMES & self.environment.keys()
+        if leaked:
+            raise ValueError(f"{sorted(leaked)} must be passed as ECS secrets, not environment")
+
+
+def _health_check(port: int, path: str) -> dict[str, Any]:
+    # The slim image has no curl; Python's stdlib is always there.
+    probe = (
+        "import sys,urllib.request;"
+        f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}{path}',timeout=3)"
+        ".status==200 else 1)"
+    )
+    return {
+        "command": ["CMD", "python", "-c", probe],
+        "interval": 15,
+        "timeout": 5,
+        "retries": 3,
+        "startPeriod": 20,
+    }
+
+
+def container_definitions(spec: ContainerSpec) -> pulumi.Output[str]:
+    """The task definition's `container_definitions` JSON for one container."""
+    container: dict[str, Any] = {
+        "name": spec.name,
+        "image": spec.image,
+        "essential": True,
+        # No shell or package manager is needed at runtime, and a read-only root file system
+        # means a compromised process cannot persist anything.
+        "readonlyRootFilesystem": True,
+        # ...except a task-local scratch volume: job processors write temporary files.
+        "mountPoints": [{"sourceVolume": SCRATCH_VOLUME, "containerPath": "/tmp"}],  # noqa: S108
+        "environment": [{"name": k, "value": v} for k, v in sorted(spec.environment.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(spec.secrets.items())],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": spec.log_group,
+                "awslogs-region": spec.region,
+                "awslogs-stream-prefix": spec.name,
+            },
+        },
+        # An init process as PID 1 forwards SIGTERM to the CLI and reaps the worker processes.
+        "linuxParameters": {"initProcessEnabled": True},
+    }
+    if spec.port is not None:
+        container["portMappings"] = [{"containerPort": spec.port, "protocol": "tcp"}]
+    if spec.stop_timeout is not None:
+        # SIGTERM -> SIGKILL window; the worker's grace must fit in it (see WorkerServiceArgs).
+        container["stopTimeout"] = spec.stop_timeout
+    if spec.port is not None and spec.health_check_path is not None:
+        container["healthCheck"] = _health_check(spec.port, spec.health_check_path)
+    return pulumi.Output.json_dumps([container])
+
+
+@dataclass
+class TaskSize:
+    """Fargate task size and CPU architecture."""
+
+    cpu: int
+    memory: int
+    architecture: str = "X86_64"
+
+    def __post_init__(self) -> None:
+        # Fargate allows 2-8 GB per vCPU above 0.5 vCPU (0.25 vCPU takes 0.5-2 GB).
+        low, high = (512, 2048) if self.cpu == 256 else (self.cpu * 2, self.cpu * 8)
+        if not low <= self.memory <= high:
+            raise ValueError(f"Fargate cannot run cpu={self.cpu} with memory={self.memory}")
+        if self.architecture not in ("X86_64", "ARM64"):
+            raise ValueError("cpuArchitecture must be X86_64 or ARM64")
+
+
+def fargate_task_definition(
+    name: str,
+    *,
+    spec: ContainerSpec,
+    size: TaskSize,
+    execution_role_arn: pulumi.Input[str],
+    task_role_arn: pulumi.Input[str],
+    parent: pulumi.Resource,
+) -> aws.ecs.TaskDefinition:
+    """A one-container Fargate task definition."""
+    return aws.ecs.TaskDefinition(
+        name,
+        family=name,
+        requires_compatibilities=["FARGATE"],
+        network_mode="awsvpc",
+        cpu=str(size.cpu),
+        memory=str(size.memory),
+        runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+            operating_system_family="LINUX", cpu_architecture=size.architecture
+        ),
+        execution_role_arn=execution_role_arn,
+        task_role_arn=task_role_arn,
+        container_definitions=container_definitions(spec),
+        volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

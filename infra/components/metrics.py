@@ -1,0 +1,67 @@
+"""CloudWatch metric references built from the service's metric contract.
+
+Every metric the dashboard, alarms and scaling policies read comes through here, so they can only
+name metrics the metrics task publishes, with the dimensions it publishes them with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi_aws as aws
+
+from service.metrics.contract import NAMESPACE, Dimension, MetricSpec
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """The dimension values one deployment publishes under."""
+
+    queue: str
+    environment: str
+
+    @property
+    def namespace(self) -> str:
+        """The contract's CloudWatch namespace."""
+        return NAMESPACE
+
+    def dimensions(self, spec: MetricSpec, extra_value: str | None = None) -> dict[str, str]:
+        """The dimension map of `spec`, exactly as the metrics task publishes it."""
+        dims = {Dimension.QUEUE.value: self.queue, Dimension.ENVIRONMENT.value: self.environment}
+        if (spec.extra_dimension is None) != (extra_value is None):
+            raise ValueError(f"{spec.name} needs exactly its dimensions {spec.dimensions}")
+        if spec.extra_dimension is not None and extra_value is not None:
+            dims[spec.extra_dimension.value] = extra_value
+        return dims
+
+    def widget_metric(
+        self, spec: MetricSpec, extra_value: str | None = None, **options: str
+    ) -> list[object]:
+        """A dashboard widget `metrics` row: namespace, name, then dimension name/value pairs."""
+        row: list[object] = [NAMESPACE, spec.name]
+        for name, value in self.dimensions(spec, extra_value).items():
+            row += [name, value]
+        if options:
+            row.append(dict(options))
+        return row
+
+    def alarm_query(
+        self,
+        query_id: str,
+        spec: MetricSpec,
+        stat: str = "Maximum",
+        extra_value: str | None = None,
+        period: int = 60,
+    ) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+        """A metric-math alarm input (not returned) reading one contract metric."""
+        return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=query_id,
+            return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace=NAMESPACE,
+                metric_name=spec.name,
+                dimensions=self.dimensions(spec, extra_value),
+                period=period,
+                stat=stat,
+            ),
+        )

@@ -1,0 +1,330 @@
+"""The on-call view: a CloudWatch dashboard, alarms, and the SNS topic they notify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components.metrics import QueueMetrics
+from service.metrics.contract import (
+    ACTIVE_JOBS,
+    BACKLOG_PER_WORKER,
+    CANARY_LATENCY,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    LIVE_WORKERS,
+    OLDEST_PENDING_AGE,
+    PRIORITY_DIMENSION_VALUES,
+    QUEUE_DEPTH,
+    QUEUE_DEPTH_BY_PRIORITY,
+)
+
+ALB_NAMESPACE = "AWS/ApplicationELB"
+CACHE_NAMESPACE = "AWS/ElastiCache"
+WIDGET_WIDTH = 12
+WIDGET_HEIGHT = 6
+
+
+@dataclass
+class AlarmThresholds:
+    """When to page."""
+
+    oldest_pending_age_seconds: float
+    failure_rate_percent: float
+    api_5xx_per_5_minutes: float
+    redis_memory_percent: float
+    canary_latency_seconds: float
+    no_workers_minutes: int = 10
+
+
+@dataclass
+class ObservabilityArgs:
+    """What to watch and whom to tell."""
+
+    metrics: QueueMetrics
+    region: str
+    load_balancer_arn_suffix: pulumi.Input[str]
+    target_group_arn_suffix: pulumi.Input[str]
+    cache_node_ids: list[pulumi.Output[str]]
+    backlog_target: float
+    thresholds: AlarmThresholds
+    canary_enabled: bool
+    alert_email: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Observability(pulumi.ComponentResource):
+    """Dashboard, alarms and an SNS topic with an optional e-mail subscription."""
+
+    dashboard_url: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Create the topic, the dashboard and the alarms."""
+        super().__init__("jobqueue:infra:Observability", name, None, opts)
+        self._name = name
+        self._args = args
+        self._child = pulumi.ResourceOptions(parent=self)
+        topic = aws.sns.Topic(f"{name}-alarms", tags=args.tags, opts=self._child)
+        if args.alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alarms-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=args.alert_email,
+                opts=self._child,
+            )
+        self._actions = [topic.arn]
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=name,
+            dashboard_body=pulumi.Output.json_dumps({"widgets": self._widgets()}),
+            opts=self._child,
+        )
+        self._queue_alarms()
+        self._platform_alarms()
+        self.alarm_topic_arn = topic.arn
+        self.dashboard_url = pulumi.Output.concat(
+            f"https://{args.region}.console.aws.amazon.com/cloudwatch/home?region={args.region}"
+            "#dashboards/dashboard/",
+            dashboard.dashboard_name,
+        )
+        self.register_outputs(
+            {"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn}
+        )
+
+    # --- dashboard -------------------------------------------------------------------------
+
+    def _widgets(self) -> list[dict[str, Any]]:
+        m = self._args.metrics
+        lb = self._args.load_balancer_arn_suffix
+        nodes = self._args.cache_node_ids
+        panels: list[tuple[str, list[list[Any]], str, dict[str, Any]]] = [
+            (
+                "Queue depth by priority",
+                [m.widget_metric(QUEUE_DEPTH)]
+                + [m.widget_metric(QUEUE_DEPTH_BY_PRIORITY, p) for p in PRIORITY_DIMENSION_VALUES],
+                "Maximum",
+                {},
+            ),
+            (
+                "Backlog per worker (scaling metric)",
+                [m.widget_metric(BACKLOG_PER_WORKER)],
+                "Average",
+                {
+                    "annotations": {
+                        "horizontal": [{"label": "target", "value": self._args.backlog_target}]
+                    }
+                },
+            ),
+            ("Oldest pending job age (s)", [m.widget_metric(OLDEST_PENDING_AGE)], "Maximum", {}),
+            (
+                "Jobs completed and failed",
+                [m.widget_metric(JOBS_COMPLETED), m.widget_metric(JOBS_FAILED)],
+                "Sum",
+                {},
+            ),
+            (
+                "Live workers and active jobs",
+                [m.widget_metric(LIVE_WORKERS), m.widget_metric(ACTIVE_JOBS)],
+                "Maximum",
+                {},
+            ),
+            (
+                "API 5xx",
+                [
+                    [ALB_NAMESPACE, "HTTPCode_Target_5XX_Count", "LoadBalancer", lb],
+                    [ALB_NAMESPACE, "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb],
+                ],
+                "Sum",
+                {},
+            ),
+            (
+                "API latency (s)",
+                [
+                    [ALB_NAMESPACE, "TargetResponseTime", "LoadBalancer", lb, {"stat": "p50"}],
+                    [ALB_NAMESPACE, "TargetResponseTime", "LoadBalancer", lb, {"stat": "p99"}],
+                ],
+                "p99",
+                {},
+            ),
+            (
+                "Redis engine CPU %",
+                [[CACHE_NAMESPACE, "EngineCPUUtilization", "CacheClusterId", n] for n in nodes],
+                "Maximum",
+                {},
+            ),
+            (
+                "Redis memory used %",
+                [
+                    [CACHE_NAMESPACE, "DatabaseMemoryUsagePercentage", "CacheClusterId", n]
+                    for n in nodes
+                ],
+                "Maximum",
+                {},
+            ),
+        ]
+        if self._args.canary_enabled:
+            panels.append(
+                ("Canary end-to-end latency (s)", [m.widget_metric(CANARY_LATENCY)], "Maximum", {})
+            )
+        return [self._widget(i, *panel) for i, panel in enumerate(panels)]
+
+    def _widget(
+        self, index: int, title: str, metrics: list[list[Any]], stat: str, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "type": "metric",
+            "x": (index % 2) * WIDGET_WIDTH,
+            "y": (index // 2) * WIDGET_HEIGHT,
+            "width": WIDGET_WIDTH,
+            "height": WIDGET_HEIGHT,
+            "properties": {
+                "title": title,
+                "view": "timeSeries",
+                "stacked": False,
+                "region": self._args.region,
+                "period": 60,
+                "stat": stat,
+                "metrics": metrics,
+                **extra,
+            },
+        }
+
+    # --- alarms ----------------------------------------------------------------------------
+
+    def _alarm(self, suffix: str, description: str, **kwargs: Any) -> None:
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{suffix}",
+            alarm_description=description,
+            alarm_actions=self._actions,
+            ok_actions=self._actions,
+            tags=self._args.tags,
+            opts=self._child,
+            **kwargs,
+        )
+
+    def _queue_alarms(self) -> None:
+        m, t = self._args.metrics, self._args.thresholds
+        self._alarm(
+            "oldest-pending-age",
+            f"A job has waited more than {t.oldest_pending_age_seconds:g} s to start",
+            namespace=m.namespace,
+            metric_name=OLDEST_PENDING_AGE.name,
+            dimensions=m.dimensions(OLDEST_PENDING_AGE),
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            threshold=t.oldest_pending_age_seconds,
+            comparison_operator="GreaterThanThreshold",
+            # The metrics task publishes zeros every minute; silence means it is down.
+            treat_missing_data="breaching",
+        )
+        self._alarm(
+            "failure-rate",
+            f"More than {t.failure_rate_percent:g}% of finished jobs failed over 15 minutes",
+            comparison_operator="GreaterThanThreshold",
+            threshold=t.failure_rate_percent,
+            evaluation_periods=3,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                m.alarm_query("completed", JOBS_COMPLETED, stat="Sum", period=300),
+                m.alarm_query("failed", JOBS_FAILED, stat="Sum", period=300),
+                _expression(
+                    "rate",
+                    "IF((completed + failed) > 0, 100 * failed / (completed + failed), 0)",
+                    "Failure rate %",
+                ),
+            ],
+        )
+        self._alarm(
+            "no-workers",
+            f"Jobs pending for {t.no_workers_minutes} minutes with no live worker",
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            evaluation_periods=t.no_workers_minutes,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                m.alarm_query("depth", QUEUE_DEPTH),
+                m.alarm_query("workers", LIVE_WORKERS),
+                _expression(
+                    "stuck", "IF(depth > 0 AND workers == 0, 1, 0)", "Pending with no worker"
+                ),
+            ],
+        )
+        if self._args.canary_enabled:
+            self._alarm(
+                "canary-latency",
+                f"The canary job took more than {t.canary_latency_seconds:g} s end to end",
+                namespace=m.namespace,
+                metric_name=CANARY_LATENCY.name,
+                dimensions=m.dimensions(CANARY_LATENCY),
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=3,
+                threshold=t.canary_latency_seconds,
+                comparison_operator="GreaterThanThreshold",
+                # The canary is enabled: no data means no job completed at all.
+                treat_missing_data="breaching",
+            )
+
+    def _platform_alarms(self) -> None:
+        args, t = self._args, self._args.thresholds
+        lb = args.load_balancer_arn_suffix
+        self._alarm(
+            "api-5xx",
+            f"More than {t.api_5xx_per_5_minutes:g} API 5xx responses in 5 minutes",
+            comparison_operator="GreaterThanThreshold",
+            threshold=t.api_5xx_per_5_minutes,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                _alb_query("target", "HTTPCode_Target_5XX_Count", lb),
+                _alb_query("elb", "HTTPCode_ELB_5XX_Count", lb),
+                _expression("errors", "FILL(target, 0) + FILL(elb, 0)", "API 5xx"),
+            ],
+        )
+        for i, node in enumerate(args.cache_node_ids):
+            self._alarm(
+                f"redis-memory-{i + 1}",
+                f"Valkey node memory above {t.redis_memory_percent:g}%: jobs may be refused",
+                namespace=CACHE_NAMESPACE,
+                metric_name="DatabaseMemoryUsagePercentage",
+                dimensions={"CacheClusterId": node},
+                statistic="Maximum",
+                period=300,
+                evaluation_periods=2,
+                threshold=t.redis_memory_percent,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="missing",
+            )
+
+
+def _expression(
+    query_id: str, expression: str, label: str
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id, expression=expression, label=label, return_data=True
+    )
+
+
+def _alb_query(
+    query_id: str, metric_name: str, lb: pulumi.Input[str]
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id,
+        return_data=False,
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+            namespace=ALB_NAMESPACE,
+            metric_name=metric_name,
+            dimensions={"LoadBalancer": lb},
+            period=300,
+            stat="Sum",
+        ),
+    )

@@ -1,0 +1,544 @@
+"""The Pulumi program, run under mocks for the dev stack and a prod-like stack."""
+
+from __future__ import annotations
+
+import ast
+import json
+from typing import Any
+
+import pytest
+from conftest import (
+    ROOT,
+    SECRET_SENTINEL,
+    ProgramRun,
+    dev_config,
+    run_program,
+)
+
+from service.metrics.contract import METRICS_BY_NAME, NAMESPACE
+
+SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
+SERVICE = "aws:ecs/service:Service"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+POLICY = "aws:appautoscaling/policy:Policy"
+ANYWHERE = ("0.0.0.0/0", "::/0")
+# Actions AWS does not let you scope to a resource (the service authorization reference lists
+# no resource type for them), so Resource "*" is the only valid form.
+UNSCOPABLE_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
+
+
+def secret_value(value: Any) -> str:
+    """Unwrap a value that must have reached the engine marked secret."""
+    assert isinstance(value, dict), f"not marked secret: {value!r}"
+    assert SECRET_SIG_KEY in value, f"not marked secret: {value!r}"
+    return str(value["value"])
+
+
+# --- inventory --------------------------------------------------------------------------------
+
+
+def count(run: ProgramRun, typ: str) -> int:
+    return len(run.of_type(typ))
+
+
+def test_dev_inventory_has_one_of_each_concern(dev_run: ProgramRun) -> None:
+    components = sorted(r.typ for r in dev_run.resources if r.typ.startswith("jobqueue:infra:"))
+    assert components == sorted(
+        f"jobqueue:infra:{c}"
+        for c in (
+            "Network",
+            "Firewall",
+            "Cache",
+            "Registry",
+            "Artifacts",
+            "AppSecrets",
+            "Cluster",
+            "Iam",
+            "ApiService",
+            "WorkerService",
+            "MetricsService",
+            "Observability",
+        )
+    )
+    assert count(dev_run, "aws:ec2/vpc:Vpc") == 1
+    assert count(dev_run, "aws:ec2/subnet:Subnet") == 4  # 2 AZs x public/private
+    assert count(dev_run, "aws:ec2/natGateway:NatGateway") == 1
+    assert count(dev_run, "aws:elasticache/replicationGroup:ReplicationGroup") == 1
+    assert count(dev_run, "aws:ecr/repository:Repository") == 3
+    assert count(dev_run, SERVICE) == 3
+    assert count(dev_run, TASK_DEF) == 3
+    assert count(dev_run, "aws:lb/loadBalancer:LoadBalancer") == 1
+    assert count(dev_run, "aws:lb/listener:Listener") == 1  # no certificate: HTTP only
+    assert count(dev_run, "aws:cloudwatch/logGroup:LogGroup") == 3
+    assert count(dev_run, "aws:iam/role:Role") == 6  # execution + task role per service
+    assert count(dev_run, "aws:cloudwatch/dashboard:Dashboard") == 1
+    assert count(dev_run, "aws:sns/topicSubscription:TopicSubscription") == 0
+
+
+def test_prod_spreads_over_three_azs_with_nat_per_az(prod_run: ProgramRun) -> None:
+    subnets = prod_run.of_type("aws:ec2/subnet:Subnet")
+    assert len(subnets) == 6
+    assert len({s.inputs["availabilityZone"] for s in subnets}) == 3
+    assert count(prod_run, "aws:ec2/natGateway:NatGateway") == 3
+    private_tables = [
+        r for r in prod_run.of_type("aws:ec2/routeTable:RouteTable") if "-private-" in r.name
+    ]
+    assert len({t.inputs["routes"][0]["natGatewayId"] for t in private_tables}) == 3
+
+
+def test_tasks_run_in_private_subnets_without_public_ips(any_run: ProgramRun) -> None:
+    private_ids = {
+        s.resource_id for s in any_run.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name
+    }
+    for service in any_run.of_type(SERVICE):
+        network = service.inputs["networkConfiguration"]
+        assert network["assignPublicIp"] is False
+        assert set(network["subnets"]) == private_ids
+
+
+# --- network security -------------------------------------------------------------------------
+
+
+def test_only_the_alb_accepts_traffic_from_anywhere(any_run: ProgramRun) -> None:
+    alb_sg = any_run.one("aws:ec2/securityGroup:SecurityGroup", "-alb")
+    open_rules = [
+        r
+        for r in any_run.of_type(SG_INGRESS)
+        if r.inputs.get("cidrIpv4") in ANYWHERE or r.inputs.get("cidrIpv6") in ANYWHERE
+    ]
+    assert open_rules, "the ALB must be reachable"
+    assert {r.inputs["securityGroupId"] for r in open_rules} == {alb_sg.resource_id}
+    assert {r.inputs["fromPort"] for r in open_rules} <= {80, 443}
+    for sg in any_run.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        assert not sg.inputs.get("ingress"), "inline rules would bypass this check"
+
+
+def test_https_listener_and_redirect_when_a_certificate_is_configured(prod_run: ProgramRun) -> None:
+    listeners = {r.inputs["port"]: r.inputs for r in prod_run.of_type("aws:lb/listener:Listener")}
+    assert listeners[443]["protocol"] == "HTTPS"
+    assert listeners[443]["certificateArn"] == prod_run.config["jobqueue:certificateArn"]
+    assert listeners[443]["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    redirect = listeners[80]["defaultActions"][0]
+    assert redirect["type"] == "redirect"
+    assert redirect["redirect"]["protocol"] == "HTTPS"
+    assert prod_run.exports["apiUrl"].startswith("https://")
+
+
+def test_redis_is_reachable_only_from_the_task_security_groups(any_run: ProgramRun) -> None:
+    group = any_run.one("aws:elasticache/replicationGroup:ReplicationGroup")
+    (cache_sg_id,) = group.inputs["securityGroupIds"]
+    rules = [r for r in any_run.of_type(SG_INGRESS) if r.inputs["securityGroupId"] == cache_sg_id]
+    task_sgs = {
+        any_run.one("aws:ec2/securityGroup:SecurityGroup", f"-{role}").resource_id
+        for role in ("api", "worker", "metrics")
+    }
+    assert {r.inputs.get("referencedSecurityGroupId") for r in rules} == task_sgs
+    for rule in rules:
+        assert "cidrIpv4" not in rule.inputs
+        assert "cidrIpv6" not in rule.inputs
+        assert rule.inputs["fromPort"] == rule.inputs["toPort"] == 6379
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def test_cache_is_multi_az_valkey_with_tls_encryption_and_auth(any_run: ProgramRun) -> None:
+    rg = any_run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+    assert rg["engine"] == "valkey"
+    assert rg["transitEncryptionEnabled"] is True
+    assert rg["atRestEncryptionEnabled"] is True
+    assert rg["automaticFailoverEnabled"] is True
+    assert rg["multiAzEnabled"] is True
+    assert rg["numCacheClusters"] == 2
+    assert rg["clusterMode"] == "disabled"
+    assert secret_value(rg["authToken"]).startswith(SECRET_SENTINEL)
+    assert rg["authTokenUpdateStrategy"] in ("SET", "ROTATE")
+
+
+def test_auth_token_is_stored_in_secrets_manager(dev_run: ProgramRun) -> None:
+    token = dev_run.one("random:index/randomPassword:RandomPassword", "auth-token")
+    version = dev_run.one("aws:secretsmanager/secretVersion:SecretVersion", "auth-token")
+    assert secret_value(version.inputs["secretString"]) == token.state["result"]
+
+
+def test_cluster_mode_option_shards_the_group() -> None:
+    run = run_program(
+        {**dev_config(), "jobqueue:cacheClusterMode": "true", "jobqueue:cacheShards": "2"},
+        stack="sharded",
+    )
+    rg = run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+    assert rg["clusterMode"] == "enabled"
+    assert rg["numNodeGroups"] == 2
+    assert rg["replicasPerNodeGroup"] == 1
+    assert "numCacheClusters" not in rg
+    assert rg["parameterGroupName"].endswith(".cluster.on")
+    assert run.exports["cacheEndpoint"].startswith("clustercfg.")
+    memory_alarms = [a for a in run.of_type(ALARM) if "redis-memory" in a.name]
+    assert len(memory_alarms) == 4  # 2 shards x (primary + replica)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def test_secrets_reach_containers_only_through_ecs_secrets(any_run: ProgramRun) -> None:
+    secret_arns = {s.state["arn"] for s in any_run.of_type("aws:secretsmanager/secret:Secret")}
+    for role in ("api", "worker", "metrics"):
+        container = any_run.container(role)
+        env_names = {e["name"] for e in container["environment"]}
+        assert not env_names & {"REDIS_PASSWORD", "API_KEYS"}
+        secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+        assert secrets["REDIS_PASSWORD"] in secret_arns
+        assert set(secrets.values()) <= secret_arns
+        assert SECRET_SENTINEL not in json.dumps(container)
+    assert "API_KEYS" in {s["name"] for s in any_run.container("api")["secrets"]}
+    assert "API_KEYS" not in {s["name"] for s in any_run.container("worker")["secrets"]}
+
+
+def test_no_secret_value_appears_in_stack_outputs(any_run: ProgramRun) -> None:
+    assert SECRET_SENTINEL not in json.dumps(any_run.exports)
+    assert set(any_run.exports) >= {"apiUrl", "dashboardUrl", "repositoryUrls", "cacheEndpoint"}
+
+
+def test_containers_get_the_settings_the_service_reads(dev_run: ProgramRun) -> None:
+    env = {e["name"]: e["value"] for e in dev_run.container("worker")["environment"]}
+    assert env["REDIS_TLS"] == "true"
+    assert env["ENVIRONMENT"] == "dev"
+    assert env["REDIS_HOST"] == dev_run.exports["cacheEndpoint"]
+    assert env["WORKER_COUNT"] == dev_run.config["jobqueue:workerCount"]
+    assert env["WORKER_CONCURRENCY"] == dev_run.config["jobqueue:workerConcurrency"]
+    assert env["SHUTDOWN_GRACE_SECONDS"] == dev_run.config["jobqueue:shutdownGraceSeconds"]
+    assert env["ARTIFACT_BUCKET"] == dev_run.exports["artifactBucket"]
+    assert env["EMAIL_BACKEND"] == "ses"
+    metrics_env = {e["name"]: e["value"] for e in dev_run.container("metrics")["environment"]}
+    assert metrics_env["CLOUDWATCH_ENABLED"] == "true"
+    assert metrics_env["CANARY_ENABLED"] == "true"
+
+
+# --- IAM --------------------------------------------------------------------------------------
+
+
+def _statements(run: ProgramRun) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, s) for name, doc in run.policies() for s in doc["Statement"]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_iam_statement_allows_every_action(any_run: ProgramRun) -> None:
+    for name, stmt in _statements(any_run):
+        for action in _as_list(stmt["Action"]):
+            assert action != "*", (name, stmt)
+            assert not action.endswith(":*"), (name, stmt)
+
+
+def test_resource_star_only_where_aws_cannot_scope(any_run: ProgramRun) -> None:
+    for name, stmt in _statements(any_run):
+        if "*" not in _as_list(stmt.get("Resource", [])):
+            continue
+        assert set(_as_list(stmt["Action"])) <= UNSCOPABLE_ACTIONS, (name, stmt)
+
+
+def test_put_metric_data_is_conditioned_on_the_contract_namespace(dev_run: ProgramRun) -> None:
+    found = [
+        (name, s)
+        for name, s in _statements(dev_run)
+        if "cloudwatch:PutMetricData" in _as_list(s["Action"])
+    ]
+    assert [name for name, _ in found] == ["jobqueue-dev-metrics-task"]
+    assert found[0][1]["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
+
+
+def test_s3_access_is_limited_to_the_artifact_bucket(dev_run: ProgramRun) -> None:
+    bucket_arn = dev_run.one("aws:s3/bucket:Bucket").state["arn"]
+    for _name, stmt in _statements(dev_run):
+        if any(a.startswith("s3:") for a in _as_list(stmt["Action"])):
+            assert all(r in (bucket_arn, f"{bucket_arn}/*") for r in _as_list(stmt["Resource"]))
+
+
+def test_each_execution_role_reads_only_its_own_secrets(dev_run: ProgramRun) -> None:
+    secrets = {s.name: s.state["arn"] for s in dev_run.of_type("aws:secretsmanager/secret:Secret")}
+    readable = {
+        name: set(_as_list(s["Resource"]))
+        for name, s in _statements(dev_run)
+        if "secretsmanager:GetSecretValue" in _as_list(s["Action"])
+    }
+    api_keys = secrets["jobqueue-dev-api-keys"]
+    assert readable["jobqueue-dev-api-execution"] == set(secrets.values())
+    assert api_keys not in readable["jobqueue-dev-worker-execution"]
+    assert api_keys not in readable["jobqueue-dev-metrics-execution"]
+    assert not any("task" in name for name in readable), "task roles never read secrets"
+
+
+def test_only_worker_tasks_may_set_their_scale_in_protection(dev_run: ProgramRun) -> None:
+    holders = [
+        (name, s)
+        for name, s in _statements(dev_run)
+        if "ecs:UpdateTaskProtection" in _as_list(s["Action"])
+    ]
+    assert [name for name, _ in holders] == ["jobqueue-dev-worker-task"]
+    (resource,) = _as_list(holders[0][1]["Resource"])
+    assert resource.startswith("arn:aws:ecs:us-east-1:123456789012:task/jobqueue-dev-cluster/")
+
+
+def test_log_groups_have_retention(any_run: ProgramRun) -> None:
+    days = int(any_run.config["jobqueue:logRetentionDays"])
+    for group in any_run.of_type("aws:cloudwatch/logGroup:LogGroup"):
+        assert group.inputs["retentionInDays"] == days
+
+
+def test_artifact_bucket_is_private_and_encrypted(dev_run: ProgramRun) -> None:
+    block = dev_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(
+        block[k]
+        for k in (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        )
+    )
+    sse = dev_run.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    ).inputs
+    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in (
+        "AES256",
+        "aws:kms",
+    )
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+def test_api_sits_behind_the_alb_with_readyz_health_check(dev_run: ProgramRun) -> None:
+    tg = dev_run.one("aws:lb/targetGroup:TargetGroup").inputs
+    assert tg["healthCheck"]["path"] == "/readyz"
+    assert tg["targetType"] == "ip"
+    assert tg["deregistrationDelay"] <= 30
+    api = dev_run.one(SERVICE, "-api-")
+    assert api.inputs["loadBalancers"][0]["containerPort"] == 8000
+
+
+def test_every_service_rolls_back_a_failed_deployment(any_run: ProgramRun) -> None:
+    for service in any_run.of_type(SERVICE):
+        assert service.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+
+
+def test_worker_stop_timeout_leaves_room_for_the_grace(any_run: ProgramRun) -> None:
+    worker = any_run.container("worker")
+    grace = float(any_run.config["jobqueue:shutdownGraceSeconds"])
+    assert worker["stopTimeout"] == 120
+    assert grace <= worker["stopTimeout"] - 15
+
+
+def test_grace_too_long_for_stop_timeout_fails_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match=r"shutdownGraceSeconds=110 must be <= stopTimeout"):
+        run_program({**dev_config(), "jobqueue:shutdownGraceSeconds": "110"}, stack="badgrace")
+
+
+def test_api_scales_on_cpu_and_requests(dev_run: ProgramRun) -> None:
+    policies = [p for p in dev_run.of_type(POLICY) if "-api-" in p.name]
+    kinds = {
+        p.inputs["targetTrackingScalingPolicyConfiguration"]["predefinedMetricSpecification"][
+            "predefinedMetricType"
+        ]
+        for p in policies
+    }
+    assert kinds == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
+
+
+def test_autoscaled_services_ignore_desired_count_after_creation(dev_run: ProgramRun) -> None:
+    """Checked in the source: ignore_changes is an option the mocks never see."""
+    for module in ("api_service.py", "workers.py"):
+        source = (ROOT / "infra" / "components" / module).read_text()
+        assert 'ignore_changes=["desired_count"]' in source
+
+
+def test_worker_scaling_bounds_come_from_config(any_run: ProgramRun) -> None:
+    target = any_run.one("aws:appautoscaling/target:Target", "-worker-")
+    assert target.inputs["minCapacity"] == int(any_run.config["jobqueue:workerMinCount"])
+    assert target.inputs["maxCapacity"] == int(any_run.config["jobqueue:workerMaxCount"])
+
+
+def test_worker_backlog_target_is_acceptable_wait_over_job_time(dev_run: ProgramRun) -> None:
+    policy = dev_run.one(POLICY, "-worker-backlog")
+    config = policy.inputs["targetTrackingScalingPolicyConfiguration"]
+    c = dev_run.config
+    expected = (
+        float(c["jobqueue:acceptableWaitSeconds"])
+        / float(c["jobqueue:averageJobSeconds"])
+        * int(c["jobqueue:workerConcurrency"])
+    )
+    assert config["targetValue"] == pytest.approx(expected)
+    (query,) = config["customizedMetricSpecification"]["metrics"]
+    assert query["metricStat"]["metric"]["metricName"] == "BacklogPerWorker"
+    assert query["returnData"] is True
+
+
+def test_workers_scale_from_zero_on_pending_jobs(dev_run: ProgramRun) -> None:
+    step = dev_run.one(POLICY, "-worker-from-zero")
+    assert step.inputs["policyType"] == "StepScaling"
+    adjustments = step.inputs["stepScalingPolicyConfiguration"]["stepAdjustments"]
+    assert adjustments == [{"metricIntervalLowerBound": "0", "scalingAdjustment": 1}]
+    alarm = dev_run.one(ALARM, "depth-without-workers").inputs
+    assert alarm["alarmActions"] == [step.state["arn"]]
+    expression = next(q["expression"] for q in alarm["metricQueries"] if q.get("expression"))
+    assert "depth > 0" in expression
+
+
+def test_metrics_task_is_a_single_non_overlapping_service(dev_run: ProgramRun) -> None:
+    service = dev_run.one(SERVICE, "-metrics-").inputs
+    assert service["desiredCount"] == 1
+    assert service["deploymentMaximumPercent"] == 100
+
+
+# --- the metric contract ----------------------------------------------------------------------
+
+
+def _contract_refs(run: ProgramRun) -> list[tuple[str, str, dict[str, str]]]:
+    """(where, metric name, dimensions) of every JobQueue metric the infra reads."""
+    refs: list[tuple[str, str, dict[str, str]]] = []
+    for alarm in run.of_type(ALARM):
+        a = alarm.inputs
+        if a.get("namespace") == NAMESPACE:
+            refs.append((alarm.name, a["metricName"], a["dimensions"]))
+        for q in a.get("metricQueries", []):
+            m = q.get("metric")
+            if m and m["namespace"] == NAMESPACE:
+                refs.append((alarm.name, m["metricName"], m["dimensions"]))
+    for policy in run.of_type(POLICY):
+        spec = policy.inputs.get("targetTrackingScalingPolicyConfiguration", {})
+        for q in spec.get("customizedMetricSpecification", {}).get("metrics", []):
+            m = q["metricStat"]["metric"]
+            dims = {d["name"]: d["value"] for d in m["dimensions"]}
+            refs.append((policy.name, m["metricName"], dims))
+    body = json.loads(run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    for widget in body["widgets"]:
+        for row in widget["properties"]["metrics"]:
+            if row[0] == NAMESPACE:
+                pairs = [x for x in row[2:] if not isinstance(x, dict)]
+                refs.append(
+                    (
+                        widget["properties"]["title"],
+                        row[1],
+                        dict(zip(pairs[::2], pairs[1::2], strict=True)),
+                    )
+                )
+    return refs
+
+
+def test_every_queue_metric_used_is_one_the_metrics_task_publishes(any_run: ProgramRun) -> None:
+    refs = _contract_refs(any_run)
+    assert len(refs) > 15
+    queue, env = any_run.config["jobqueue:queueName"], any_run.config["jobqueue:environment"]
+    for where, name, dims in refs:
+        assert name in METRICS_BY_NAME, f"{where} reads {name}, which nobody publishes"
+        spec = METRICS_BY_NAME[name]
+        assert set(dims) == {d.value for d in spec.dimensions}, (where, name, dims)
+        assert dims["Queue"] == queue, (where, dims)
+        assert dims["Environment"] == env, (where, dims)
+
+
+def test_alarms_cover_the_on_call_list_and_notify_sns(any_run: ProgramRun) -> None:
+    topic = any_run.one("aws:sns/topic:Topic").state["arn"]
+    alarms = {
+        a.name.removeprefix(f"jobqueue-{a.name.split('-')[1]}-"): a for a in any_run.of_type(ALARM)
+    }
+    for wanted in (
+        "oldest-pending-age",
+        "failure-rate",
+        "no-workers",
+        "api-5xx",
+        "redis-memory-1",
+        "redis-memory-2",
+        "canary-latency",
+    ):
+        assert wanted in alarms, wanted
+        assert alarms[wanted].inputs["alarmActions"] == [topic]
+
+
+def test_alert_email_subscribes_to_the_topic(prod_run: ProgramRun) -> None:
+    sub = prod_run.one("aws:sns/topicSubscription:TopicSubscription").inputs
+    assert sub["protocol"] == "email"
+    assert sub["endpoint"] == prod_run.config["jobqueue:alertEmail"]
+
+
+def test_dashboard_body_follows_the_cloudwatch_widget_structure(any_run: ProgramRun) -> None:
+    body = json.loads(any_run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    assert set(body) == {"widgets"}
+    titles = []
+    for widget in body["widgets"]:
+        assert widget["type"] == "metric"
+        for key in ("x", "y", "width", "height"):
+            assert isinstance(widget[key], int)
+        assert widget["x"] >= 0
+        assert widget["x"] + widget["width"] <= 24
+        props = widget["properties"]
+        assert props["region"] == "us-east-1"
+        assert props["view"] in ("timeSeries", "singleValue", "bar", "pie", "gauge")
+        for row in props["metrics"]:
+            assert isinstance(row, list)
+            assert len(row) >= 2
+            labels = [x for x in row if not isinstance(x, dict)]
+            assert len(labels) % 2 == 0, "namespace, name, then dimension name/value pairs"
+            assert all(isinstance(x, dict) for x in row[len(labels) :])
+        titles.append(props["title"].lower())
+    joined = " | ".join(titles)
+    for topic in (
+        "priority",
+        "backlog",
+        "oldest",
+        "completed",
+        "workers",
+        "5xx",
+        "latency",
+        "redis engine cpu",
+        "redis memory",
+    ):
+        assert topic in joined, topic
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def _config_keys_read_by_program() -> set[str]:
+    tree = ast.parse((ROOT / "infra" / "__main__.py").read_text())
+    keys = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr.startswith(("require", "get"))
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "cfg"
+            and node.args
+        ):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant):
+                keys.add(f"jobqueue:{arg.value}")
+            elif isinstance(arg, ast.JoinedStr):  # f"{role}Cpu" and friends
+                suffix = "".join(str(v.value) for v in arg.values if isinstance(v, ast.Constant))
+                keys |= {f"jobqueue:{role}{suffix}" for role in ("api", "worker", "metrics")}
+    return keys
+
+
+def test_dev_stack_sets_every_config_key_the_program_reads() -> None:
+    keys = _config_keys_read_by_program()
+    assert len(keys) > 40
+    missing = keys - set(dev_config())
+    assert not missing
+    assert "aws:region" in dev_config()
+
+
+def test_pulumi_project_points_at_the_program() -> None:
+    import yaml  # noqa: PLC0415
+
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "jobqueue"
+    assert project["main"] == "infra/"
+    assert project["runtime"]["name"] == "python"
+    assert project["runtime"]["options"]["toolchain"] == "uv"
