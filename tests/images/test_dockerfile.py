@@ -6,7 +6,7 @@ import re
 import tomllib
 
 import pytest
-from conftest import (
+from dockerfile_reader import (
     DOCKERFILE,
     ROLES,
     ROOT,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, parse_dockerfile, stage_chain
+from dockerfile_reader import ROOT, parse_dockerfile, stage_chain
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import (
+from pulumi_harness import (
     ROOT,
     SECRET_SENTINEL,
     ProgramRun,

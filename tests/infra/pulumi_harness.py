@@ -1,0 +1,234 @@
+"""The Pulumi program run under `pulumi.runtime.set_mocks`, and what it declared.
+
+No CLI and no cloud: the mocks answer every resource registration with its inputs plus the
+computed attributes the program reads (ARNs, DNS names, endpoints), and answer the two invokes the
+program makes (caller identity, availability zones).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import runpy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from pulumi.runtime import settings as pulumi_settings
+
+# pulumi-aws warns at import time about its *own* deprecated classes (e.g. ec2.EncryptionControl),
+# which pytest's `filterwarnings = error` would turn into failures. Import the SDK modules the
+# program uses once, here, with only that category silenced; the program's own warnings still fail.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    for _module in (
+        "appautoscaling",
+        "cloudwatch",
+        "ec2",
+        "ecr",
+        "ecs",
+        "elasticache",
+        "iam",
+        "lb",
+        "s3",
+        "secretsmanager",
+        "sns",
+        "vpc",
+    ):
+        # The SDK's modules load lazily: touching an attribute runs (and warns) now.
+        hasattr(importlib.import_module(f"pulumi_aws.{_module}"), "_force_load")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = ROOT / "infra" / "__main__.py"
+PROJECT = "jobqueue"
+ACCOUNT = "123456789012"
+SECRET_SENTINEL = "MOCK-SECRET-VALUE-"
+
+
+@dataclass
+class Resource:
+    """One registered resource: its type token, logical name, inputs and mocked state."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    state: dict[str, Any]
+    resource_id: str
+
+
+@dataclass
+class ProgramRun:
+    """Everything one run of the program declared."""
+
+    resources: list[Resource] = field(default_factory=list)
+    exports: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[Resource]:
+        """Resources of one type token, e.g. `aws:ecs/service:Service`."""
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name_contains: str = "") -> Resource:
+        """The single resource of a type whose name contains a fragment."""
+        found = [r for r in self.of_type(typ) if name_contains in r.name]
+        assert len(found) == 1, (
+            f"expected one {typ} *{name_contains}*, got {[r.name for r in found]}"
+        )
+        return found[0]
+
+    def by_id(self, resource_id: str) -> Resource:
+        """The resource a mocked id refers to."""
+        return next(r for r in self.resources if r.resource_id == resource_id)
+
+    def container(self, role: str) -> dict[str, Any]:
+        """The parsed container definition of one role's task definition."""
+        task = self.one("aws:ecs/taskDefinition:TaskDefinition", f"-{role}-task")
+        (definition,) = json.loads(task.inputs["containerDefinitions"])
+        return definition
+
+    def policies(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every IAM policy document the program writes, with its resource name."""
+        docs = [
+            (r.name, json.loads(r.inputs["policy"]))
+            for r in self.of_type("aws:iam/rolePolicy:RolePolicy")
+        ]
+        docs += [
+            (r.name, json.loads(r.inputs["assumeRolePolicy"]))
+            for r in self.of_type("aws:iam/role:Role")
+        ]
+        return docs
+
+
+def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The attributes AWS would compute that the program reads back."""
+    physical = inputs.get("name") or name
+    extra: dict[str, Any] = {
+        "arn": f"arn:aws:mock:us-east-1:{ACCOUNT}:{typ.split(':')[1]}/{physical}",
+        "name": physical,
+    }
+    if typ == "aws:ecr/repository:Repository":
+        extra["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{physical}"
+    elif typ == "aws:lb/loadBalancer:LoadBalancer":
+        extra["dnsName"] = f"{name}.us-east-1.elb.amazonaws.com"
+        extra["arnSuffix"] = f"app/{name}/0123456789abcdef"
+    elif typ == "aws:lb/targetGroup:TargetGroup":
+        extra["arnSuffix"] = f"targetgroup/{name}/0123456789abcdef"
+    elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+        extra["primaryEndpointAddress"] = f"master.{name}.cache.amazonaws.com"
+        extra["configurationEndpointAddress"] = f"clustercfg.{name}.cache.amazonaws.com"
+    elif typ == "aws:s3/bucket:Bucket":
+        extra["bucket"] = f"{name}-bucket-1234"
+        extra["arn"] = f"arn:aws:s3:::{name}-bucket-1234"
+    elif typ == "aws:cloudwatch/logGroup:LogGroup":
+        extra["arn"] = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{physical}"
+    elif typ == "random:index/randomPassword:RandomPassword":
+        extra["result"] = SECRET_SENTINEL + name
+    return {**extra, **inputs}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Pulumi mocks that keep every registration."""
+
+    def __init__(self, run: ProgramRun) -> None:
+        self.run = run
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        resource_id = f"{args.name}-id"
+        state = _computed(args.typ, args.name, dict(args.inputs))
+        self.run.resources.append(
+            Resource(args.typ, args.name, dict(args.inputs), state, resource_id)
+        )
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "id": ACCOUNT,
+                "userId": "AIDA",
+            }
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+            return {
+                "names": names,
+                "zoneIds": [f"use1-az{i}" for i in range(1, 5)],
+                "id": "us-east-1",
+            }
+        raise AssertionError(f"unexpected invoke {args.token}")
+
+
+def dev_config() -> dict[str, str]:
+    """The committed dev stack's config, as the CLI would hand it to the program."""
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in doc["config"].items()}
+
+
+def prod_config() -> dict[str, str]:
+    """A prod-like stack: 3 AZs, NAT per AZ, HTTPS, larger nodes, alerts by e-mail."""
+    return {
+        **dev_config(),
+        "jobqueue:environment": "prod",
+        "jobqueue:azCount": "3",
+        "jobqueue:natPerAz": "true",
+        "jobqueue:cacheNodeType": "cache.r7g.large",
+        "jobqueue:cacheSnapshotRetentionDays": "7",
+        "jobqueue:cpuArchitecture": "ARM64",
+        "jobqueue:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
+        "jobqueue:apiCpu": "512",
+        "jobqueue:apiMemory": "1024",
+        "jobqueue:apiMinCount": "2",
+        "jobqueue:apiMaxCount": "10",
+        "jobqueue:workerCpu": "1024",
+        "jobqueue:workerMemory": "2048",
+        "jobqueue:workerMinCount": "1",
+        "jobqueue:workerMaxCount": "50",
+        "jobqueue:workerUseSpot": "true",
+        "jobqueue:logRetentionDays": "90",
+        "jobqueue:containerInsights": "true",
+        "jobqueue:alertEmail": "oncall@example.com",
+    }
+
+
+def run_program(config: dict[str, str], stack: str = "dev") -> ProgramRun:
+    """Execute infra/__main__.py under mocks with `config` and return what it declared."""
+    run = ProgramRun(config=config)
+    pulumi_settings.ROOT.set(None)  # a fresh root stack per run, so exports do not leak
+    pulumi.runtime.set_mocks(RecordingMocks(run), project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[None]:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+        stack_resource = pulumi_settings.get_root_resource()
+        assert stack_resource is not None
+        outputs = dict(stack_resource.outputs)  # type: ignore[attr-defined]
+        return pulumi.Output.all(**outputs).apply(run.exports.update)
+
+    program()
+    return run
+
+
+@pytest.fixture(scope="session")
+def dev_run() -> ProgramRun:
+    return run_program(dev_config())
+
+
+@pytest.fixture(scope="session")
+def prod_run() -> ProgramRun:
+    return run_program(prod_config(), stack="prod")
+
+
+@pytest.fixture(params=["dev", "prod"])
+def any_run(
+    request: pytest.FixtureRequest, dev_run: ProgramRun, prod_run: ProgramRun
+) -> ProgramRun:
+    return {"dev": dev_run, "prod": prod_run}[request.param]
+
+
+RunFactory = Callable[[dict[str, str]], ProgramRun]
