@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     heartbeat_ttl_seconds: float = Field(default=20.0, gt=0)
 
+    # Extra modules defining job types (comma-separated import paths), loaded by API and workers.
+    job_modules: str = ""
+
     # --- Retention (Bull's removeOnComplete / removeOnFail defaults) ----------------------------
     # Bounded by default so Redis memory cannot grow without limit; a job may ask for less or more.
     keep_completed_count: int = Field(default=10_000, ge=0)
@@ -93,6 +96,11 @@ class Settings(BaseSettings):
     def renew_interval(self) -> float:
         """Seconds between lease renewals."""
         return self.lease_renew_seconds or self.lease_seconds / 3
+
+    @property
+    def extra_job_modules(self) -> tuple[str, ...]:
+        """JOB_MODULES as a tuple of module paths."""
+        return tuple(m.strip() for m in self.job_modules.split(",") if m.strip())
 
     @property
     def redis_configured(self) -> bool:

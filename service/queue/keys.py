@@ -52,6 +52,11 @@ class QueueKeys:
         """Cancelled jobs; score = cancel ms."""
         return self._key("cancelled")
 
+    @property
+    def expiry(self) -> str:
+        """Finished jobs with an age limit; score = ms after which the sweeper deletes them."""
+        return self._key("expiry")
+
     def state_set(self, state: str) -> str:
         """The sorted set holding jobs in `state` (a JobState value)."""
         return self._key("active" if state == "processing" else state)

@@ -1,0 +1,189 @@
+"""Job types: a payload model and an async function, registered with `@job_type`.
+
+A job type is what clients enqueue by name. Its payload model validates `data` at enqueue (a bad
+payload is rejected before anything is stored) and again in the worker; its defaults (attempts,
+backoff, timeout, concurrency limit) apply unless a job overrides them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from service.queue.errors import InvalidJobError, PermanentJobError, UnknownJobTypeError
+from service.queue.job_context import JobContext
+from service.queue.models import Backoff, JobSpec, Retention
+from service.queue.queue import QueueConfig
+from service.queue.states import Priority
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[[Any, JobContext], Awaitable[Any]]
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
+# Fixed API paths that sit where a job type name would (`/jobs/{type}/jobs`, `/{type}/enqueue`):
+# a type may not be named like them, so routing can never be ambiguous.
+RESERVED_NAMES = frozenset(
+    {
+        "jobs", "enqueue", "stats", "health", "workers", "failed", "pending", "active",
+        "completed", "delayed", "cancelled", "processing", "metrics", "ui", "healthz", "readyz",
+        "docs", "redoc", "openapi", "bulk", "events", "static", "api",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobTypeDefaults:
+    """Per-type defaults; every field can be overridden per job except `concurrency`."""
+
+    attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout_seconds: float | None = None
+    # Max jobs of this type processing at once across ALL worker processes; None = no limit.
+    concurrency: int | None = None
+    priority: Priority = Priority.NORMAL
+    keep_completed: Retention | None = None
+    keep_failed: Retention | None = None
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered job type."""
+
+    name: str
+    payload_model: type[BaseModel]
+    handler: Handler
+    defaults: JobTypeDefaults
+    description: str
+
+    def validate_payload(self, data: dict[str, Any]) -> BaseModel:
+        """The payload as the model; InvalidJobError naming each bad field otherwise."""
+        try:
+            return self.payload_model.model_validate(data)
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in ("data", *err["loc"])), "message": err["msg"]}
+                for err in exc.errors(include_url=False)
+            ]
+            raise InvalidJobError(
+                f"invalid data for job type {self.name!r}: "
+                + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                {"errors": errors},
+            ) from exc
+
+    def build_spec(
+        self,
+        data: dict[str, Any],
+        config: QueueConfig,
+        *,
+        priority: Priority | None = None,
+        delay_seconds: float = 0.0,
+        attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+        remove_on_complete: bool | int | dict[str, Any] | None = None,
+        remove_on_fail: bool | int | dict[str, Any] | None = None,
+    ) -> JobSpec:
+        """A validated JobSpec: the job's options over this type's defaults over the queue's."""
+        payload = self.validate_payload(data)
+        d = self.defaults
+        return JobSpec(
+            type=self.name,
+            data=payload.model_dump(mode="json", exclude_unset=False),
+            priority=priority or d.priority,
+            delay_seconds=delay_seconds,
+            attempts=attempts or d.attempts,
+            backoff=backoff or d.backoff,
+            timeout_seconds=timeout_seconds or d.timeout_seconds,
+            idempotency_key=idempotency_key,
+            keep_completed=Retention.parse(
+                remove_on_complete, d.keep_completed or config.keep_completed
+            ),
+            keep_failed=Retention.parse(remove_on_fail, d.keep_failed or config.keep_failed),
+        )
+
+    async def run(self, data: dict[str, Any], job: JobContext) -> Any:
+        """Validate the payload and run the handler; a bad payload never retries."""
+        try:
+            payload = self.payload_model.model_validate(data)
+        except ValidationError as exc:
+            raise PermanentJobError(f"invalid payload: {exc}") from exc
+        result = await self.handler(payload, job)
+        if isinstance(result, BaseModel):
+            return result.model_dump(mode="json")
+        return result
+
+
+class JobRegistry:
+    """Job types by name."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def add(self, job_type: JobType) -> None:
+        """Register a type; names are unique, lower-case-kebab, and not an API path word."""
+        if not _NAME.match(job_type.name) or job_type.name in RESERVED_NAMES:
+            raise ValueError(
+                f"job type name {job_type.name!r} must be lower-case letters, digits and dashes "
+                f"and not one of: {', '.join(sorted(RESERVED_NAMES))}"
+            )
+        existing = self._types.get(job_type.name)
+        if existing is not None and existing.handler is not job_type.handler:
+            raise ValueError(f"job type {job_type.name!r} is already registered")
+        self._types[job_type.name] = job_type
+
+    def get(self, name: str) -> JobType:
+        """The type named `name`; UnknownJobTypeError listing the known types otherwise."""
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobTypeError(
+                f"unknown job type {name!r}; known types: {', '.join(self.names())}",
+                {"type": name, "known_types": self.names()},
+            ) from None
+
+    def names(self) -> list[str]:
+        """Registered type names, sorted."""
+        return sorted(self._types)
+
+    def all(self) -> list[JobType]:
+        """Registered types, sorted by name."""
+        return [self._types[name] for name in self.names()]
+
+    def concurrency_limits(self) -> dict[str, int]:
+        """Types with a cross-worker concurrency limit."""
+        return {t.name: t.defaults.concurrency for t in self.all() if t.defaults.concurrency}
+
+
+REGISTRY = JobRegistry()
+
+
+def job_type(
+    name: str,
+    payload: type[P],
+    *,
+    description: str = "",
+    defaults: JobTypeDefaults | None = None,
+    registry: JobRegistry = REGISTRY,
+) -> Callable[[Callable[[P, JobContext], Awaitable[Any]]], Callable[[P, JobContext], Awaitable[Any]]]:
+    """Register an async function `(payload, job) -> result` as job type `name`."""
+
+    def register(
+        handler: Callable[[P, JobContext], Awaitable[Any]],
+    ) -> Callable[[P, JobContext], Awaitable[Any]]:
+        registry.add(
+            JobType(
+                name=name,
+                payload_model=payload,
+                handler=handler,
+                defaults=defaults or JobTypeDefaults(),
+                description=description or (handler.__doc__ or "").strip().split("\n")[0],
+            )
+        )
+        return handler
+
+    return register

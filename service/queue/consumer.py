@@ -1,0 +1,230 @@
+"""Worker-side queue operations: take jobs under a lease, renew, finish, hand back, sweep.
+
+Every change is one Lua script (see lua/), so a worker killed between any two calls leaves the
+queue consistent: at worst its jobs sit in `active` until their lease expires and the sweeper
+returns them to pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.queue.queue import (
+    SAMPLES_KEPT,
+    STATS_TTL_SECONDS,
+    TRIM_BATCH,
+    JobQueue,
+    ScriptCall,
+    now_ms,
+)
+
+# A job whose worker died this many times fails instead of being handed out again: it is
+# probably what kills its workers (BullMQ's maxStalledCount plays the same role).
+MAX_STALLS = 3
+# Each sweep step handles at most this many jobs per script call, keeping calls short.
+SWEEP_BATCH = 500
+# Due delayed jobs promoted per dequeue call (the sweeper promotes the rest).
+PROMOTE_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job handed to this worker: its id, taskiq message, attempt number and wait start."""
+
+    job_id: str
+    message: str
+    attempt: int
+    pending_since_ms: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended. `retry_delay_ms` < 0 means the failure must not be retried."""
+
+    job_id: str
+    completed: bool
+    payload: str  # result JSON when completed, else the error message
+    traceback: str = ""
+    retry_delay_ms: int = -1
+
+
+class FinishStatus:
+    """What the finish script did (its integer reply)."""
+
+    STALE = 0
+    COMPLETED = 1
+    RETRY_SCHEDULED = 2
+    FAILED = 3
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one sweep did."""
+
+    requeued: int = 0
+    failed_stalled: int = 0
+    promoted: int = 0
+    expired: int = 0
+    workers_dropped: int = 0
+
+
+def new_worker_id() -> str:
+    """host-pid-random: unique per process, readable in the worker list."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class Consumer:
+    """One worker process's handle on the queue."""
+
+    def __init__(self, queue: JobQueue, worker_id: str, lease_seconds: float) -> None:
+        self.queue = queue
+        self.keys = queue.keys
+        self.scripts = queue.scripts
+        self.redis = queue.redis
+        self.worker_id = worker_id
+        self.lease_ms = int(lease_seconds * 1000)
+
+    def _now(self) -> int:
+        return now_ms(self.queue.clock)
+
+    async def dequeue(self, max_jobs: int) -> tuple[list[Delivery], int | None]:
+        """Take up to `max_jobs` of the best due jobs; also returns the next delayed due ms."""
+        k = self.keys
+        keys = [
+            k.pending, k.delayed, k.active, k.marker, k.sequence, k.type_counts, k.type_limits,
+            k.job_prefix, k.job_events(""), k.events,
+        ]  # fmt: skip
+        args = [self._now(), self.lease_ms, self.worker_id, max_jobs, PROMOTE_BATCH]
+        reply = await self.scripts.run("dequeue", keys, args)
+        next_due = int(reply[0])
+        deliveries = [
+            Delivery(reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]))
+            for i in range(1, len(reply), 4)
+        ]
+        return deliveries, (None if next_due < 0 else next_due)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Block (no polling) until a producer marks new work or `timeout` seconds pass."""
+        # BZPOPMIN treats 0 as "forever"; never block unbounded, so shutdown is noticed.
+        await self.redis.bzpopmin(self.keys.marker, timeout=max(timeout, 0.01))
+
+    def _finish_call(self, outcome: Outcome) -> ScriptCall:
+        k = self.keys
+        now = self._now()
+        keys = [
+            k.job_prefix, k.active, k.delayed, k.completed, k.failed, k.marker, k.pending,
+            k.type_counts, k.type_limits, k.expiry, k.type_index_prefix, k.idempotency_prefix,
+            k.logs_prefix, k.samples, k.stats_minute(now // 60_000), k.job_events(""), k.events,
+        ]  # fmt: skip
+        args = [
+            outcome.job_id, self.worker_id, now, "completed" if outcome.completed else "failed",
+            outcome.payload, outcome.traceback, outcome.retry_delay_ms, TRIM_BATCH,
+            STATS_TTL_SECONDS, SAMPLES_KEPT,
+        ]  # fmt: skip
+        return "finish", keys, args
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Record many attempts' ends in one round trip; a FinishStatus per outcome."""
+        replies = await self.scripts.run_many(
+            self.redis, [self._finish_call(outcome) for outcome in outcomes]
+        )
+        return [int(reply) for reply in replies]
+
+    async def renew(self, job_ids: Sequence[str]) -> list[str]:
+        """Extend the leases of `job_ids`; returns those this worker no longer holds."""
+        if not job_ids:
+            return []
+        deadline = self._now() + self.lease_ms
+        lost: list[str] = await self.scripts.run(
+            "renew", [self.keys.active, self.keys.job_prefix], [self.worker_id, deadline, *job_ids]
+        )
+        return lost
+
+    async def release(self, job_ids: Sequence[str]) -> int:
+        """Hand unfinished jobs back to pending (shutdown); returns how many were still ours."""
+        if not job_ids:
+            return 0
+        k = self.keys
+        keys = [
+            k.active, k.pending, k.marker, k.sequence, k.type_counts, k.job_prefix,
+            k.job_events(""), k.events,
+        ]  # fmt: skip
+        released: int = await self.scripts.run(
+            "release", keys, [self.worker_id, self._now(), *job_ids]
+        )
+        return released
+
+    async def progress(self, job_id: str, percent: float, message: str) -> bool:
+        """Store and publish progress; False when the job is no longer this worker's."""
+        k = self.keys
+        reply = await self.scripts.run(
+            "progress",
+            [k.job_prefix, k.active, k.job_events(""), k.events],
+            [job_id, self.worker_id, percent, message, self._now()],
+        )
+        return bool(reply)
+
+    async def log(self, job_id: str, line: str) -> None:
+        """Append a log line to the job (the oldest lines beyond the cap are dropped)."""
+        await self.scripts.run(
+            "log",
+            [self.keys.job(job_id), self.keys.logs(job_id)],
+            [line, self.queue.config.max_log_lines],
+        )
+
+    async def sweep(self, lock_ms: int, worker_ttl_ms: int) -> SweepReport | None:
+        """Run the sweeper if no other worker did within `lock_ms`; None when skipped."""
+        acquired = await self.redis.set(self.keys.sweep_lock, self.worker_id, nx=True, px=lock_ms)
+        if not acquired:
+            return None
+        total = SweepReport()
+        for _ in range(20):  # bounded: a huge backlog is finished by the next sweeps
+            step = await self._sweep_once(worker_ttl_ms)
+            total = SweepReport(*(a + b for a, b in zip(_fields(total), _fields(step), strict=True)))
+            if max(_fields(step)) < SWEEP_BATCH:
+                break
+        return total
+
+    async def _sweep_once(self, worker_ttl_ms: int) -> SweepReport:
+        k = self.keys
+        now = self._now()
+        keys = [
+            k.active, k.pending, k.delayed, k.marker, k.sequence, k.type_counts, k.job_prefix,
+            k.completed, k.failed, k.cancelled, k.expiry, k.type_index_prefix,
+            k.idempotency_prefix, k.logs_prefix, k.workers, k.job_events(""), k.events,
+            k.stats_minute(now // 60_000),
+        ]  # fmt: skip
+        args = [now, SWEEP_BATCH, MAX_STALLS, worker_ttl_ms, STATS_TTL_SECONDS]
+        reply = await self.scripts.run("sweep", keys, args)
+        return SweepReport(*(int(value) for value in reply))
+
+    async def heartbeat(self, info: dict[str, str | int], current_jobs: Sequence[str], ttl_ms: int) -> None:
+        """Publish this worker's liveness and state; it drops out `ttl_ms` after the last one."""
+        now = self._now()
+        key = self.keys.worker(self.worker_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={**info, "heartbeat": now, "jobs": json.dumps(list(current_jobs))})
+        pipe.pexpire(key, ttl_ms)
+        pipe.zadd(self.keys.workers, {self.worker_id: now})
+        await pipe.execute()
+
+    async def deregister(self) -> None:
+        """Leave the worker registry at once (clean shutdown)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.worker(self.worker_id))
+        pipe.zrem(self.keys.workers, self.worker_id)
+        await pipe.execute()
+
+
+def _fields(report: SweepReport) -> tuple[int, ...]:
+    return (
+        report.requeued,
+        report.failed_stalled,
+        report.promoted,
+        report.expired,
+        report.workers_dropped,
+    )

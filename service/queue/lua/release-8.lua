@@ -1,0 +1,25 @@
+--[[ Hand jobs back to pending (worker shutting down before they finished). The interrupted
+attempt is not counted: the job did not fail, its worker left.
+KEYS[1] active   KEYS[2] pending   KEYS[3] marker          KEYS[4] sequence
+KEYS[5] type_counts   KEYS[6] job_prefix   KEYS[7] events_prefix   KEYS[8] events channel
+ARGV[1] worker id   ARGV[2] now ms   ARGV[3..] job ids
+Returns how many were handed back.
+]]
+local worker, now = ARGV[1], tonumber(ARGV[2])
+local released = 0
+for i = 3, #ARGV do
+  local job_id = ARGV[i]
+  local job_key = KEYS[6] .. job_id
+  if rcall("ZSCORE", KEYS[1], job_id) and rcall("HGET", job_key, "worker") == worker then
+    local job_type = rcall("HGET", job_key, "type")
+    rcall("ZREM", KEYS[1], job_id)
+    count(KEYS[5], job_type, "processing", -1)
+    rcall("HINCRBY", job_key, "attempts", -1)
+    rcall("HDEL", job_key, "worker")
+    make_pending(job_key, job_id, KEYS[2], KEYS[4], KEYS[5], job_type, now, "released")
+    publish(KEYS[7], KEYS[8], job_id, "pending", now)
+    released = released + 1
+  end
+end
+if released > 0 then rcall("ZADD", KEYS[3], 0, "0") end
+return released

@@ -1,0 +1,24 @@
+--[[ Run a failed or cancelled job again, with its attempts reset.
+KEYS[1] job_prefix   KEYS[2] failed        KEYS[3] cancelled     KEYS[4] pending
+KEYS[5] marker       KEYS[6] sequence      KEYS[7] type_counts   KEYS[8] expiry
+KEYS[9] events_prefix                      KEYS[10] events channel
+ARGV[1] job id   ARGV[2] now ms
+Returns {"missing"} | {state it is in, when not retryable} | {"pending", previous state}.
+]]
+local job_id, now = ARGV[1], tonumber(ARGV[2])
+local job_key = KEYS[1] .. job_id
+local fields = rcall("HMGET", job_key, "state", "type")
+local state, job_type = fields[1], fields[2]
+if not state then return {"missing"} end
+local sets = {failed = KEYS[2], cancelled = KEYS[3]}
+if not sets[state] then return {state} end
+
+rcall("ZREM", sets[state], job_id)
+rcall("ZREM", KEYS[8], job_id)
+count(KEYS[7], job_type, state, -1)
+rcall("HDEL", job_key, "error", "traceback", "result", "finished", "worker", "progress_msg")
+rcall("HSET", job_key, "attempts", 0, "progress", 0)
+make_pending(job_key, job_id, KEYS[4], KEYS[6], KEYS[7], job_type, now, "retry")
+rcall("ZADD", KEYS[5], 0, "0")
+publish(KEYS[9], KEYS[10], job_id, "pending", now)
+return {"pending", state}

@@ -1,0 +1,65 @@
+--[[ Housekeeping, run by one worker at a time under the sweep lock:
+  1. jobs whose lease expired (worker killed or frozen) go back to pending; a job that lost its
+     worker more than max_stalls times fails instead (it is probably what kills them);
+  2. due delayed jobs are promoted (dequeue does this too; this covers queues with no idle worker);
+  3. finished jobs past their retention age are deleted;
+  4. workers whose heartbeat stopped leave the registry.
+Each step handles at most `limit` items so one call stays short; the caller repeats while busy.
+KEYS[1]  active      KEYS[2]  pending      KEYS[3]  delayed       KEYS[4]  marker
+KEYS[5]  sequence    KEYS[6]  type_counts  KEYS[7]  job_prefix    KEYS[8]  completed
+KEYS[9]  failed      KEYS[10] cancelled    KEYS[11] expiry        KEYS[12] type_index_prefix
+KEYS[13] idempotency_prefix                KEYS[14] logs_prefix   KEYS[15] workers
+KEYS[16] events_prefix                     KEYS[17] events channel
+KEYS[18] stats of this minute
+ARGV[1] now ms   ARGV[2] limit   ARGV[3] max stalls   ARGV[4] worker heartbeat TTL ms
+ARGV[5] stats TTL s
+Returns {requeued, failed for stalling, promoted, expired and deleted, workers dropped}.
+]]
+local now, limit, max_stalls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local job_prefix, type_counts = KEYS[7], KEYS[6]
+local p = {job_prefix = job_prefix, expiry = KEYS[11], type_counts = type_counts,
+  type_index_prefix = KEYS[12], idempotency_prefix = KEYS[13], logs_prefix = KEYS[14]}
+
+local requeued, stalled_out = 0, 0
+local expired = rcall("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)
+for _, job_id in ipairs(expired) do
+  local job_key = job_prefix .. job_id
+  rcall("ZREM", KEYS[1], job_id)
+  local fields = rcall("HMGET", job_key, "type", "keep_failed", "worker")
+  local job_type = fields[1]
+  if job_type then
+    count(type_counts, job_type, "processing", -1)
+    local stalls = rcall("HINCRBY", job_key, "stalls", 1)
+    rcall("HDEL", job_key, "worker")
+    if stalls > max_stalls then
+      rcall("HSET", job_key, "error",
+        "job lost its worker " .. stalls .. " times (lease expired); last worker " .. (fields[3] or "?"))
+      rcall("HINCRBY", KEYS[18], "failed", 1)
+      rcall("EXPIRE", KEYS[18], ARGV[5])
+      retire(p, job_key, job_id, job_type, "failed", KEYS[9], fields[2] or "-1,-1", now, limit)
+      publish(KEYS[16], KEYS[17], job_id, "failed", now)
+      stalled_out = stalled_out + 1
+    else
+      make_pending(job_key, job_id, KEYS[2], KEYS[5], type_counts, job_type, now, "lease-expired")
+      publish(KEYS[16], KEYS[17], job_id, "pending", now)
+      requeued = requeued + 1
+    end
+  end
+end
+
+local promoted = promote_due(KEYS[3], KEYS[2], KEYS[5], type_counts, job_prefix, now, limit)
+if requeued + promoted > 0 then rcall("ZADD", KEYS[4], 0, "0") end
+
+local finished_sets = {completed = KEYS[8], failed = KEYS[9], cancelled = KEYS[10]}
+local too_old = rcall("ZRANGEBYSCORE", KEYS[11], "-inf", now, "LIMIT", 0, limit)
+for _, job_id in ipairs(too_old) do
+  local state = rcall("HGET", job_prefix .. job_id, "state")
+  if finished_sets[state] then
+    remove_job(p, job_id, finished_sets[state])
+  else
+    rcall("ZREM", KEYS[11], job_id) -- retried since: no longer due for deletion
+  end
+end
+
+local dropped = rcall("ZREMRANGEBYSCORE", KEYS[15], "-inf", now - tonumber(ARGV[4]))
+return {requeued, stalled_out, promoted, #too_old, dropped}

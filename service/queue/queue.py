@@ -1,0 +1,479 @@
+"""The queue layer's Python API: enqueue, inspect, list, count, cancel and retry jobs.
+
+The HTTP API, the CLI, the metrics collector and the broker call this; none of them touches
+Redis keys directly. Worker-side operations (dequeue, leases, finishing) live in consumer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from taskiq.message import TaskiqMessage
+
+from service.queue.errors import (
+    InvalidRequestError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    QueueUnavailableError,
+)
+from service.queue.keys import QueueKeys
+from service.queue.models import (
+    Backoff,
+    EnqueueResult,
+    Job,
+    JobSpec,
+    Page,
+    QueueCounts,
+    Retention,
+    TimelineEntry,
+    WorkerInfo,
+    from_ms,
+)
+from service.queue.scripts import ScriptArg, Scripts
+from service.queue.states import JobState, Priority, pending_score_range
+
+# Finished-set trimming deletes at most this many jobs per script call, so no call blocks Redis
+# for long; every later finish continues where it stopped.
+TRIM_BATCH = 100
+# Per-minute counters are kept this long: enough for the dashboard's one-hour charts.
+STATS_TTL_SECONDS = 2 * 3600
+# Newest samples of (wait, run) kept for percentiles.
+SAMPLES_KEPT = 1000
+# Lists return at most this many jobs per page.
+MAX_PAGE = 500
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+Clock = Callable[[], float]
+ScriptCall = tuple[str, Sequence[str], Sequence[ScriptArg]]
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The settings the queue layer needs (a slice of service.settings.Settings)."""
+
+    keep_completed: Retention = Retention(count=10_000, age_seconds=24 * 3600)
+    keep_failed: Retention = Retention(count=50_000, age_seconds=7 * 24 * 3600)
+    max_log_lines: int = 200
+
+
+def now_ms(clock: Clock) -> int:
+    """The clock as integer milliseconds, the unit of every Redis score."""
+    return int(clock() * 1000)
+
+
+def build_message(job_id: str, spec: JobSpec) -> str:
+    """The taskiq message a worker receives for this job (task name = job type)."""
+    labels: dict[str, Any] = {
+        "priority": str(int(spec.priority)),
+        "max_attempts": str(spec.attempts),
+        "backoff": spec.backoff.model_dump_json(),
+    }
+    if spec.timeout_seconds is not None:
+        labels["timeout"] = str(spec.timeout_seconds)  # taskiq's receiver enforces this label
+    message = TaskiqMessage(
+        task_id=job_id, task_name=spec.type, labels=labels, args=[], kwargs={"data": spec.data}
+    )
+    return message.model_dump_json()
+
+
+class JobQueue:
+    """One named queue on one Redis/Valkey server."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: QueueKeys,
+        config: QueueConfig | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.config = config or QueueConfig()
+        self.clock = clock
+        self.scripts = Scripts(redis)
+
+    # --- enqueue -------------------------------------------------------------------------------
+
+    def _enqueue_call(self, job_id: str, spec: JobSpec, message: str) -> ScriptCall:
+        k = self.keys
+        now = now_ms(self.clock)
+        due = now + int(spec.delay_seconds * 1000)
+        keys = [
+            k.job_prefix, k.pending, k.delayed, k.marker, k.sequence, k.type_counts,
+            k.type_index_prefix, k.idempotency_prefix, k.job_events(""), k.events,
+        ]  # fmt: skip
+        args: list[ScriptArg] = [
+            job_id, spec.type, int(spec.priority), message, now, due, spec.attempts,
+            spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
+        ]  # fmt: skip
+        return "enqueue", keys, args
+
+    async def enqueue(self, spec: JobSpec, job_id: str | None = None) -> EnqueueResult:
+        """Add one job. With an idempotency key already used, returns that job (created=False)."""
+        return (await self.enqueue_many([spec], [job_id] if job_id else None))[0]
+
+    async def enqueue_many(
+        self, specs: Sequence[JobSpec], job_ids: Sequence[str] | None = None
+    ) -> list[EnqueueResult]:
+        """Add many jobs in one round trip; each is atomic on its own."""
+        ids = list(job_ids) if job_ids else [uuid.uuid4().hex for _ in specs]
+        calls = [
+            self._enqueue_call(job_id, spec, build_message(job_id, spec))
+            for job_id, spec in zip(ids, specs, strict=True)
+        ]
+        replies = await self._guard(self.scripts.run_many(self.redis, calls))
+        jobs = await self.get_many([reply[0] for reply in replies])
+        return [
+            EnqueueResult(job=job, created=bool(reply[1]))
+            for job, reply in zip(jobs, replies, strict=True)
+        ]
+
+    async def enqueue_message(self, job_id: str, spec: JobSpec, message: str) -> bool:
+        """Add a job whose taskiq message was already built (the broker's `kick`)."""
+        reply = await self._guard(self.scripts.run(*self._enqueue_call(job_id, spec, message)))
+        return bool(reply[1])
+
+    # --- read ----------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job with this id; JobNotFoundError if there is none."""
+        job = (await self.get_many([job_id]))[0]
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}", {"id": job_id})
+        return job
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """Jobs by id in one round trip; ids that no longer exist are left out."""
+        if not job_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        rows = await self._guard(pipe.execute())
+        return [
+            _job_from_hash(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row
+        ]
+
+    async def logs(self, job_id: str, limit: int = 100) -> list[str]:
+        """The newest `limit` log lines of a job, oldest first."""
+        lines: list[str] = await self._guard(self.redis.lrange(self.keys.logs(job_id), -limit, -1))
+        return lines
+
+    async def list_jobs(
+        self, state: JobState, limit: int = 50, cursor: str | None = None
+    ) -> Page[Job]:
+        """Jobs in one state: pending in run order, delayed by due time, processing by start,
+        finished ones newest first."""
+        limit = max(1, min(limit, MAX_PAGE))
+        if state is JobState.PROCESSING:
+            return await self._list_active(limit, cursor)
+        newest_first = state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+        ids, next_cursor = await self._page_ids(
+            self.keys.state_set(state), limit, cursor, newest_first
+        )
+        return Page(items=await self.get_many(ids), next_cursor=next_cursor)
+
+    async def list_by_type(
+        self,
+        job_type: str,
+        state: JobState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        """Jobs of one type, newest first, optionally only those in `state`.
+
+        With a state filter a page may hold fewer than `limit` items while `next_cursor` is
+        set: each call scans a bounded window of the type's index instead of the whole index.
+        """
+        limit = max(1, min(limit, MAX_PAGE))
+        window = limit if state is None else limit * 10
+        ids, next_cursor = await self._page_ids(
+            self.keys.type_index(job_type), window, cursor, newest_first=True
+        )
+        jobs = await self.get_many(ids)
+        if state is not None:
+            jobs = [job for job in jobs if job.state is state]
+            if len(jobs) > limit:
+                jobs = jobs[:limit]
+                next_cursor = _encode_cursor(_type_score(jobs[-1]), jobs[-1].id)
+        return Page(items=jobs, next_cursor=next_cursor)
+
+    async def _page_ids(
+        self, key: str, limit: int, cursor: str | None, newest_first: bool
+    ) -> tuple[list[str], str | None]:
+        """A page of a sorted set after (score, member) `cursor`: stable while jobs come and go."""
+        after = _decode_cursor(cursor)
+        fetch = limit + 1
+        while True:
+            fetched = await self._range(key, after, fetch, newest_first)
+            rows = fetched
+            if after is not None:
+                rows = [row for row in fetched if _is_after(row, after, newest_first)]
+            if len(rows) > limit or len(fetched) < fetch:
+                break
+            fetch *= 2  # jobs tied with the cursor's score were filtered out: look further
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
+        return [member for member, _ in page], next_cursor
+
+    async def _range(
+        self, key: str, after: tuple[float, str] | None, count: int, newest_first: bool
+    ) -> list[tuple[str, float]]:
+        if newest_first:
+            top = "+inf" if after is None else after[0]
+            rows = await self._guard(
+                self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=count, withscores=True)
+            )
+        else:
+            bottom = "-inf" if after is None else after[0]
+            rows = await self._guard(
+                self.redis.zrangebyscore(key, bottom, "+inf", start=0, num=count, withscores=True)
+            )
+        return [(member, float(score)) for member, score in rows]
+
+    async def _list_active(self, limit: int, cursor: str | None) -> Page[Job]:
+        # The active set is scored by lease deadline, not start: it is bounded by total worker
+        # concurrency, so reading it whole and sorting by start time is cheap.
+        ids: list[str] = await self._guard(self.redis.zrange(self.keys.active, 0, 9_999))
+        jobs = sorted(await self.get_many(ids), key=lambda job: (job.started_at, job.id))
+        if cursor and not cursor.isdigit():
+            raise InvalidRequestError(f"cursor {cursor!r} is not one this API returned")
+        offset = int(cursor) if cursor else 0
+        page = jobs[offset : offset + limit]
+        more = offset + limit < len(jobs)
+        return Page(items=page, next_cursor=str(offset + limit) if more else None)
+
+    async def counts(self) -> QueueCounts:
+        """Jobs per state, pending per priority and per type, and the oldest pending age."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zcard(k.state_set(state))
+        for priority in Priority:
+            pipe.zcount(k.pending, *pending_score_range(priority))
+        pipe.hgetall(k.type_counts)
+        replies = await self._guard(pipe.execute())
+        oldest_ms = await self._guard(
+            self.scripts.run(
+                "oldest-pending",
+                [k.pending, k.job_prefix],
+                ["{} {}".format(*pending_score_range(p)) for p in Priority],
+            )
+        )
+        states = list(JobState)
+        by_state = dict(zip(states, replies[: len(states)], strict=True))
+        priorities = replies[len(states) : len(states) + len(Priority)]
+        by_type: dict[str, dict[JobState, int]] = {}
+        for field, value in replies[-1].items():
+            job_type, _, state = field.rpartition("|")
+            by_type.setdefault(job_type, {s: 0 for s in JobState})[JobState(state)] = int(value)
+        age = 0.0 if oldest_ms < 0 else max(0.0, self.clock() - oldest_ms / 1000)
+        return QueueCounts(
+            by_state=by_state,
+            pending_by_priority={
+                p.label: n for p, n in zip(Priority, priorities, strict=True)
+            },
+            by_type=by_type,
+            oldest_pending_age_seconds=age,
+        )
+
+    async def throughput(self, minutes: int = 1) -> dict[str, int]:
+        """Jobs completed, failed and retried in the last `minutes` whole minutes plus this one."""
+        this_minute = int(self.clock() // 60)
+        pipe = self.redis.pipeline(transaction=False)
+        for minute in range(this_minute - minutes, this_minute + 1):
+            pipe.hgetall(self.keys.stats_minute(minute))
+        totals = {"completed": 0, "failed": 0, "retried": 0}
+        for row in await self._guard(pipe.execute()):
+            for name in totals:
+                totals[name] += int(row.get(name, 0))
+        return totals
+
+    async def per_minute(self, minutes: int = 60) -> list[tuple[int, dict[str, int]]]:
+        """Counters of each of the last `minutes` minutes: (epoch minute, counters), oldest first."""
+        this_minute = int(self.clock() // 60)
+        span = range(this_minute - minutes + 1, this_minute + 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for minute in span:
+            pipe.hgetall(self.keys.stats_minute(minute))
+        rows = await self._guard(pipe.execute())
+        return [
+            (minute, {name: int(row.get(name, 0)) for name in ("completed", "failed", "retried")})
+            for minute, row in zip(span, rows, strict=True)
+        ]
+
+    async def recent_samples(self) -> list[tuple[int, int]]:
+        """(wait ms, run ms) of the most recently completed jobs, newest first."""
+        raw: list[str] = await self._guard(self.redis.lrange(self.keys.samples, 0, -1))
+        return [(int(w), int(r)) for w, r in (item.split(" ") for item in raw)]
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat is live, oldest first."""
+        ids: list[str] = await self._guard(self.redis.zrange(self.keys.workers, 0, -1))
+        pipe = self.redis.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hgetall(self.keys.worker(worker_id))
+        rows = await self._guard(pipe.execute())
+        return [_worker_from_hash(row) for row in rows if row]
+
+    async def ping(self) -> float:
+        """Round-trip time to Redis in seconds; QueueUnavailableError when it is down."""
+        started = time.perf_counter()
+        await self._guard(self.redis.ping())
+        return time.perf_counter() - started
+
+    # --- change --------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a delayed, pending or processing job; a processing one is stopped by its worker."""
+        k = self.keys
+        keys = [
+            k.job_prefix, k.pending, k.delayed, k.active, k.cancelled, k.type_counts,
+            k.cancel_channel, k.expiry, k.type_index_prefix, k.idempotency_prefix,
+            k.logs_prefix, k.marker, k.job_events(""), k.events,
+        ]  # fmt: skip
+        reply = await self._guard(
+            self.scripts.run("cancel", keys, [job_id, now_ms(self.clock), TRIM_BATCH])
+        )
+        self._check_transition(job_id, reply, "cancelled", "cancel")
+        return await self.get(job_id)
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again from its first attempt."""
+        k = self.keys
+        keys = [
+            k.job_prefix, k.failed, k.cancelled, k.pending, k.marker, k.sequence,
+            k.type_counts, k.expiry, k.job_events(""), k.events,
+        ]  # fmt: skip
+        reply = await self._guard(self.scripts.run("retry", keys, [job_id, now_ms(self.clock)]))
+        self._check_transition(job_id, reply, "pending", "retry")
+        return await self.get(job_id)
+
+    @staticmethod
+    def _check_transition(job_id: str, reply: list[str], success: str, verb: str) -> None:
+        if reply[0] == "missing":
+            raise JobNotFoundError(f"no job with id {job_id!r}", {"id": job_id})
+        if reply[0] != success:
+            raise InvalidTransitionError(
+                f"cannot {verb} job {job_id!r}: it is {reply[0]}",
+                {"id": job_id, "status": reply[0]},
+            )
+
+    async def set_type_limits(self, limits: dict[str, int]) -> None:
+        """Publish per-type concurrency limits that every worker's dequeue honours."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.type_limits)
+        if limits:
+            pipe.hset(self.keys.type_limits, mapping={k: str(v) for k, v in limits.items()})
+        await self._guard(pipe.execute())
+
+    async def _guard(self, awaitable: Any) -> Any:
+        """Await a Redis call, turning connection failures into QueueUnavailableError."""
+        try:
+            return await awaitable
+        except REDIS_DOWN as exc:
+            raise QueueUnavailableError(
+                "the queue's Redis server is unreachable; nothing was changed",
+                {"reason": str(exc)},
+            ) from exc
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
+    message = json.loads(row["msg"])
+    labels = message.get("labels", {})
+    kwargs = message.get("kwargs", {})
+    data = kwargs["data"] if set(kwargs) == {"data"} and isinstance(kwargs["data"], dict) else {
+        "args": message.get("args", []), "kwargs": kwargs
+    }  # fmt: skip
+    result = row.get("result")
+    return Job(
+        id=job_id,
+        type=row["type"],
+        state=JobState(row["state"]),
+        priority=Priority(int(row["priority"])),
+        data=data,
+        attempts_made=int(row.get("attempts", 0)),
+        max_attempts=int(row.get("max_attempts", 1)),
+        backoff=Backoff.model_validate_json(labels["backoff"]) if "backoff" in labels else None,
+        timeout_seconds=float(labels["timeout"]) if "timeout" in labels else None,
+        created_at=from_ms(row["created"]),
+        scheduled_for=from_ms(row.get("due", row["created"])),
+        started_at=from_ms(row.get("started")),
+        finished_at=from_ms(row.get("finished")),
+        progress=float(row.get("progress", 0)),
+        progress_message=row.get("progress_msg") or None,
+        result=json.loads(result) if result else None,
+        error=row.get("error"),
+        traceback=row.get("traceback") or None,
+        worker_id=row.get("worker"),
+        stalls=int(row.get("stalls", 0)),
+        idempotency_key=row.get("idem"),
+        timeline=_parse_timeline(row.get("timeline", "")),
+    )
+
+
+def _parse_timeline(raw: str) -> list[TimelineEntry]:
+    entries = []
+    for item in filter(None, raw.split(";")):
+        state, _, rest = item.partition("@")
+        at, _, note = rest.partition(":")
+        if not at.isdigit():
+            continue  # the head of a timeline cut short for length
+        entries.append(TimelineEntry(state=JobState(state), at=from_ms(at), note=note or None))
+    return entries
+
+
+def _worker_from_hash(row: dict[str, str]) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=int(row["pid"]),
+        started_at=from_ms(row["started"]),
+        last_heartbeat=from_ms(row["heartbeat"]),
+        processed=int(row.get("processed", 0)),
+        failed=int(row.get("failed", 0)),
+        concurrency=int(row.get("concurrency", 0)),
+        current_jobs=json.loads(row.get("jobs", "[]")),
+    )
+
+
+def _encode_cursor(score: float, member: str) -> str:
+    return f"{score:.0f}:{member}"
+
+
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    score, sep, member = cursor.partition(":")
+    try:
+        return float(score), member
+    except ValueError:
+        pass
+    raise InvalidRequestError(
+        f"cursor {cursor!r} is not one this API returned; pass next_cursor from the last page",
+        {"cursor": cursor},
+    )
+
+
+def _is_after(row: tuple[str, float], after: tuple[float, str], newest_first: bool) -> bool:
+    member, score = row
+    if score != after[0]:
+        return True
+    # Members with equal scores are ordered lexicographically (reversed when newest first).
+    return member < after[1] if newest_first else member > after[1]
+
+
+def _type_score(job: Job) -> float:
+    return job.created_at.timestamp() * 1000

@@ -1,0 +1,353 @@
+"""One worker process's life on the queue: what it holds, and the loops that keep it honest.
+
+- deliveries(): takes jobs (batched up to free capacity) and blocks on the wake-up marker when
+  idle, never polling;
+- ack(): turns a taskiq result into the job's end (completed, retry after backoff, failed),
+  batching the finish scripts of jobs that end together into one round trip;
+- loops: lease renewal (also notices jobs taken away), cancel signals, heartbeat (worker
+  registry and ECS scale-in protection), and the sweeper;
+- stop(): hands every job it still holds back to pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+from taskiq.message import TaskiqMessage
+from taskiq.result import TaskiqResult
+
+from service.queue.consumer import Consumer, Delivery, FinishStatus, Outcome, new_worker_id
+from service.queue.errors import PermanentJobError
+from service.queue.job_context import JobContext, current_job
+from service.queue.models import Backoff
+from service.queue.queue import JobQueue, now_ms
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Finishes sent in one pipeline at most; more wait for the next round trip.
+FINISH_BATCH = 500
+# A finish that cannot reach Redis is retried this many times (with growing pauses) before the
+# ack fails; the job then stays leased until its lease expires and runs again (at-least-once).
+FINISH_RETRIES = 5
+# A job whose type this worker does not know (e.g. during a rolling deploy) is retried after
+# this long, spending one attempt, rather than failed at once.
+UNKNOWN_TYPE_RETRY_MS = 5_000
+
+
+class ScaleInProtection(Protocol):
+    """ECS task scale-in protection (service.ecs_protection.TaskProtection)."""
+
+    async def update(self, busy: bool) -> None:
+        """Protect the task while busy, release it when idle."""
+
+    async def aclose(self) -> None:
+        """Release resources."""
+
+
+@dataclass
+class Held:
+    """A job this worker took: buffered, running, or finishing."""
+
+    delivery: Delivery
+    message: TaskiqMessage | None = None
+    task: asyncio.Task[Any] | None = None
+    running: bool = False
+    result: TaskiqResult[Any] | None = None
+
+
+@dataclass
+class WorkerStats:
+    """Counters published with the heartbeat."""
+
+    processed: int = 0
+    failed: int = 0
+    started_ms: int = field(default_factory=lambda: 0)
+
+
+class FinishBatcher:
+    """Collects the finishes of one event-loop turn and sends them in one round trip."""
+
+    def __init__(self, finish_many: Callable[[list[Outcome]], Awaitable[list[int]]]) -> None:
+        self._finish_many = finish_many
+        self._waiting: list[tuple[Outcome, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, outcome: Outcome) -> int:
+        """Finish one job; resolves with its FinishStatus once Redis has recorded it."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(0)  # let the other acks of this loop turn join the batch
+            batch, self._waiting = self._waiting[:FINISH_BATCH], self._waiting[FINISH_BATCH:]
+            try:
+                statuses = await self._send([outcome for outcome, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting ack
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), status in zip(batch, statuses, strict=True):
+                if not future.done():
+                    future.set_result(status)
+
+    async def _send(self, outcomes: list[Outcome]) -> list[int]:
+        for attempt in range(FINISH_RETRIES):
+            try:
+                return await self._finish_many(outcomes)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                if attempt == FINISH_RETRIES - 1:
+                    raise
+                log.warning("finishing %d jobs failed (%s); retrying", len(outcomes), exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+class WorkerRuntime:
+    """The queue side of one worker process."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        settings: Settings,
+        protection: ScaleInProtection | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = Consumer(queue, new_worker_id(), settings.lease_seconds)
+        self.worker_id = self.consumer.worker_id
+        self.concurrency = settings.worker_concurrency
+        self.protection = protection
+        self.held: dict[str, Held] = {}
+        self._buffer: deque[Delivery] = deque()
+        self._batcher = FinishBatcher(self.consumer.finish_many)
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.stats = WorkerStats(started_ms=now_ms(queue.clock))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register the worker and start its background loops."""
+        await self._heartbeat()
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.renew_interval, self._renew), name="renew"),
+            asyncio.create_task(self._every(self.settings.heartbeat_seconds, self._heartbeat), name="heartbeat"),
+            asyncio.create_task(self._every(self.settings.sweep_interval_seconds, self._sweep), name="sweep"),
+            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
+        ]  # fmt: skip
+        log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
+
+    async def stop(self) -> None:
+        """Hand back every job still held, stop the loops, leave the registry. Idempotent."""
+        self._stopping.set()
+        unfinished = list(self.held)
+        if unfinished:
+            released = await self._quietly(self.consumer.release(unfinished), "hand back jobs")
+            log.info("handed %s unfinished job(s) back to pending", released)
+        for held in self.held.values():
+            if held.task is not None and held.running:
+                held.task.cancel()
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops = []
+        await self._quietly(self.consumer.deregister(), "leave the worker registry")
+        if self.protection is not None:
+            await self._quietly(self.protection.update(busy=False), "clear task protection")
+            await self.protection.aclose()
+
+    # --- taking jobs ---------------------------------------------------------------------------
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Jobs for this worker, as capacity frees up; waits without polling when idle."""
+        while not self._stopping.is_set():
+            if self._buffer:
+                yield self._buffer.popleft()
+                continue
+            running = len(self.held) - len(self._buffer)
+            jobs, next_due = await self.consumer.dequeue(max(1, self.concurrency - running))
+            if jobs:
+                for delivery in jobs:
+                    self.held[delivery.job_id] = Held(delivery)
+                self._buffer.extend(jobs)
+                continue
+            await self._wait_for_work(next_due)
+
+    async def _wait_for_work(self, next_due_ms: int | None) -> None:
+        timeout = self.settings.idle_block_seconds
+        if next_due_ms is not None:
+            timeout = min(timeout, (next_due_ms - now_ms(self.consumer.queue.clock)) / 1000)
+        if timeout > 0:
+            await self.consumer.wait_for_work(timeout)
+
+    # --- running jobs (called by the taskiq middleware and ack) ----------------------------------
+
+    def on_start(self, message: TaskiqMessage) -> None:
+        """The job's task is about to run: remember it (for cancel) and give it its context."""
+        held = self.held.get(message.task_id)
+        if held is None:
+            return
+        held.message = message
+        held.task = asyncio.current_task()
+        held.running = True
+        current_job.set(
+            JobContext(
+                job_id=message.task_id,
+                job_type=message.task_name,
+                attempt=held.delivery.attempt,
+                max_attempts=int(message.labels.get("max_attempts", 1)),
+                consumer=self.consumer,
+            )
+        )
+
+    def on_result(self, job_id: str, result: TaskiqResult[Any]) -> None:
+        """The job's function returned or raised."""
+        held = self.held.get(job_id)
+        if held is not None:
+            held.running = False
+            held.result = result
+
+    async def ack(self, job_id: str) -> None:
+        """Record how the job ended (the taskiq ack of its message)."""
+        held = self.held.get(job_id)
+        if held is None:
+            return
+        outcome = outcome_of(held)
+        status = await self._batcher.submit(outcome)
+        self.held.pop(job_id, None)
+        if status == FinishStatus.COMPLETED:
+            self.stats.processed += 1
+        elif status in (FinishStatus.FAILED, FinishStatus.RETRY_SCHEDULED):
+            self.stats.failed += 1
+        elif status == FinishStatus.STALE:
+            log.info("job %s was cancelled or re-assigned while running; result dropped", job_id)
+
+    # --- background loops ----------------------------------------------------------------------
+
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self._quietly(action(), action.__name__)
+
+    async def _quietly(self, awaitable: Awaitable[Any], what: str) -> Any:
+        """A transient Redis error in a background step is logged; the loop goes on."""
+        try:
+            return await awaitable
+        except Exception:
+            log.exception("could not %s", what.strip("_"))
+            return None
+
+    async def _renew(self) -> None:
+        lost = await self.consumer.renew(list(self.held))
+        for job_id in lost:
+            self._drop(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        """Stop a job this worker no longer owns (cancelled, or its lease was lost)."""
+        held = self.held.get(job_id)
+        if held is None:
+            return
+        if held.task is not None and held.running:
+            log.info("stopping job %s: cancelled or no longer held by this worker", job_id)
+            held.task.cancel()
+        elif held.delivery in self._buffer:
+            self._buffer.remove(held.delivery)
+            self.held.pop(job_id, None)
+
+    async def _heartbeat(self) -> None:
+        running = [job_id for job_id, held in self.held.items() if held.running]
+        info: dict[str, str | int] = {
+            "id": self.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.stats.started_ms,
+            "processed": self.stats.processed,
+            "failed": self.stats.failed,
+            "concurrency": self.concurrency,
+        }
+        ttl_ms = int(self.settings.heartbeat_ttl_seconds * 1000)
+        await self.consumer.heartbeat(info, running, ttl_ms)
+        if self.protection is not None:
+            await self.protection.update(busy=bool(self.held))
+
+    async def _sweep(self) -> None:
+        report = await self.consumer.sweep(
+            lock_ms=int(self.settings.sweep_interval_seconds * 1000),
+            worker_ttl_ms=int(self.settings.heartbeat_ttl_seconds * 1000),
+        )
+        if report and (report.requeued or report.failed_stalled):
+            log.warning(
+                "sweeper: %d job(s) with expired leases back to pending, %d failed for stalling",
+                report.requeued,
+                report.failed_stalled,
+            )
+
+    async def _listen_for_cancels(self) -> None:
+        while True:
+            try:
+                async with self.consumer.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.consumer.keys.cancel_channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._drop(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Lease renewal also notices cancelled jobs, so a gap here only slows a cancel.
+                log.exception("cancel listener lost its connection; reconnecting")
+                await asyncio.sleep(1)
+
+
+def outcome_of(held: Held) -> Outcome:
+    """The finish to record for a job, from its taskiq result."""
+    job_id = held.delivery.job_id
+    result = held.result
+    if result is None or held.message is None:
+        return Outcome(
+            job_id,
+            completed=False,
+            payload="no worker code ran this job: its type is not registered in this worker",
+            retry_delay_ms=UNKNOWN_TYPE_RETRY_MS,
+        )
+    if not result.is_err:
+        try:
+            return Outcome(job_id, completed=True, payload=json.dumps(result.return_value, default=_json_default))
+        except (TypeError, ValueError) as exc:
+            return Outcome(job_id, completed=False, payload=f"result is not JSON-serializable: {exc}")
+    return _failure(job_id, held.message, held.delivery.attempt, result.error)
+
+
+def _failure(job_id: str, message: TaskiqMessage, attempt: int, error: BaseException | None) -> Outcome:
+    trace = "".join(traceback.format_exception(error)) if error is not None else ""
+    text = f"{type(error).__name__}: {error}"
+    retry_ms = -1
+    if isinstance(error, TimeoutError):
+        text = f"job exceeded its timeout of {message.labels.get('timeout')} s"
+    if not isinstance(error, PermanentJobError | ValidationError):
+        backoff = Backoff.model_validate_json(message.labels.get("backoff", "{}"))
+        retry_ms = int(backoff.delay_for(attempt) * 1000)
+    return Outcome(job_id, completed=False, payload=text, traceback=trace, retry_delay_ms=retry_ms)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")

@@ -1,0 +1,78 @@
+"""The worker: the broker every process shares, and the command that starts worker processes.
+
+`taskiq worker service.worker:broker` works as with any taskiq broker; `jobqueue worker` starts
+WORKER_COUNT processes through taskiq's process manager with our settings applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from taskiq.cli.worker.args import WorkerArgs
+from taskiq.cli.worker.run import run_worker
+
+from service.jobs import load_job_types
+from service.jobs.registry import JobRegistry, JobType
+from service.queue.broker import JobQueueBroker
+from service.queue.job_context import current_job
+from service.settings import Settings, get_settings
+
+# After the grace, taskiq gives the broker this long to hand jobs back and disconnect.
+BROKER_SHUTDOWN_SECONDS = 10.0
+
+
+def _task_for(job_type: JobType) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    async def run(data: dict[str, Any]) -> Any:
+        return await job_type.run(data, current_job.get())
+
+    run.__name__ = job_type.name.replace("-", "_")
+    run.__doc__ = job_type.description
+    return run
+
+
+def register_job_types(broker: JobQueueBroker, registry: JobRegistry) -> None:
+    """Make every job type a taskiq task named after it."""
+    for job_type in registry.all():
+        if broker.find_task(job_type.name) is None:
+            broker.register_task(_task_for(job_type), task_name=job_type.name)
+
+
+def _make_broker() -> JobQueueBroker:
+    settings = get_settings()
+    protection = None
+    try:
+        from service.ecs_protection import TaskProtection
+
+        protection = TaskProtection()
+    except ImportError:  # pragma: no cover - the module ships with the package
+        protection = None
+    broker = JobQueueBroker(settings, protection=protection)
+    register_job_types(broker, load_job_types(settings.extra_job_modules))
+    return broker
+
+
+broker = _make_broker()
+
+
+def worker_args(settings: Settings) -> WorkerArgs:
+    """taskiq worker arguments for our settings."""
+    return WorkerArgs(
+        broker="service.worker:broker",
+        modules=[],
+        workers=settings.worker_count,
+        max_async_tasks=settings.worker_concurrency,
+        shutdown_timeout=BROKER_SHUTDOWN_SECONDS,
+        wait_tasks_timeout=settings.shutdown_grace_seconds,
+        configure_logging=True,
+        log_level="INFO",
+    )
+
+
+def run_workers(settings: Settings | None = None) -> int:
+    """Run WORKER_COUNT worker processes until SIGTERM/SIGINT; returns the exit status."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    status = run_worker(worker_args(settings))
+    return int(status or 0)
