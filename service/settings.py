@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     # Log lines a job may append; older lines are dropped beyond this.
     max_log_lines: int = Field(default=200, ge=1, le=10_000)
 
+    # --- AWS ---------------------------------------------------------------------------------
+    aws_region: str = "us-east-1"
+
+    # --- HTTP API (issue 3: add its fields here) ------------------------------------------------
+
+    # --- Job types and artifacts (issue 4: add its fields here) -----------------------------------
+
+    # --- Metrics and health (issue 5: add its fields here) -----------------------------------------
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.renew_interval >= self.lease_seconds:

@@ -6,6 +6,7 @@ import contextvars
 from dataclasses import dataclass
 
 from service.queue.consumer import Consumer
+from service.queue.queue import JobQueue
 
 
 @dataclass
@@ -26,6 +27,11 @@ class JobContext:
     async def log(self, line: str) -> None:
         """Append a line to the job's log (kept capped; the oldest lines drop off)."""
         await self.consumer.log(self.job_id, line)
+
+    @property
+    def queue(self) -> JobQueue:
+        """The queue the job runs on (read-only use: counts, listings)."""
+        return self.consumer.queue
 
     @property
     def is_last_attempt(self) -> bool:
