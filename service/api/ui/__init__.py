@@ -1,0 +1,1 @@
+"""The web dashboard: static files served by the API itself at `/ui`, no CDN, no build step."""

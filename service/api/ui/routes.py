@@ -1,0 +1,101 @@
+"""Routes of the web dashboard: the page, its static assets, and the data only it needs.
+
+The page is static and public (it holds no data and no key); everything it shows comes from the
+authenticated JSON API, which the browser calls with the key the operator typed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from pathlib import Path
+from typing import Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+router = APIRouter(tags=["dashboard"])
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+
+# Strict CSP: only our own scripts, styles and API. No 'unsafe-inline' anywhere, so even if job
+# data slipped into the DOM as markup it could not run. Inline SVG is built with DOM calls.
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+# File names are not content-hashed (no build step), so browsers must revalidate every time;
+# the ETag makes that a cheap 304 instead of a re-download.
+STATIC_CACHE_CONTROL: Final = "no-cache"
+
+# Module scripts must be served as JavaScript or the browser refuses them; the OS MIME table
+# on slim images may not know these types.
+MEDIA_TYPES: Final = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+def _etag(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def _static_response(request: Request, path: Path) -> Response:
+    etag = _etag(path)
+    headers = {**SECURITY_HEADERS, "Cache-Control": STATIC_CACHE_CONTROL, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    media_type = MEDIA_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+    return FileResponse(path, media_type=media_type or "application/octet-stream", headers=headers)
+
+
+def _not_found(message: str) -> Response:
+    # Same error shape as the rest of the API.
+    return Response(
+        content=f'{{"error": {{"code": "not_found", "message": "{message}", "details": {{}}}}}}',
+        status_code=404,
+        media_type="application/json",
+        headers=SECURITY_HEADERS,
+    )
+
+
+@router.get("/ui", include_in_schema=False)
+async def dashboard(request: Request) -> Response:
+    """The dashboard page (public: it contains no data and no key)."""
+    return _static_response(request, STATIC_DIR / "index.html")
+
+
+@router.get("/ui/", include_in_schema=False)
+async def dashboard_slash() -> Response:
+    """Redirect `/ui/` to `/ui` so relative links resolve one way only."""
+    return RedirectResponse("/ui", status_code=308)
+
+
+@router.get("/ui/static/{file_path:path}", include_in_schema=False)
+async def static_file(request: Request, file_path: str) -> Response:
+    """A file of the dashboard (script, style, icon); never anything outside its folder."""
+    candidate = (STATIC_DIR / file_path).resolve()
+    if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
+        return _not_found("no such dashboard file")
+    return _static_response(request, candidate)
