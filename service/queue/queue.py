@@ -131,10 +131,11 @@ class JobQueue:
             for job_id, spec in zip(ids, specs, strict=True)
         ]
         replies = await self._guard(self.scripts.run_many(self.redis, calls))
-        jobs = await self.get_many([reply[0] for reply in replies])
+        jobs = await self._fetch([reply[0] for reply in replies])
         return [
             EnqueueResult(job=job, created=bool(reply[1]))
             for job, reply in zip(jobs, replies, strict=True)
+            if job is not None  # only a job removed again in the same instant is missing
         ]
 
     async def enqueue_message(self, job_id: str, spec: JobSpec, message: str) -> bool:
@@ -146,13 +147,16 @@ class JobQueue:
 
     async def get(self, job_id: str) -> Job:
         """The job with this id; JobNotFoundError if there is none."""
-        job = (await self.get_many([job_id]))[0]
+        job = (await self._fetch([job_id]))[0]
         if job is None:
             raise JobNotFoundError(f"no job with id {job_id!r}", {"id": job_id})
         return job
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
         """Jobs by id in one round trip; ids that no longer exist are left out."""
+        return [job for job in await self._fetch(job_ids) if job is not None]
+
+    async def _fetch(self, job_ids: Sequence[str]) -> list[Job | None]:
         if not job_ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -160,7 +164,8 @@ class JobQueue:
             pipe.hgetall(self.keys.job(job_id))
         rows = await self._guard(pipe.execute())
         return [
-            _job_from_hash(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row
+            _job_from_hash(job_id, row) if row else None
+            for job_id, row in zip(job_ids, rows, strict=True)
         ]
 
     async def logs(self, job_id: str, limit: int = 100) -> list[str]:
@@ -344,7 +349,7 @@ class JobQueue:
         reply = await self._guard(
             self.scripts.run("cancel", keys, [job_id, now_ms(self.clock), TRIM_BATCH])
         )
-        self._check_transition(job_id, reply, "cancelled", "cancel")
+        self._check_transition(job_id, reply, "cancel")
         return await self.get(job_id)
 
     async def retry(self, job_id: str) -> Job:
@@ -355,14 +360,14 @@ class JobQueue:
             k.type_counts, k.expiry, k.job_events(""), k.events,
         ]  # fmt: skip
         reply = await self._guard(self.scripts.run("retry", keys, [job_id, now_ms(self.clock)]))
-        self._check_transition(job_id, reply, "pending", "retry")
+        self._check_transition(job_id, reply, "retry")
         return await self.get(job_id)
 
     @staticmethod
-    def _check_transition(job_id: str, reply: list[str], success: str, verb: str) -> None:
+    def _check_transition(job_id: str, reply: list[str], verb: str) -> None:
         if reply[0] == "missing":
             raise JobNotFoundError(f"no job with id {job_id!r}", {"id": job_id})
-        if reply[0] != success:
+        if reply[0] != "ok":
             raise InvalidTransitionError(
                 f"cannot {verb} job {job_id!r}: it is {reply[0]}",
                 {"id": job_id, "status": reply[0]},

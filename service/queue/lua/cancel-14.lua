@@ -6,7 +6,7 @@ KEYS[5]  cancelled    KEYS[6]  type_counts   KEYS[7]  cancel channel   KEYS[8] e
 KEYS[9]  type_index_prefix   KEYS[10] idempotency_prefix   KEYS[11] logs_prefix
 KEYS[12] marker       KEYS[13] events_prefix KEYS[14] events channel
 ARGV[1] job id   ARGV[2] now ms   ARGV[3] trim limit
-Returns {"missing"} | {terminal state it is already in} | {"cancelled", previous state}.
+Returns {"missing"} | {terminal state it is already in} | {"ok", previous state}.
 ]]
 local job_id, now = ARGV[1], tonumber(ARGV[2])
 local job_key = KEYS[1] .. job_id
@@ -31,4 +31,4 @@ local policy = fields[3] or "-1,-1"
 if string.match(policy, "^0,") then policy = "-1,3600" end
 retire(p, job_key, job_id, job_type, "cancelled", KEYS[5], policy, now, tonumber(ARGV[3]))
 publish(KEYS[13], KEYS[14], job_id, "cancelled", now)
-return {"cancelled", state}
+return {"ok", state}

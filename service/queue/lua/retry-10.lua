@@ -3,7 +3,7 @@ KEYS[1] job_prefix   KEYS[2] failed        KEYS[3] cancelled     KEYS[4] pending
 KEYS[5] marker       KEYS[6] sequence      KEYS[7] type_counts   KEYS[8] expiry
 KEYS[9] events_prefix                      KEYS[10] events channel
 ARGV[1] job id   ARGV[2] now ms
-Returns {"missing"} | {state it is in, when not retryable} | {"pending", previous state}.
+Returns {"missing"} | {state it is in, when not retryable} | {"ok", previous state}.
 ]]
 local job_id, now = ARGV[1], tonumber(ARGV[2])
 local job_key = KEYS[1] .. job_id
@@ -21,4 +21,4 @@ rcall("HSET", job_key, "attempts", 0, "progress", 0)
 make_pending(job_key, job_id, KEYS[4], KEYS[6], KEYS[7], job_type, now, "retry")
 rcall("ZADD", KEYS[5], 0, "0")
 publish(KEYS[9], KEYS[10], job_id, "pending", now)
-return {"pending", state}
+return {"ok", state}

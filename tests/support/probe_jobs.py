@@ -1,0 +1,29 @@
+"""A job type for tests that leaves evidence of every run in the job's own log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from pydantic import BaseModel
+
+from service.jobs.registry import JobTypeDefaults, job_type
+from service.queue.job_context import JobContext
+
+
+class ProbePayload(BaseModel):
+    """How long to run."""
+
+    seconds: float = 0
+
+
+@job_type("probe", ProbePayload, defaults=JobTypeDefaults(attempts=3))
+async def probe(payload: ProbePayload, job: JobContext) -> dict[str, int]:
+    """Log `ran <pid>` on each run; log `stopped` if cancelled mid-run."""
+    await job.log(f"ran {os.getpid()}")
+    try:
+        await asyncio.sleep(payload.seconds)
+    except asyncio.CancelledError:
+        await job.log("stopped")
+        raise
+    return {"pid": os.getpid()}
