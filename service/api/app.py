@@ -1,0 +1,104 @@
+"""The FastAPI application: `create_app(settings)`, and `app` for `uvicorn service.api.app:app`.
+
+The app refuses to be created without an API key: auth is never silently off. The Redis client
+belongs to the lifespan, so it is opened once per process and closed on shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.errors import install_error_handlers
+from service.api.limits import BodyLimitMiddleware
+from service.api.routes import health, jobs, monitoring
+from service.jobs import load_job_types
+from service.queue.connection import connect, make_queue
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Enqueue jobs, follow them, and watch the queue.
+
+Every route except `/healthz` and `/readyz` needs an API key, sent as `X-API-Key: <key>` or
+`Authorization: Bearer <key>`. Errors always have the body
+`{"error": {"code": ..., "message": ..., "details": {...}}}`; 503 responses carry `Retry-After`.
+Lists are paginated: pass `next_cursor` back as `cursor` until it is null.
+"""
+
+
+class MissingApiKeysError(RuntimeError):
+    """Raised at start-up when no API key is configured."""
+
+
+def load_api_keys(settings: Settings) -> list[bytes]:
+    """The configured keys as bytes; MissingApiKeysError when there are none."""
+    try:
+        keys = settings.api_key_values()
+    except OSError as exc:
+        raise MissingApiKeysError(f"cannot read API_KEYS_FILE: {exc}") from exc
+    if not keys:
+        raise MissingApiKeysError(
+            "no API key configured: set API_KEYS (comma-separated) or API_KEYS_FILE; "
+            "`jobqueue run` generates one for local use"
+        )
+    return [key.encode("utf-8", "surrogateescape") for key in keys]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the Redis client and the queue for the life of the process."""
+    settings: Settings = app.state.settings
+    redis = connect(settings)
+    app.state.queue = make_queue(settings, redis)
+    try:
+        yield
+    finally:
+        await redis.aclose()  # type: ignore[attr-defined, unused-ignore]  # types-redis predates aclose
+
+
+def _include_dashboard(app: FastAPI) -> None:
+    # The dashboard ships in the same package; imported by name so the API still starts (and
+    # says so) if it is ever left out of a slim build.
+    try:
+        module = importlib.import_module("service.api.ui.routes")
+    except ImportError:
+        log.warning("web dashboard not installed; /ui is unavailable")
+        return
+    app.include_router(module.router)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for `settings`; raises MissingApiKeysError when no key is configured."""
+    load_job_types(settings.extra_job_modules)
+    app = FastAPI(
+        title="jobqueue",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_keys = load_api_keys(settings)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they always win.
+    app.include_router(monitoring.router)
+    app.include_router(jobs.router)
+    app.include_router(jobs.type_router)
+    _include_dashboard(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn service.api.app:app` reads this attribute; building the app lazily means merely
+    # importing this module (tests, tools) needs no API key.
+    if name == "app":
+        return create_app(get_settings())
+    raise AttributeError(name)

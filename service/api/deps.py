@@ -1,0 +1,71 @@
+"""FastAPI dependencies as `Annotated` aliases: the queue, the settings and the API-key check.
+
+The Redis client and the queue are created by the app's lifespan and kept on `app.state`; a
+route receives them through these aliases and never builds a connection itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.api.errors import ApiError
+from service.queue.queue import JobQueue
+from service.settings import Settings
+
+# auto_error=False: a missing key must produce our 401 body, not FastAPI's default 403/401.
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
+_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
+
+
+def get_queue(request: Request) -> JobQueue:
+    """The queue the app's lifespan opened."""
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def key_matches(presented: str, keys: list[bytes]) -> bool:
+    """Constant-time check of `presented` against every configured key.
+
+    Every key is compared even after a match, so the time taken says nothing about which key,
+    or how much of one, was right.
+    """
+    candidate = presented.encode("utf-8", "surrogateescape")
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def require_api_key(
+    request: Request,
+    header_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """401 unless the request carries a configured key as `X-API-Key` or a Bearer token."""
+    keys: list[bytes] = request.app.state.api_keys
+    presented = header_key or (bearer.credentials if bearer else None)
+    if presented is None or not key_matches(presented, keys):
+        # One message for missing and wrong keys alike: no hint which part failed.
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid API key is required (X-API-Key header or Authorization: Bearer)",
+            headers={"WWW-Authenticate": 'Bearer realm="jobqueue"'},
+        )
+
+
+Authenticated = Depends(require_api_key)

@@ -1,0 +1,173 @@
+"""The one error body every response uses: `{"error": {"code", "message", "details"}}`.
+
+Queue-layer errors carry a category; this module maps each category to an HTTP status in one
+place, so a route never picks a status code for a failure itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.queue.errors import ErrorCategory, JobQueueError
+from service.queue.queue import REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CATEGORY: dict[ErrorCategory, int] = {
+    ErrorCategory.NOT_FOUND: 404,
+    ErrorCategory.CONFLICT: 409,
+    ErrorCategory.INVALID: 422,
+    ErrorCategory.UNAVAILABLE: 503,
+}
+# Redis failover on ElastiCache takes tens of seconds; asking clients to wait a few seconds
+# before retrying spreads their retries instead of hammering a recovering server.
+RETRY_AFTER_SECONDS = 5
+
+CODE_BY_STATUS: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "queue_unavailable",
+}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable machine code, a sentence for humans, and structured details."""
+
+    code: str = Field(examples=["job_not_found"])
+    message: str = Field(examples=["no job with id 'abc'"])
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorInfo
+
+
+class ApiError(StarletteHTTPException):
+    """An HTTP error raised by the API layer itself (auth, body size), in the common shape."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSONResponse with the common error body."""
+    body = ErrorBody(error=ErrorInfo(code=code, message=message, details=details or {}))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def unavailable_response(message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    """503 with Retry-After: the queue's Redis cannot be reached and nothing was changed."""
+    return error_response(
+        503,
+        "queue_unavailable",
+        message,
+        details,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _queue_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobQueueError)
+    status = STATUS_BY_CATEGORY[exc.category]
+    if status == 503:
+        return unavailable_response(exc.message, exc.details)
+    return error_response(status, exc.code, exc.message, exc.details)
+
+
+async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+    # The queue layer turns these into QueueUnavailableError; this catches the rest (pub/sub).
+    return unavailable_response(
+        "the queue's Redis server is unreachable; nothing was changed", {"reason": str(exc)}
+    )
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    # ("body", "backoff", "delay_seconds") -> "backoff.delay_seconds"; where the value came from
+    # (body/query/path) is kept apart so clients can point at their own field name.
+    parts = [str(part) for part in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_name(err["loc"]), "in": str(err["loc"][0]), "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{e['field'] or e['in']}: {e['message']}" for e in errors[:5])
+    return error_response(
+        422, "validation_error", f"invalid request: {summary}", {"errors": errors}
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    if isinstance(exc, ApiError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
+    code = CODE_BY_STATUS.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), None, headers)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # A bug, not a client error: log it whole, tell the client nothing internal.
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to handle this request")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure through the common error body."""
+    app.add_exception_handler(JobQueueError, _queue_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for exc_type in REDIS_DOWN:
+        app.add_exception_handler(exc_type, _redis_down)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong API key"},
+    422: {"model": ErrorBody, "description": "A field is invalid; `details.errors` names it"},
+    503: {"model": ErrorBody, "description": "Redis is unreachable; retry after `Retry-After`"},
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI response entries for the common errors plus `statuses` (404, 409, 413)."""
+    extra = {
+        404: {"model": ErrorBody, "description": "No such job or job type"},
+        409: {"model": ErrorBody, "description": "The job is in a state that forbids this"},
+        413: {"model": ErrorBody, "description": "The request body is over the size limit"},
+    }
+    return {**ERROR_RESPONSES, **{s: extra[s] for s in statuses}}

@@ -1,0 +1,117 @@
+"""The event stream behind `GET /jobs/{id}/events` (Server-Sent Events).
+
+The Lua scripts publish every state change and progress update of a job on its own pub/sub
+channel. The stream subscribes first and reads the job second, so a change that lands between
+the two is never lost, and a client that connects late still starts from the current status.
+Pub/sub is fire-and-forget (a reconnect can drop messages), so while waiting the stream also
+re-reads the job now and then, and it ends at a terminal state either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio.client import PubSub
+from sse_starlette import ServerSentEvent
+
+from service.api.schemas import JobPublic
+from service.queue.errors import JobNotFoundError
+from service.queue.models import Job
+from service.queue.queue import JobQueue
+from service.queue.states import TERMINAL, JobState
+
+
+def _event(name: str, payload: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(payload, default=str), event=name)
+
+
+def _status_payload(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.state.value,
+        "progress": job.progress,
+        "message": job.progress_message,
+    }
+
+
+def _end_event(job: Job) -> ServerSentEvent:
+    return _event("end", JobPublic.from_job(job).model_dump(mode="json"))
+
+
+async def _final(queue: JobQueue, job_id: str, state: JobState) -> ServerSentEvent:
+    # Retention may remove a job the moment it finishes (remove_on_complete=true): then the
+    # published state is all there is to report.
+    try:
+        return _end_event(await queue.get(job_id))
+    except JobNotFoundError:
+        return _event("end", {"id": job_id, "status": state.value})
+
+
+def _parse(message: dict[str, Any] | None) -> dict[str, Any] | None:
+    if message is None or message.get("type") != "message":
+        return None
+    try:
+        payload = json.loads(message["data"])
+    except (TypeError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and "state" in payload else None
+
+
+def _translate(payload: dict[str, Any]) -> ServerSentEvent:
+    if "progress" in payload:
+        return _event(
+            "progress",
+            {
+                "id": payload.get("id"),
+                "status": payload["state"],
+                "progress": payload["progress"],
+                "message": payload.get("message"),
+            },
+        )
+    return _event("status", {"id": payload.get("id"), "status": payload["state"]})
+
+
+async def _follow(
+    queue: JobQueue, pubsub: PubSub, job_id: str, deadline: float, poll: float
+) -> AsyncIterator[ServerSentEvent]:
+    while time.monotonic() < deadline:
+        payload = _parse(await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll))
+        if payload is None:
+            job = await queue.get(job_id)  # quiet for a while: check nothing was missed
+            if job.state in TERMINAL:
+                yield _end_event(job)
+                return
+            continue
+        state = JobState(payload["state"])
+        if state in TERMINAL:
+            yield await _final(queue, job_id, state)
+            return
+        yield _translate(payload)
+
+
+async def job_event_stream(
+    queue: JobQueue, job_id: str, max_seconds: float, poll_seconds: float
+) -> AsyncIterator[ServerSentEvent]:
+    """`status` now, then `status`/`progress` on every change, then `end` with the final job.
+
+    Ends after `max_seconds` without a terminal state (clients reconnect) or when the job is
+    gone.
+    """
+    pubsub = queue.redis.pubsub()
+    try:
+        await pubsub.subscribe(queue.keys.job_events(job_id))
+        job = await queue.get(job_id)
+        if job.state in TERMINAL:
+            yield _end_event(job)
+            return
+        yield _event("status", _status_payload(job))
+        deadline = time.monotonic() + max_seconds
+        async for event in _follow(queue, pubsub, job_id, deadline, min(poll_seconds, 5.0)):
+            yield event
+    except JobNotFoundError:
+        yield _event("end", {"id": job_id, "status": None, "message": "the job no longer exists"})
+    finally:
+        await pubsub.aclose()  # type: ignore[attr-defined, unused-ignore]  # types-redis predates aclose

@@ -1,0 +1,326 @@
+"""Wire models of the HTTP API, split by role: what clients send (create) and what they read
+(public). The queue layer's models stay internal; `JobPublic.from_job` is the one translation
+(the queue calls it `state`, the API answers `status`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobs.registry import JobType
+from service.metrics.collector import QueueSnapshot
+from service.queue.models import Backoff, Job, WorkerInfo
+from service.queue.states import JobState, Priority
+
+PriorityName = Literal["low", "normal", "high", "critical"]
+MAX_BULK = 1000
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$"
+
+
+class RetentionIn(BaseModel):
+    """Keep at most `count` finished jobs like this one, each for at most `age` seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(default=None, ge=0, le=10_000_000)
+    age: int | None = Field(default=None, ge=0, le=365 * 86_400)
+
+
+# Bull's forms: true = remove at once, false = keep, N = keep the last N, {count, age}.
+RetentionOption = bool | Annotated[int, Field(ge=0, le=10_000_000)] | RetentionIn
+
+
+class EnqueueOptions(BaseModel):
+    """A job to enqueue when its type is in the path (`POST /{type}/enqueue`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The payload; validated by the job type's model."
+    )
+    priority: PriorityName | None = Field(
+        default=None, description="Default: the job type's, `normal` unless it says otherwise."
+    )
+    delay_seconds: float = Field(default=0.0, ge=0, le=365 * 86_400)
+    attempts: int | None = Field(
+        default=None, ge=1, le=100, description="Runs allowed, counting the first."
+    )
+    backoff: Backoff | None = None
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="A key seen before returns the existing job (200) instead of a new one.",
+    )
+    remove_on_complete: RetentionOption | None = None
+    remove_on_fail: RetentionOption | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 86_400)
+
+    def retention(self, value: RetentionOption | None) -> bool | int | dict[str, Any] | None:
+        """A retention option in the form `Retention.parse` reads."""
+        if isinstance(value, RetentionIn):
+            return value.model_dump(exclude_none=True)
+        return value
+
+
+class EnqueueRequest(EnqueueOptions):
+    """A job to enqueue (`POST /jobs/enqueue`)."""
+
+    type: str = Field(min_length=1, max_length=64, examples=["noop"])
+
+
+class BulkEnqueueRequest(BaseModel):
+    """Up to 1,000 jobs, enqueued in one Redis round trip after all of them validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class JobPublic(BaseModel):
+    """A job's status, as `GET /jobs/{id}/status` and the lists answer it."""
+
+    id: str
+    type: str
+    status: JobState
+    priority: PriorityName
+    attempts_made: int = Field(description="Runs started so far.")
+    max_attempts: int = Field(description="Runs allowed, counting the first.")
+    progress: float = Field(ge=0, le=100)
+    created_at: datetime
+    scheduled_for: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = Field(default=None, description="The job's return value once completed.")
+    error: str | None = Field(default=None, description="Why the last attempt failed.")
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobPublic:
+        """The public view of a queue-layer job."""
+        return cls(**_public_fields(job))
+
+
+def _public_fields(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "type": job.type,
+        "status": job.state,
+        "priority": Priority(job.priority).label,
+        "attempts_made": job.attempts_made,
+        "max_attempts": job.max_attempts,
+        "progress": min(max(job.progress, 0.0), 100.0),
+        "created_at": job.created_at,
+        "scheduled_for": job.scheduled_for,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+class EnqueuedJob(JobPublic):
+    """A job an enqueue produced; `created` is false when its idempotency key was seen."""
+
+    created: bool
+
+
+class TimelineEntryPublic(BaseModel):
+    """One state change."""
+
+    status: JobState
+    at: datetime
+    note: str | None = None
+
+
+class JobDetail(JobPublic):
+    """Everything about a job: payload, options, traceback, logs and its state changes."""
+
+    data: dict[str, Any]
+    progress_message: str | None
+    traceback: str | None
+    backoff: Backoff | None
+    timeout_seconds: float | None
+    idempotency_key: str | None
+    worker_id: str | None
+    stalls: int = Field(description="Times its worker vanished and the job was handed back.")
+    logs: list[str]
+    timeline: list[TimelineEntryPublic]
+
+    @classmethod
+    def from_job_and_logs(cls, job: Job, logs: list[str]) -> JobDetail:
+        """The detailed view of a job with its newest log lines."""
+        return cls(
+            **_public_fields(job),
+            data=job.data,
+            progress_message=job.progress_message,
+            traceback=job.traceback,
+            backoff=job.backoff,
+            timeout_seconds=job.timeout_seconds,
+            idempotency_key=job.idempotency_key,
+            worker_id=job.worker_id,
+            stalls=job.stalls,
+            logs=logs,
+            timeline=[
+                TimelineEntryPublic(status=e.state, at=e.at, note=e.note) for e in job.timeline
+            ],
+        )
+
+
+class ProgressPublic(BaseModel):
+    """How far a job is."""
+
+    id: str
+    status: JobState
+    progress: float = Field(ge=0, le=100)
+    message: str | None
+    logs: list[str] = Field(description="The newest log lines, oldest first.")
+
+
+class JobPage(BaseModel):
+    """One page of jobs; pass `next_cursor` as `cursor` for the next (null: the last page)."""
+
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class BulkEnqueueResponse(BaseModel):
+    """The jobs of a bulk enqueue, in request order."""
+
+    items: list[EnqueuedJob]
+    created: int = Field(description="How many are new (the rest had a known idempotency key).")
+
+
+class StatsPublic(BaseModel):
+    """Queue sizes, recent throughput and latency."""
+
+    counts: dict[JobState, int] = Field(description="Jobs per status.")
+    pending_by_priority: dict[str, int]
+    by_type: dict[str, dict[JobState, int]] = Field(description="Jobs per type and status.")
+    oldest_pending_age_seconds: float
+    throughput_last_minute: dict[str, int] = Field(
+        description="Jobs completed, failed and retried in the last 60 s (sliding estimate)."
+    )
+    live_workers: int
+    backlog_per_worker: float
+    wait_p50_ms: float = Field(description="Queue wait of recently completed jobs.")
+    wait_p99_ms: float
+    run_p50_ms: float = Field(description="Run time of recently completed jobs.")
+    run_p99_ms: float
+    taken_at: datetime
+
+    @classmethod
+    def from_snapshot(cls, snap: QueueSnapshot) -> StatsPublic:
+        """Stats from the metrics collector's snapshot (the numbers CloudWatch gets too)."""
+        return cls(
+            counts=snap.counts.by_state,
+            pending_by_priority=snap.counts.pending_by_priority,
+            by_type=snap.counts.by_type,
+            oldest_pending_age_seconds=snap.counts.oldest_pending_age_seconds,
+            throughput_last_minute=snap.throughput_last_minute,
+            live_workers=snap.live_workers,
+            backlog_per_worker=snap.backlog_per_worker,
+            wait_p50_ms=snap.wait_p50_ms,
+            wait_p99_ms=snap.wait_p99_ms,
+            run_p50_ms=snap.run_p50_ms,
+            run_p99_ms=snap.run_p99_ms,
+            taken_at=snap.taken_at,
+        )
+
+
+class WorkerPublic(BaseModel):
+    """A live worker process."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_heartbeat: datetime
+    processed: int
+    failed: int
+    concurrency: int
+    current_jobs: list[str]
+
+    @classmethod
+    def from_info(cls, info: WorkerInfo) -> WorkerPublic:
+        """The public view of a worker heartbeat."""
+        return cls.model_validate(info.model_dump())
+
+
+class WorkersPublic(BaseModel):
+    """Live workers, oldest first."""
+
+    items: list[WorkerPublic]
+
+
+class CheckPublic(BaseModel):
+    """One health check."""
+
+    name: str
+    status: Literal["healthy", "degraded", "unhealthy"]
+    detail: str
+    value: float | None = None
+
+
+class HealthPublic(BaseModel):
+    """Overall health: the worst status of the checks."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    checks: list[CheckPublic]
+
+
+class JobTypeDefaultsPublic(BaseModel):
+    """What a job of this type gets unless it says otherwise."""
+
+    priority: PriorityName
+    attempts: int
+    backoff: Backoff
+    timeout_seconds: float | None
+    concurrency: int | None = Field(description="Max running at once across all workers.")
+
+
+class JobTypePublic(BaseModel):
+    """A job type clients can enqueue."""
+
+    name: str
+    description: str
+    defaults: JobTypeDefaultsPublic
+    payload_schema: dict[str, Any] = Field(description="JSON schema of `data`.")
+
+    @classmethod
+    def from_type(cls, job_type: JobType) -> JobTypePublic:
+        """The public view of a registered job type."""
+        d = job_type.defaults
+        return cls(
+            name=job_type.name,
+            description=job_type.description,
+            defaults=JobTypeDefaultsPublic(
+                priority=Priority(d.priority).label,
+                attempts=d.attempts,
+                backoff=d.backoff,
+                timeout_seconds=d.timeout_seconds,
+                concurrency=d.concurrency,
+            ),
+            payload_schema=job_type.payload_model.model_json_schema(),
+        )
+
+
+class JobTypesPublic(BaseModel):
+    """Registered job types, by name."""
+
+    items: list[JobTypePublic]
+
+
+class Liveness(BaseModel):
+    """The process is up."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Redis answers."""
+
+    status: Literal["ready"]
+    redis_latency_ms: float
