@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from service.api.deps import Authenticated, QueueDep
+from service.api.errors import responses
 
 router = APIRouter(tags=["dashboard"])
 
@@ -80,7 +84,7 @@ def _not_found(message: str) -> Response:
     )
 
 
-@router.get("/ui", include_in_schema=False)
+@router.api_route("/ui", methods=["GET", "HEAD"], include_in_schema=False)
 async def dashboard(request: Request) -> Response:
     """The dashboard page (public: it contains no data and no key)."""
     return _static_response(request, STATIC_DIR / "index.html")
@@ -92,10 +96,47 @@ async def dashboard_slash() -> Response:
     return RedirectResponse("/ui", status_code=308)
 
 
-@router.get("/ui/static/{file_path:path}", include_in_schema=False)
+@router.api_route("/ui/static/{file_path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def static_file(request: Request, file_path: str) -> Response:
     """A file of the dashboard (script, style, icon); never anything outside its folder."""
     candidate = (STATIC_DIR / file_path).resolve()
     if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
         return _not_found("no such dashboard file")
     return _static_response(request, candidate)
+
+
+class MinuteCounts(BaseModel):
+    """Jobs that finished in one wall-clock minute."""
+
+    minute: int = Field(description="Minutes since the Unix epoch (UTC).")
+    completed: int
+    failed: int = Field(description="Jobs that failed for good (no attempts left).")
+    retried: int = Field(description="Failed attempts that will be tried again.")
+
+
+class ThroughputPublic(BaseModel):
+    """Per-minute counters, oldest minute first; the last entry is the current minute."""
+
+    minutes: list[MinuteCounts]
+
+
+# The queue keeps per-minute counters for two hours (STATS_TTL_SECONDS); asking for more would
+# only return zeros that look like real data.
+MAX_MINUTES = 120
+
+
+@router.get(
+    "/ui/api/throughput",
+    dependencies=[Authenticated],
+    responses=responses(),
+    summary="Per-minute throughput for the dashboard's charts",
+)
+async def throughput(
+    queue: QueueDep,
+    minutes: Annotated[int, Query(ge=1, le=MAX_MINUTES, description="How many minutes.")] = 60,
+) -> ThroughputPublic:
+    """Completed, failed and retried jobs per minute over the last `minutes` minutes."""
+    rows = await queue.per_minute(minutes)
+    return ThroughputPublic(
+        minutes=[MinuteCounts(minute=minute, **counts) for minute, counts in rows]
+    )

@@ -1,0 +1,203 @@
+// Job detail: everything about one job, kept live by the job's SSE stream (read with fetch so
+// the key stays in a header). Each event triggers a re-read of the job, so what is shown is
+// always the API's full view, not a patched copy.
+
+import { cancelJob, retryJob } from "../actions.js";
+import { api, streamEvents } from "../api.js";
+import { badge, fmtJson, fmtTime, h, jobState, replace } from "../dom.js";
+import { priorityLabel } from "./list.js";
+
+const TERMINAL = ["completed", "failed", "cancelled"];
+const CANCELLABLE = ["delayed", "pending", "processing", "active"];
+const RETRYABLE = ["failed", "cancelled"];
+// If the stream cannot be opened or drops, re-read the job this often until it finishes.
+const FALLBACK_POLL_MS = 2000;
+const EVENT_DEBOUNCE_MS = 150;
+
+export async function renderDetail(view, { parts }) {
+  const id = parts[1];
+  const path = `/jobs/${encodeURIComponent(id)}`;
+  const state = { job: null, stopped: false, stream: null, poll: null, debounce: null };
+
+  const title = h("h1", { class: "mono" }, `Job ${id}`);
+  const actions = h("div", { class: "actions" });
+  const summary = h("div", { class: "summary" });
+  const progressBar = h("progress", { id: "job-progress", max: 100, value: 0, "aria-label": "Progress" });
+  const progressText = h("span", { class: "progress-text", "data-testid": "progress-text" }, "0%");
+  const progressMessage = h("span", { class: "muted" });
+  const sections = h("div", { class: "grid" });
+  const live = h("p", { class: "muted small", "data-testid": "live-state" });
+  replace(
+    view,
+    h("div", { class: "title-row" }, title, actions),
+    summary,
+    h("section", { class: "panel", "aria-labelledby": "h-progress" },
+      h("h2", { id: "h-progress" }, "Progress"), h("div", { class: "progress-row" }, progressBar, progressText, progressMessage)),
+    sections,
+    live,
+  );
+
+  async function reload() {
+    let job;
+    try {
+      job = await api(path);
+    } catch (err) {
+      if (err.status === 404) {
+        replace(view, h("h1", {}, "Job not found"), h("p", {}, err.message), h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
+        stop();
+        return;
+      }
+      live.textContent = `Cannot load the job: ${err.message}`;
+      return;
+    }
+    if (state.stopped) return;
+    state.job = job;
+    draw(job);
+    follow(job);
+  }
+
+  function draw(job) {
+    const status = jobState(job);
+    replace(summary,
+      h("dl", { class: "facts" },
+        fact("Status", badge(status), "job-status"),
+        fact("Type", h("a", { href: `#/types/${encodeURIComponent(job.type)}` }, job.type)),
+        fact("Priority", priorityLabel(job.priority)),
+        fact("Attempts", `${job.attempts_made ?? 0} of ${job.max_attempts ?? "?"}`, "job-attempts"),
+        fact("Created", fmtTime(job.created_at)),
+        fact("Scheduled for", fmtTime(job.scheduled_for)),
+        fact("Started", fmtTime(job.started_at)),
+        fact("Finished", fmtTime(job.finished_at)),
+        fact("Worker", job.worker_id ?? "—"),
+        job.timeout_seconds ? fact("Timeout", `${job.timeout_seconds} s`) : null,
+        job.idempotency_key ? fact("Idempotency key", job.idempotency_key) : null,
+        job.stalls ? fact("Stalls (lease expired)", String(job.stalls)) : null,
+      ));
+    drawProgress(job.progress ?? 0, job.progress_message);
+    drawActions(status);
+    replace(sections,
+      panel("Data", h("pre", { "data-testid": "job-data" }, fmtJson(job.data ?? {}))),
+      panel("Result", job.result === null || job.result === undefined
+        ? h("p", { class: "muted" }, TERMINAL.includes(status) ? "No result." : "Not finished yet.")
+        : h("pre", { "data-testid": "job-result" }, fmtJson(job.result))),
+      job.error || job.traceback ? panel("Error", h("p", { class: "error", "data-testid": "job-error" }, job.error ?? ""),
+        job.traceback ? h("details", { open: true }, h("summary", {}, "Stack trace"), h("pre", { class: "trace" }, job.traceback)) : null, "wide") : null,
+      panel("Timeline", timeline(job.timeline ?? [])),
+      panel("Attempts", attempts(job)),
+      panel("Log", logs(job.logs ?? []), "wide"),
+    );
+  }
+
+  function drawProgress(value, message) {
+    const pct = Math.max(0, Math.min(100, Number(value) || 0));
+    progressBar.value = pct;
+    progressBar.setAttribute("value", String(pct));
+    progressBar.setAttribute("aria-valuetext", `${Math.round(pct)}%`);
+    progressText.textContent = `${Math.round(pct)}%`;
+    progressMessage.textContent = message ?? "";
+  }
+
+  function drawActions(status) {
+    const buttons = [];
+    if (CANCELLABLE.includes(status)) {
+      const b = h("button", { type: "button", class: "danger" }, "Cancel job");
+      b.addEventListener("click", async () => { if (await cancelJob(id)) reload(); });
+      buttons.push(b);
+    }
+    if (RETRYABLE.includes(status)) {
+      const b = h("button", { type: "button" }, "Retry job");
+      b.addEventListener("click", async () => { b.disabled = true; if (await retryJob(id)) reload(); else b.disabled = false; });
+      buttons.push(b);
+    }
+    buttons.push(h("a", { href: `#/enqueue?type=${encodeURIComponent(state.job.type)}`, class: "button secondary" }, "Enqueue another"));
+    replace(actions, buttons);
+  }
+
+  // Keep exactly one live source while the job can still change: the SSE stream, or polling
+  // when the stream is unavailable. Nothing runs once the job has finished.
+  function follow(job) {
+    const done = TERMINAL.includes(jobState(job));
+    if (done) {
+      stopStream();
+      live.textContent = "Finished; no more updates.";
+      return;
+    }
+    if (!state.stream && !state.poll) startStream();
+  }
+
+  function startStream() {
+    const controller = new AbortController();
+    state.stream = controller;
+    live.textContent = "Live: following the job's events.";
+    streamEvents(`${path}/events`, onEvent, controller.signal)
+      .catch((err) => { if (!controller.signal.aborted) live.textContent = `Stream unavailable (${err.message}); polling.`; })
+      .finally(() => {
+        if (state.stream !== controller) return;
+        state.stream = null;
+        if (!state.stopped && !TERMINAL.includes(jobState(state.job ?? {}))) {
+          state.poll = setTimeout(() => { state.poll = null; reload(); }, FALLBACK_POLL_MS);
+        } else {
+          reload();
+        }
+      });
+  }
+
+  function onEvent(event) {
+    let data = null;
+    try { data = JSON.parse(event.data); } catch { /* keep-alive or plain text */ }
+    if (data && typeof data.progress === "number") drawProgress(data.progress, data.message ?? data.progress_message);
+    clearTimeout(state.debounce);
+    state.debounce = setTimeout(reload, EVENT_DEBOUNCE_MS);
+  }
+
+  function stopStream() {
+    if (state.stream) { const c = state.stream; state.stream = null; c.abort(); }
+    clearTimeout(state.poll);
+    state.poll = null;
+  }
+
+  function stop() {
+    state.stopped = true;
+    clearTimeout(state.debounce);
+    stopStream();
+  }
+
+  await reload();
+  return stop;
+}
+
+function fact(label, value, testid) {
+  return h("div", {}, h("dt", {}, label), h("dd", testid ? { "data-testid": testid } : {}, value));
+}
+
+function panel(title, ...content) {
+  const wide = content[content.length - 1] === "wide";
+  const children = wide ? content.slice(0, -1) : content;
+  const headingId = `h-${title.toLowerCase().replace(/\W+/g, "-")}`;
+  return h("section", { class: `panel${wide ? " wide" : ""}`, "aria-labelledby": headingId }, h("h2", { id: headingId }, title), children);
+}
+
+function timeline(entries) {
+  if (!entries.length) return h("p", { class: "muted" }, "No state changes recorded.");
+  return h("ol", { class: "timeline", "aria-label": "State changes" },
+    entries.map((e) => h("li", {}, badge(e.state ?? e.status), " ", h("time", { datetime: e.at }, fmtTime(e.at)), e.note ? h("span", { class: "muted" }, ` ${e.note}`) : null)));
+}
+
+function attempts(job) {
+  const rows = [
+    ["Attempts made", `${job.attempts_made ?? 0}`],
+    ["Attempts allowed", `${job.max_attempts ?? "?"}`],
+  ];
+  if (job.backoff) rows.push(["Backoff", `${job.backoff.type}, ${job.backoff.delay_seconds} s base, max ${job.backoff.max_delay_seconds} s`]);
+  const failures = (job.timeline ?? []).filter((e) => ["delayed", "failed"].includes(e.state ?? e.status) && e.note);
+  return [
+    h("dl", { class: "facts compact" }, rows.map(([k, v]) => fact(k, v))),
+    failures.length ? h("ol", { class: "attempts" }, failures.map((e) => h("li", {}, `${fmtTime(e.at)}: ${e.note}`))) : null,
+  ];
+}
+
+function logs(lines) {
+  if (!lines.length) return h("p", { class: "muted" }, "No log lines.");
+  const text = lines.map((line) => (typeof line === "string" ? line : `${line.at ?? line.ts ?? ""} ${line.message ?? line.line ?? JSON.stringify(line)}`)).join("\n");
+  return h("pre", { class: "log", "data-testid": "job-log" }, text);
+}

@@ -1,0 +1,162 @@
+// Overview: counts per status and priority, last-hour charts, live workers, counts per type.
+// Refreshed every few seconds; polling keeps this view simple and needs no long-lived stream.
+
+import { retryAllFailed } from "../actions.js";
+import { api } from "../api.js";
+import { labelledBars, minuteBars } from "../charts.js";
+import { fmtAgo, h, replace, shortId } from "../dom.js";
+
+const REFRESH_MS = 2000;
+const STATES = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
+const PRIORITIES = ["critical", "high", "normal", "low"];
+const LIST_FOR_STATE = { processing: "active" };
+
+/** The stats body in one shape, whichever names the API used. */
+export function normalizeStats(stats) {
+  const byState = stats.by_status ?? stats.counts ?? stats.by_state ?? stats.jobs ?? {};
+  const processing = byState.processing ?? byState.active ?? 0;
+  return {
+    byState: { ...byState, processing },
+    byPriority: stats.pending_by_priority ?? stats.by_priority ?? {},
+    byType: stats.by_type ?? stats.types ?? {},
+    oldestAge: stats.oldest_pending_age_seconds ?? null,
+  };
+}
+
+export async function renderOverview(view) {
+  const statusCards = h("div", { class: "cards", role: "list", "aria-label": "Jobs per status" });
+  const priority = h("div", { class: "panel-body" });
+  const throughput = h("div", { class: "panel-body charts" });
+  const workers = h("div", { class: "panel-body" });
+  const types = h("div", { class: "panel-body" });
+  const retryAll = h("button", { type: "button" }, "Retry all failed");
+  const updated = h("p", { class: "muted small", "aria-live": "off" });
+  retryAll.addEventListener("click", async () => {
+    retryAll.disabled = true;
+    try {
+      await retryAllFailed();
+      await refresh();
+    } finally {
+      retryAll.disabled = false;
+    }
+  });
+  replace(
+    view,
+    h("div", { class: "title-row" }, h("h1", {}, "Overview"), h("div", { class: "actions" }, retryAll)),
+    statusCards,
+    h("div", { class: "grid" },
+      h("section", { class: "panel wide", "aria-labelledby": "h-throughput" }, h("h2", { id: "h-throughput" }, "Last hour"), throughput),
+      h("section", { class: "panel", "aria-labelledby": "h-priority" }, h("h2", { id: "h-priority" }, "Pending per priority"), priority),
+      h("section", { class: "panel", "aria-labelledby": "h-types" }, h("h2", { id: "h-types" }, "Jobs per type"), types),
+      h("section", { class: "panel wide", "aria-labelledby": "h-workers" }, h("h2", { id: "h-workers" }, "Live workers"), workers),
+    ),
+    updated,
+  );
+
+  async function refresh() {
+    const [stats, workerList, perMinute] = await Promise.all([
+      api("/jobs/stats"),
+      api("/jobs/workers"),
+      api("/ui/api/throughput").catch(() => null),
+    ]);
+    const norm = normalizeStats(stats);
+    drawCards(statusCards, norm);
+    replace(priority, labelledBars(PRIORITIES.map((p) => ({ label: p, value: norm.byPriority[p] ?? 0 })), { title: "Pending jobs per priority" }),
+      norm.oldestAge ? h("p", { class: "muted small" }, `Oldest pending job waits ${Math.round(norm.oldestAge)} s.`) : null);
+    drawThroughput(throughput, perMinute);
+    drawTypes(types, norm.byType);
+    drawWorkers(workers, workerList.items ?? workerList.workers ?? workerList);
+    updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  }
+
+  let stopped = false;
+  let timer = null;
+  async function loop() {
+    try {
+      await refresh();
+    } catch (err) {
+      updated.textContent = `Refresh failed: ${err.message}`;
+    }
+    if (!stopped) timer = setTimeout(loop, REFRESH_MS);
+  }
+  await loop();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function drawCards(container, norm) {
+  replace(
+    container,
+    STATES.map((state) => {
+      const value = norm.byState[state] ?? 0;
+      return h(
+        "a",
+        { href: `#/jobs/${LIST_FOR_STATE[state] ?? state}`, class: `card state-${state}`, role: "listitem", "aria-label": `${state}: ${value}` },
+        h("span", { class: "count", "data-testid": `count-${state}` }, String(value)),
+        h("span", { class: "label" }, state),
+      );
+    }),
+  );
+}
+
+function drawThroughput(container, perMinute) {
+  if (!perMinute) {
+    replace(container, h("p", { class: "muted" }, "Per-minute counters are not available."));
+    return;
+  }
+  const minutes = perMinute.minutes ?? [];
+  const series = (name) => minutes.map((m) => ({ minute: m.minute, value: m[name] ?? 0 }));
+  const sum = (name) => minutes.reduce((total, m) => total + (m[name] ?? 0), 0);
+  replace(
+    container,
+    h("figure", {}, h("figcaption", {}, `Completed per minute (${sum("completed")} in the last hour)`), minuteBars(series("completed"), { title: "completed", kind: "ok" })),
+    h("figure", {}, h("figcaption", {}, `Failed per minute (${sum("failed")} in the last hour, ${sum("retried")} attempts retried)`), minuteBars(series("failed"), { title: "failed", kind: "bad" })),
+  );
+}
+
+function drawTypes(container, byType) {
+  const names = Object.keys(byType).sort();
+  if (!names.length) {
+    replace(container, h("p", { class: "muted" }, "No jobs yet."));
+    return;
+  }
+  const columns = ["pending", "processing", "completed", "failed"];
+  replace(
+    container,
+    h("table", {},
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Type"), columns.map((c) => h("th", { scope: "col", class: "num" }, c)))),
+      h("tbody", {}, names.map((name) =>
+        h("tr", {},
+          h("th", { scope: "row" }, h("a", { href: `#/types/${encodeURIComponent(name)}` }, name)),
+          columns.map((c) => h("td", { class: "num" }, String(byType[name]?.[c] ?? 0))),
+        ))),
+    ),
+  );
+}
+
+function drawWorkers(container, workers) {
+  if (!Array.isArray(workers) || !workers.length) {
+    replace(container, h("p", { class: "muted" }, "No live workers. Jobs wait in pending until one starts."));
+    return;
+  }
+  replace(
+    container,
+    h("table", {},
+      h("thead", {}, h("tr", {}, ["Worker", "Host / pid", "Up since", "Heartbeat", "Processed", "Failed", "Current jobs"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, workers.map((w) =>
+        h("tr", {},
+          h("td", { title: w.id }, shortId(w.id)),
+          h("td", {}, `${w.host} / ${w.pid}`),
+          h("td", {}, fmtAgo(w.started_at)),
+          h("td", {}, fmtAgo(w.last_heartbeat)),
+          h("td", { class: "num" }, String(w.processed ?? 0)),
+          h("td", { class: "num" }, String(w.failed ?? 0)),
+          h("td", {}, (w.current_jobs ?? []).length
+            ? (w.current_jobs ?? []).map((id) => h("a", { href: `#/job/${encodeURIComponent(id)}`, class: "job-chip", title: id }, shortId(id)))
+            : h("span", { class: "muted" }, `idle (0 of ${w.concurrency ?? "?"})`)),
+        ))),
+    ),
+  );
+}
