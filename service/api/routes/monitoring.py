@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -21,6 +20,8 @@ from service.api.schemas import (
 )
 from service.jobs.registry import REGISTRY
 from service.metrics.collector import collect
+from service.metrics.health import check_health
+from service.metrics.prometheus import render_prometheus
 from service.queue.models import Job, Page
 from service.queue.states import JobState
 
@@ -51,8 +52,8 @@ async def stats(queue: QueueDep) -> StatsPublic:
 )
 async def health(queue: QueueDep, settings: SettingsDep) -> JSONResponse:
     """`healthy`, `degraded` or `unhealthy`, with each check; 503 when unhealthy."""
-    report = await _metrics("health").check_health(queue, settings)
-    body = HealthPublic.model_validate(report, from_attributes=True)
+    report = await check_health(queue, settings)
+    body = HealthPublic.model_validate(report.model_dump())
     status = 503 if body.status == "unhealthy" else 200
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
@@ -70,16 +71,8 @@ async def workers(queue: QueueDep) -> WorkersPublic:
 )
 async def metrics(queue: QueueDep, settings: SettingsDep) -> Response:
     """Prometheus exposition of the same numbers the metrics task sends to CloudWatch."""
-    body, content_type = _metrics("prometheus").render_prometheus(
-        await collect(queue), settings.queue_name
-    )
+    body, content_type = render_prometheus(await collect(queue), settings.queue_name)
     return Response(content=body, media_type=content_type)
-
-
-def _metrics(name: str) -> Any:
-    # TEMPORARY: the metrics engineer is writing these modules now; import lazily so the API
-    # runs (and its other routes test) before they land. Replace with direct imports.
-    return importlib.import_module(f"service.metrics.{name}")
 
 
 def _add_state_list(path_word: str, state: JobState, order: str) -> None:

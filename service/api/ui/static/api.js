@@ -41,7 +41,7 @@ async function toError(response) {
 }
 
 /** Call the API; resolves to the JSON body, rejects with ApiError. */
-export async function api(path, { method = "GET", body, signal } = {}) {
+export async function api(path, { method = "GET", body, signal, onUnauthorized = true } = {}) {
   const init = { method, headers: headers(), signal, cache: "no-store" };
   if (body !== undefined) {
     init.headers = headers({ "Content-Type": "application/json" });
@@ -50,7 +50,8 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   const response = await fetch(path, init);
   if (response.status === 401 || response.status === 403) {
     const error = await toError(response);
-    window.dispatchEvent(new CustomEvent("jq:unauthorized", { detail: error }));
+    // Views hand a refused key back to the login form; the login form reports it itself.
+    if (onUnauthorized) window.dispatchEvent(new CustomEvent("jq:unauthorized", { detail: error }));
     throw error;
   }
   if (!response.ok) throw await toError(response);

@@ -104,7 +104,7 @@ function showLogin(message) {
     event.preventDefault();
     setKey(form.elements.key.value.trim());
     try {
-      await api("/jobs/stats");
+      await api("/jobs/stats", { onUnauthorized: false });
     } catch (err) {
       forgetKey();
       error.textContent = err.status === 401 || err.status === 403 ? "That key was refused." : `Cannot reach the API: ${err.message}`;

@@ -183,16 +183,26 @@ function timeline(entries) {
     entries.map((e) => h("li", {}, badge(e.state ?? e.status), " ", h("time", { datetime: e.at }, fmtTime(e.at)), e.note ? h("span", { class: "muted" }, ` ${e.note}`) : null)));
 }
 
+// Each "processing" entry of the timeline starts an attempt; the entry after it says how that
+// attempt ended. The API keeps no separate attempt records, so this is derived, not stored.
+const OUTCOME = { completed: "completed", failed: "failed", delayed: "failed, retry scheduled", pending: "handed back (worker stopped)", cancelled: "cancelled" };
+
 function attempts(job) {
-  const rows = [
-    ["Attempts made", `${job.attempts_made ?? 0}`],
-    ["Attempts allowed", `${job.max_attempts ?? "?"}`],
-  ];
+  const entries = job.timeline ?? [];
+  const runs = [];
+  entries.forEach((e, i) => {
+    if ((e.status ?? e.state) !== "processing") return;
+    const next = entries[i + 1];
+    const outcome = next ? OUTCOME[next.status ?? next.state] ?? (next.status ?? next.state) : "running";
+    runs.push({ at: e.at, worker: e.note, outcome, ended: next?.at });
+  });
+  const rows = [["Attempts made", `${job.attempts_made ?? 0} of ${job.max_attempts ?? "?"}`]];
   if (job.backoff) rows.push(["Backoff", `${job.backoff.type}, ${job.backoff.delay_seconds} s base, max ${job.backoff.max_delay_seconds} s`]);
-  const failures = (job.timeline ?? []).filter((e) => ["delayed", "failed"].includes(e.state ?? e.status) && e.note);
   return [
     h("dl", { class: "facts compact" }, rows.map(([k, v]) => fact(k, v))),
-    failures.length ? h("ol", { class: "attempts" }, failures.map((e) => h("li", {}, `${fmtTime(e.at)}: ${e.note}`))) : null,
+    runs.length
+      ? h("ol", { class: "attempts", "aria-label": "Runs" }, runs.map((r) => h("li", {}, `${fmtTime(r.at)} on ${r.worker ?? "?"}: ${r.outcome}`, r.ended ? ` (${fmtTime(r.ended)})` : "")))
+      : h("p", { class: "muted" }, "Not run yet."),
   ];
 }
 
