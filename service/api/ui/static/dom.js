@@ -2,6 +2,8 @@
 // never innerHTML, so a payload like "<img onerror=...>" is shown, not run.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
+const TOASTS_SHOWN = 2;
+const TOAST_MS = 4000;
 
 /** Build an element: h("a", {href: "#/x", class: "y"}, "text", child, ...). */
 export function h(tag, attrs = {}, ...children) {
@@ -121,5 +123,7 @@ export function toast(message, kind = "info") {
   if (!area) return;
   const item = h("div", { class: `toast ${kind}` }, message);
   area.append(item);
-  setTimeout(() => item.remove(), 6000);
+  // Keep only the newest few, so a burst of actions cannot cover the page.
+  while (area.children.length > TOASTS_SHOWN) area.firstElementChild.remove();
+  setTimeout(() => item.remove(), TOAST_MS);
 }
