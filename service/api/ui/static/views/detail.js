@@ -42,7 +42,8 @@ export async function renderDetail(view, { parts }) {
     try {
       job = await api(path);
     } catch (err) {
-      if (err.status === 404) {
+      if (err.status === 404 || err.status === 422) {
+        // 422: the id cannot be a job id at all (bad characters), which is "not found" too.
         replace(view, h("h1", {}, "Job not found"), h("p", {}, err.message), h("p", {}, h("a", { href: "#/" }, "Back to the overview")));
         stop();
         return;

@@ -113,11 +113,12 @@ function field(name, prop, required) {
     input = h("input", { id, name, type: "text", value: prop.default, required, maxlength: prop.maxLength, "aria-describedby": describedBy });
   } else {
     kind = "json";
-    input = h("textarea", { id, name, rows: 3, class: "mono", "aria-describedby": describedBy, placeholder: "JSON" },
+    input = h("textarea", { id, name, rows: 3, class: "mono", "aria-describedby": describedBy, placeholder: prop.type === "array" ? "[ ]" : prop.type === "object" ? "{ }" : "JSON" },
       prop.default === undefined ? "" : JSON.stringify(prop.default, null, 2));
   }
   const bounds = [prop.minimum !== undefined ? `≥ ${prop.minimum}` : null, prop.maximum !== undefined ? `≤ ${prop.maximum}` : null].filter(Boolean).join(", ");
-  const hint = [prop.description, bounds, required ? "required" : null].filter(Boolean).join(" · ");
+  const jsonHint = kind === "json" ? `JSON ${prop.type === "array" ? "array" : prop.type === "object" ? "object" : "value"}` : null;
+  const hint = [prop.description, jsonHint, bounds, required ? "required" : null].filter(Boolean).join(" · ");
   const element = h("div", { class: `field${kind === "boolean" ? " check" : ""}` },
     h("label", { for: id }, name), input,
     h("p", { class: "hint", id: hintId }, hint),
