@@ -41,7 +41,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STARTUP_SECONDS = 30.0
+# Imports of every job type (Pillow, fpdf2, Jinja2) take a while on a busy CI machine.
+STARTUP_SECONDS = 60.0
 # Long enough for a job to run a few seconds and the page to notice; every wait is bounded.
 JOB_SECONDS = 20_000
 

@@ -33,6 +33,15 @@ export async function retryJob(id) {
 
 /** Retry every failed job. Ids are collected first, so a job that fails again is not retried twice. */
 export async function retryAllFailed() {
+  try {
+    return await retryAll();
+  } catch (err) {
+    toast(`Cannot retry failed jobs: ${err.message}`, "error");
+    return 0;
+  }
+}
+
+async function retryAll() {
   const ids = [];
   let cursor = null;
   do {

@@ -73,18 +73,22 @@ async function renderList(view, { heading, path, params, query = {}, filters, ex
   function drawPager(next) {
     const prev = h("button", { type: "button", class: "secondary", disabled: cursors.length === 1 }, "Previous page");
     const nextButton = h("button", { type: "button", class: "secondary", disabled: !next }, "Next page");
-    prev.addEventListener("click", () => { cursors.pop(); load(); });
-    nextButton.addEventListener("click", () => { cursors.push(next); load(); });
+    prev.addEventListener("click", () => { cursors.pop(); load().catch(showError); });
+    nextButton.addEventListener("click", () => { cursors.push(next); load().catch(showError); });
     replace(pager, prev, h("span", { class: "muted" }, `Page ${cursors.length}`), nextButton);
   }
 
   let stopped = false;
   let timer = null;
+  function showError(err) {
+    replace(body, h("p", { class: "error", role: "alert" }, `Cannot load jobs: ${err.message}`));
+  }
+
   async function loop() {
     try {
-      await load();
+      if (!document.hidden) await load();
     } catch (err) {
-      replace(body, h("p", { class: "error", role: "alert" }, `Cannot load jobs: ${err.message}`));
+      showError(err);
     }
     if (!stopped) timer = setTimeout(loop, REFRESH_MS);
   }
