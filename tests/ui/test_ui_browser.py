@@ -103,7 +103,10 @@ def system(redis_url: str, tmp_path: Path) -> Iterator[System]:
     """API and one worker process on a fresh queue, always stopped afterwards."""
     queue_name = "ui-" + secrets.token_hex(6)
     api_key = "ui-test-" + secrets.token_urlsafe(24)
-    env = worker_env(redis_url, queue_name, api_keys=api_key, worker_count=1)
+    # A short grace: the job still running at the end is handed back, not waited for.
+    env = worker_env(
+        redis_url, queue_name, api_keys=api_key, worker_count=1, shutdown_grace_seconds=1
+    )
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     api_log = (tmp_path / "api.log").open("wb")
@@ -200,17 +203,20 @@ def retry_failed_job(page: Page) -> None:
     expect(status_badge(page)).to_have_text("failed")
 
 
-def check_overview(page: Page) -> None:
-    """The overview counts what happened, charts it, and lists the live worker."""
+def check_overview(page: Page, running_id: str) -> None:
+    """The overview counts what happened, charts it, and lists the worker with its job."""
     page.get_by_role("link", name="Overview").click()
     expect(page.get_by_test_id("count-completed")).to_have_text("1", timeout=JOB_SECONDS)
+    expect(page.get_by_test_id("count-processing")).to_have_text("1")
     expect(page.get_by_test_id("count-cancelled")).to_have_text("1")
     expect(page.get_by_test_id("count-failed")).to_have_text("1")
     completed_chart = re.compile(r"^completed per minute .*: 1 in total$")
     failed_chart = re.compile(r"^failed per minute .*: 2 in total$")
     expect(page.get_by_role("img", name=completed_chart)).to_be_visible()
     expect(page.get_by_role("img", name=failed_chart)).to_be_visible()
-    expect(page.get_by_role("region", name="Live workers").get_by_role("row")).to_have_count(2)
+    workers = page.get_by_role("region", name="Live workers")
+    expect(workers.get_by_role("row")).to_have_count(2)  # header + our one worker
+    expect(workers.get_by_role("link", name=running_id[:12])).to_be_visible()
     page.screenshot(path=ARTIFACTS / "dashboard-overview.png", full_page=True)
 
 
@@ -222,7 +228,7 @@ def check_lists(page: Page, failed_id: str, completed_id: str) -> None:
     page.get_by_role("dialog").get_by_role("button", name="Retry all").click()
     expect(page.get_by_role("status")).to_contain_text("1 of 1 failed job(s) queued again.")
     page.goto(f"{page.url.split('#')[0]}#/types/noop")
-    expect(page.get_by_role("table").get_by_role("row")).to_have_count(4)  # header + 3 jobs
+    expect(page.get_by_role("table").get_by_role("row")).to_have_count(5)  # header + 4 jobs
     page.get_by_label("Find job by id").fill(completed_id)
     page.get_by_role("button", name="Find").click()
     expect(status_badge(page)).to_have_text("completed")
@@ -245,7 +251,9 @@ def test_operator_steers_the_queue_from_the_dashboard(system: System, browser: B
     cancel_running_job(page)
     failed_id = enqueue_noop(page, attempts=1, fail_first_attempts=5)
     retry_failed_job(page)
-    check_overview(page)
+    running_id = enqueue_noop(page, sleep_seconds=60)
+    expect(status_badge(page)).to_have_text("processing", timeout=JOB_SECONDS)
+    check_overview(page, running_id)
     check_lists(page, failed_id, progress_id)
 
     # The key lives only in this tab's sessionStorage and travels only in a header.
