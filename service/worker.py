@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from taskiq.cli.common_args import LogLevel
 from taskiq.cli.worker.args import WorkerArgs
 from taskiq.cli.worker.run import run_worker
 
@@ -66,13 +67,15 @@ def worker_args(settings: Settings) -> WorkerArgs:
         shutdown_timeout=BROKER_SHUTDOWN_SECONDS,
         wait_tasks_timeout=settings.shutdown_grace_seconds,
         configure_logging=True,
-        log_level="INFO",
+        log_level=LogLevel.INFO,
     )
 
 
 def run_workers(settings: Settings | None = None) -> int:
     """Run WORKER_COUNT worker processes until SIGTERM/SIGINT; returns the exit status."""
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     status = run_worker(worker_args(settings))
     return int(status or 0)

@@ -9,7 +9,13 @@ from service.jobs.registry import REGISTRY, JobRegistry, JobType, JobTypeDefault
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
 
-BUILTIN_MODULES: tuple[str, ...] = ("service.jobs.noop",)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "service.jobs.noop",
+    "service.jobs.data_processing",
+    "service.jobs.image_processing",
+    "service.jobs.email_sending",
+    "service.jobs.report_generation",
+)
 
 __all__ = [
     "REGISTRY",

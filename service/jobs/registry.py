@@ -169,7 +169,9 @@ def job_type(
     description: str = "",
     defaults: JobTypeDefaults | None = None,
     registry: JobRegistry = REGISTRY,
-) -> Callable[[Callable[[P, JobContext], Awaitable[Any]]], Callable[[P, JobContext], Awaitable[Any]]]:
+) -> Callable[
+    [Callable[[P, JobContext], Awaitable[Any]]], Callable[[P, JobContext], Awaitable[Any]]
+]:
     """Register an async function `(payload, job) -> result` as job type `name`."""
 
     def register(

@@ -21,6 +21,7 @@ from service.queue.queue import (
     ScriptCall,
     now_ms,
 )
+from service.queue.scripts import ScriptArg
 
 # A job whose worker died this many times fails instead of being handed out again: it is
 # probably what kills its workers (BullMQ's maxStalledCount plays the same role).
@@ -98,7 +99,13 @@ class Consumer:
             k.pending, k.delayed, k.active, k.marker, k.sequence, k.type_counts, k.type_limits,
             k.job_prefix, k.job_events(""), k.events,
         ]  # fmt: skip
-        args = [self._now(), self.lease_ms, self.worker_id, max_jobs, PROMOTE_BATCH]
+        args: list[ScriptArg] = [
+            self._now(),
+            self.lease_ms,
+            self.worker_id,
+            max_jobs,
+            PROMOTE_BATCH,
+        ]
         reply = await self.scripts.run("dequeue", keys, args)
         next_due = int(reply[0])
         deliveries = [
@@ -120,7 +127,7 @@ class Consumer:
             k.type_counts, k.type_limits, k.expiry, k.type_index_prefix, k.idempotency_prefix,
             k.logs_prefix, k.samples, k.stats_minute(now // 60_000), k.job_events(""), k.events,
         ]  # fmt: skip
-        args = [
+        args: list[ScriptArg] = [
             outcome.job_id, self.worker_id, now, "completed" if outcome.completed else "failed",
             outcome.payload, outcome.traceback, outcome.retry_delay_ms, TRIM_BATCH,
             STATS_TTL_SECONDS, SAMPLES_KEPT,
@@ -184,7 +191,9 @@ class Consumer:
         total = SweepReport()
         for _ in range(20):  # bounded: a huge backlog is finished by the next sweeps
             step = await self._sweep_once(worker_ttl_ms)
-            total = SweepReport(*(a + b for a, b in zip(_fields(total), _fields(step), strict=True)))
+            total = SweepReport(
+                *(a + b for a, b in zip(_fields(total), _fields(step), strict=True))
+            )
             if max(_fields(step)) < SWEEP_BATCH:
                 break
         return total
@@ -202,12 +211,16 @@ class Consumer:
         reply = await self.scripts.run("sweep", keys, args)
         return SweepReport(*(int(value) for value in reply))
 
-    async def heartbeat(self, info: dict[str, str | int], current_jobs: Sequence[str], ttl_ms: int) -> None:
+    async def heartbeat(
+        self, info: dict[str, str | int], current_jobs: Sequence[str], ttl_ms: int
+    ) -> None:
         """Publish this worker's liveness and state; it drops out `ttl_ms` after the last one."""
         now = self._now()
         key = self.keys.worker(self.worker_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={**info, "heartbeat": now, "jobs": json.dumps(list(current_jobs))})
+        fields: dict[str | bytes, str | int] = {key: value for key, value in info.items()}
+        fields.update(heartbeat=now, jobs=json.dumps(list(current_jobs)))
+        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's mapping is invariant
         pipe.pexpire(key, ttl_ms)
         pipe.zadd(self.keys.workers, {self.worker_id: now})
         await pipe.execute()

@@ -57,7 +57,9 @@ class Retention(BaseModel):
     age_seconds: int | None = Field(default=None, ge=0)
 
     @classmethod
-    def parse(cls, value: bool | int | dict[str, Any] | Retention | None, default: Retention) -> Retention:
+    def parse(
+        cls, value: bool | int | dict[str, Any] | Retention | None, default: Retention
+    ) -> Retention:
         """Read Bull's forms: true = remove at once, false = keep all, N = keep the last N,
         {"age": seconds, "count": n} = both limits; None = the default."""
         if value is None:

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -60,8 +60,12 @@ ScriptCall = tuple[str, Sequence[str], Sequence[ScriptArg]]
 class QueueConfig:
     """The settings the queue layer needs (a slice of service.settings.Settings)."""
 
-    keep_completed: Retention = Retention(count=10_000, age_seconds=24 * 3600)
-    keep_failed: Retention = Retention(count=50_000, age_seconds=7 * 24 * 3600)
+    keep_completed: Retention = field(
+        default_factory=lambda: Retention(count=10_000, age_seconds=24 * 3600)
+    )
+    keep_failed: Retention = field(
+        default_factory=lambda: Retention(count=50_000, age_seconds=7 * 24 * 3600)
+    )
     max_log_lines: int = 200
 
 
@@ -278,15 +282,13 @@ class JobQueue:
         by_state = dict(zip(states, replies[: len(states)], strict=True))
         priorities = replies[len(states) : len(states) + len(Priority)]
         by_type: dict[str, dict[JobState, int]] = {}
-        for field, value in replies[-1].items():
-            job_type, _, state = field.rpartition("|")
+        for type_state, value in replies[-1].items():
+            job_type, _, state = type_state.rpartition("|")
             by_type.setdefault(job_type, {s: 0 for s in JobState})[JobState(state)] = int(value)
         age = 0.0 if oldest_ms < 0 else max(0.0, self.clock() - oldest_ms / 1000)
         return QueueCounts(
             by_state=by_state,
-            pending_by_priority={
-                p.label: n for p, n in zip(Priority, priorities, strict=True)
-            },
+            pending_by_priority={p.label: n for p, n in zip(Priority, priorities, strict=True)},
             by_type=by_type,
             oldest_pending_age_seconds=age,
         )
@@ -304,7 +306,7 @@ class JobQueue:
         return totals
 
     async def per_minute(self, minutes: int = 60) -> list[tuple[int, dict[str, int]]]:
-        """Counters of each of the last `minutes` minutes: (epoch minute, counters), oldest first."""
+        """Counters of each of the last `minutes` minutes, oldest first."""
         this_minute = int(self.clock() // 60)
         span = range(this_minute - minutes + 1, this_minute + 1)
         pipe = self.redis.pipeline(transaction=False)
@@ -339,7 +341,7 @@ class JobQueue:
     # --- change --------------------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> Job:
-        """Cancel a delayed, pending or processing job; a processing one is stopped by its worker."""
+        """Cancel a delayed, pending or processing job (its worker stops a processing one)."""
         k = self.keys
         keys = [
             k.job_prefix, k.pending, k.delayed, k.active, k.cancelled, k.type_counts,
@@ -461,7 +463,7 @@ def _encode_cursor(score: float, member: str) -> str:
 def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     if not cursor:
         return None
-    score, sep, member = cursor.partition(":")
+    score, _, member = cursor.partition(":")
     try:
         return float(score), member
     except ValueError:

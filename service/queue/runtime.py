@@ -98,7 +98,7 @@ class FinishBatcher:
             batch, self._waiting = self._waiting[:FINISH_BATCH], self._waiting[FINISH_BATCH:]
             try:
                 statuses = await self._send([outcome for outcome, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting ack
+            except Exception as exc:  # handed to every waiting ack
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -145,12 +145,13 @@ class WorkerRuntime:
     async def start(self) -> None:
         """Register the worker and start its background loops."""
         await self._heartbeat()
+        s = self.settings
         self._loops = [
-            asyncio.create_task(self._every(self.settings.renew_interval, self._renew), name="renew"),
-            asyncio.create_task(self._every(self.settings.heartbeat_seconds, self._heartbeat), name="heartbeat"),
-            asyncio.create_task(self._every(self.settings.sweep_interval_seconds, self._sweep), name="sweep"),
-            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
-        ]  # fmt: skip
+            asyncio.create_task(self._every(s.renew_interval, self._renew)),
+            asyncio.create_task(self._every(s.heartbeat_seconds, self._heartbeat)),
+            asyncio.create_task(self._every(s.sweep_interval_seconds, self._sweep)),
+            asyncio.create_task(self._listen_for_cancels()),
+        ]
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
     async def stop(self) -> None:
@@ -329,13 +330,21 @@ def outcome_of(held: Held) -> Outcome:
         )
     if not result.is_err:
         try:
-            return Outcome(job_id, completed=True, payload=json.dumps(result.return_value, default=_json_default))
+            return Outcome(
+                job_id,
+                completed=True,
+                payload=json.dumps(result.return_value, default=_json_default),
+            )
         except (TypeError, ValueError) as exc:
-            return Outcome(job_id, completed=False, payload=f"result is not JSON-serializable: {exc}")
+            return Outcome(
+                job_id, completed=False, payload=f"result is not JSON-serializable: {exc}"
+            )
     return _failure(job_id, held.message, held.delivery.attempt, result.error)
 
 
-def _failure(job_id: str, message: TaskiqMessage, attempt: int, error: BaseException | None) -> Outcome:
+def _failure(
+    job_id: str, message: TaskiqMessage, attempt: int, error: BaseException | None
+) -> Outcome:
     trace = "".join(traceback.format_exception(error)) if error is not None else ""
     text = f"{type(error).__name__}: {error}"
     retry_ms = -1

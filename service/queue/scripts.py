@@ -41,9 +41,7 @@ class Scripts:
             if match is None:
                 continue
             body = lib + "\n" + path.read_text()
-            self._scripts[match["name"]] = _Script(
-                redis.register_script(body), int(match["keys"])
-            )
+            self._scripts[match["name"]] = _Script(redis.register_script(body), int(match["keys"]))
 
     async def run(
         self,

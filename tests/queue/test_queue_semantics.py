@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from redis.asyncio import Redis
 
@@ -129,9 +131,7 @@ async def test_permanent_failure_is_not_retried(clocked: JobQueue) -> None:
 
 
 @pytest.mark.parametrize("state", [JobState.PENDING, JobState.DELAYED, JobState.PROCESSING])
-async def test_cancel_in_each_live_state(
-    clocked: JobQueue, redis: Redis, state: JobState
-) -> None:
+async def test_cancel_in_each_live_state(clocked: JobQueue, redis: Redis, state: JobState) -> None:
     job = (await clocked.enqueue(spec(delay_seconds=60 if state is JobState.DELAYED else 0))).job
     consumer = Consumer(clocked, "w1", 30)
     if state is JobState.PROCESSING:
@@ -282,8 +282,13 @@ async def test_retention_remove_at_once_and_by_age(
 
 async def test_counts_per_state_priority_and_type(clocked: JobQueue, clock: Clock) -> None:
     await clocked.enqueue_many(
-        [spec(Priority.HIGH), spec(Priority.HIGH), spec(Priority.LOW), spec(delay_seconds=5)]
-        + [JobSpec(type="other")]
+        [
+            spec(Priority.HIGH),
+            spec(Priority.HIGH),
+            spec(Priority.LOW),
+            spec(delay_seconds=5),
+            JobSpec(type="other"),
+        ]
     )
     clock.now += 30
     counts = await clocked.counts()
@@ -320,7 +325,7 @@ async def test_timeline_follows_the_allowed_transitions(clocked: JobQueue, clock
     states = [entry.state for entry in (await clocked.get(job.id)).timeline]
     assert states == ["delayed", "pending", "processing", "delayed", "pending", "processing",
                       "completed"]  # fmt: skip
-    for before, after in zip(states, states[1:], strict=False):
+    for before, after in itertools.pairwise(states):
         assert after in TRANSITIONS[JobState(before)], f"{before} -> {after} is not allowed"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -53,8 +54,11 @@ async def test_sigkilled_worker_loses_nothing(
         kill_group(doomed)
     # Shorter jobs now, so the survivor can finish them; the ids and records are the same.
     for job_id in ids:
-        await redis.hset(queue.keys.job(job_id), "msg", _message_with_seconds(
-            await redis.hget(queue.keys.job(job_id), "msg"), 0))
+        await redis.hset(
+            queue.keys.job(job_id),
+            "msg",
+            _message_with_seconds(await redis.hget(queue.keys.job(job_id), "msg"), 0),
+        )
     killed_at = time.monotonic()
     with running_worker(env, tmp_path / "survivor.log"):
         await wait_until(lambda: all_done(queue, ids), timeout=20)
@@ -161,7 +165,9 @@ async def test_retries_follow_the_backoff_with_a_real_worker(
     assert (done.state, done.attempts_made) == (JobState.COMPLETED, 3)
     starts = [e.at for e in done.timeline if e.state is JobState.PROCESSING]
     retries = [e.at for e in done.timeline if e.state is JobState.DELAYED]
-    waits = [(start - failed).total_seconds() for failed, start in zip(retries, starts[1:], strict=True)]
+    waits = [
+        (start - failed).total_seconds() for failed, start in zip(retries, starts[1:], strict=True)
+    ]
     assert waits[0] == pytest.approx(0.5, abs=0.3)
     assert waits[1] == pytest.approx(1.0, abs=0.3)
 
@@ -174,7 +180,9 @@ async def test_four_processes_over_5000_jobs_run_each_exactly_once(
         ids += [r.job.id for r in await queue.enqueue_many([probe()] * 1000)]
     env = worker_env(redis_url, queue.keys.queue, worker_count=4, worker_concurrency=20, **PROBE)
     with running_worker(env, tmp_path / "w.log"):
-        await wait_until(lambda: _count(redis, queue.keys.completed, 5000), timeout=90, interval=0.5)
+        await wait_until(
+            lambda: _count(redis, queue.keys.completed, 5000), timeout=90, interval=0.5
+        )
     jobs = await queue.get_many(ids)
     assert len(jobs) == 5000
     assert {job.state for job in jobs} == {JobState.COMPLETED}
@@ -197,8 +205,6 @@ async def _has_line(queue: JobQueue, job_id: str, line: str) -> bool:
 
 
 def _message_with_seconds(message: str, seconds: float) -> str:
-    import json
-
     body = json.loads(message)
     body["kwargs"]["data"]["seconds"] = seconds
     return json.dumps(body)

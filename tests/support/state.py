@@ -37,7 +37,9 @@ async def assert_consistent(redis: Redis, keys: QueueKeys) -> None:
         assert job_id in ids, f"expiry entry {job_id} has no job"
 
 
-async def assert_no_leaked_keys(redis: Redis, keys: QueueKeys, allowed_extra: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+async def assert_no_leaked_keys(
+    redis: Redis, keys: QueueKeys, allowed_extra: set[str] = frozenset()
+) -> None:  # type: ignore[assignment]
     """Every key of the queue is one the key module names for an existing job or the queue."""
     ids = await job_ids(redis, keys)
     fixed = {

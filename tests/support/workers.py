@@ -39,7 +39,7 @@ def worker_env(redis_url: str, queue_name: str, **overrides: str | int | float) 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start `run_workers` (WORKER_COUNT processes) with its output in `log_path`."""
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        return subprocess.Popen(
             WORKER_COMMAND,
             env=env,
             cwd=REPO,

@@ -1,0 +1,297 @@
+"""Queue benchmark: our broker beside taskiq-redis's RedisStreamBroker, in one run.
+
+For each broker, with the same worker settings (one worker process, 100 concurrent tasks):
+- enqueue rate of N no-op jobs through taskiq's client API (`task.kiq()`, 100 in flight);
+- Redis memory per queued job (INFO used_memory before/after, no worker running);
+- end-to-end processing rate: one worker process drains the N queued jobs;
+- start latency p50/p99 with jobs arriving at a fixed rate (default 500/s) to an idle worker.
+Ours also reports bulk enqueue (`JobQueue.enqueue_many`, one round trip per 1,000).
+
+Run: `make bench` (or `uv run python -m bench.queue_throughput --jobs 20000`). Only talks to
+the Redis at REDIS_URL (default 127.0.0.1:6379) or an embedded Valkey; bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+REPO = Path(__file__).resolve().parents[1]
+CONCURRENCY = 100
+
+
+@dataclass
+class Result:
+    """Figures for one broker."""
+
+    name: str
+    enqueue_per_s: float = 0.0
+    bulk_enqueue_per_s: float | None = None
+    bytes_per_job: float = 0.0
+    process_per_s: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+
+    def pct(self, q: float) -> float:
+        """Latency percentile in ms."""
+        ordered = sorted(self.latency_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def used_memory(redis: Redis) -> int:
+    """Server memory in bytes."""
+    return int((await redis.info("memory"))["used_memory"])
+
+
+async def run_in_flight(n: int, make: Callable[[], Awaitable[Any]], in_flight: int = 100) -> float:
+    """Run `make()` n times with `in_flight` concurrent calls; returns seconds taken."""
+    started = time.perf_counter()
+    remaining = n
+
+    async def lane(count: int) -> None:
+        for _ in range(count):
+            await make()
+
+    per_lane, extra = divmod(remaining, in_flight)
+    await asyncio.gather(*(lane(per_lane + (1 if i < extra else 0)) for i in range(in_flight)))
+    return time.perf_counter() - started
+
+
+def start_worker(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A worker process with its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float) -> float:
+    """Seconds until `check()` is true; raises after `timeout`."""
+    started = time.perf_counter()
+    while not await check():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("benchmark step did not finish in time")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - started
+
+
+async def paced(n_per_s: int, seconds: float, send: Callable[[], Awaitable[Any]]) -> None:
+    """Call `send` at a fixed rate (ticks of 10 ms) for `seconds`."""
+    tick, per_tick = 0.01, n_per_s / 100
+    started, sent = time.perf_counter(), 0.0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed / tick * per_tick) + 1
+        while sent < due:
+            await send()
+            sent += 1
+        await asyncio.sleep(tick - (elapsed % tick))
+
+
+# --- ours ---------------------------------------------------------------------------------------
+
+
+async def bench_ours(url: str, jobs: int, rate: int, seconds: float, logs: Path) -> Result:
+    queue_name = "bench-" + uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "QUEUE_NAME": queue_name,
+        "KEY_PREFIX": "jqbench",
+        "WORKER_CONCURRENCY": str(CONCURRENCY),
+        "WORKER_COUNT": "1",
+        "ENVIRONMENT": "test",
+    }
+    os.environ.update({k: env[k] for k in ("REDIS_URL", "QUEUE_NAME", "KEY_PREFIX")})
+    from service.jobs.registry import REGISTRY
+    from service.queue.connection import queue_config
+    from service.worker import broker
+
+    await broker.startup()
+    queue, redis = broker.queue, broker.queue.redis
+    result = Result("ours (JobQueueBroker)")
+    noop_task = broker.find_task("noop")
+    assert noop_task is not None
+    before = await used_memory(redis)
+    took = await run_in_flight(jobs, lambda: noop_task.kiq(data={}))
+    result.enqueue_per_s = jobs / took
+    result.bytes_per_job = (await used_memory(redis) - before) / jobs
+
+    command = [sys.executable, "-m", "taskiq", "worker", "service.worker:broker", "--workers", "1",
+               "--max-async-tasks", str(CONCURRENCY)]  # fmt: skip
+    worker = start_worker(command, env, logs / "ours.log")
+    try:
+        await wait_for(lambda: _zcard_at_least(redis, queue.keys.workers, 1), 30)
+        started = time.perf_counter()
+        await wait_for(lambda: _drained(redis, queue.keys), 300)
+        result.process_per_s = jobs / (time.perf_counter() - started)
+        spec = REGISTRY.get("noop").build_spec({}, queue_config(broker.settings))
+        ids: list[str] = []
+
+        async def send() -> None:
+            ids.append((await queue.enqueue(spec)).job.id)
+
+        await paced(rate, seconds, send)
+        await wait_for(lambda: _drained(redis, queue.keys), 60)
+        for job in await queue.get_many(ids):
+            assert job.started_at is not None
+            result.latency_ms.append((job.started_at - job.created_at).total_seconds() * 1000)
+    finally:
+        stop(worker)
+    specs = [spec] * 1000
+    took = 0.0
+    for _ in range(jobs // 1000):
+        t0 = time.perf_counter()
+        await queue.enqueue_many(specs)
+        took += time.perf_counter() - t0
+    result.bulk_enqueue_per_s = (jobs // 1000 * 1000) / took
+    await _delete(redis, f"jqbench:{{{queue_name}}}:*")
+    await broker.shutdown()
+    return result
+
+
+async def _zcard_at_least(redis: Redis, key: str, n: int) -> bool:
+    return int(await redis.zcard(key)) >= n
+
+
+async def _drained(redis: Redis, keys: Any) -> bool:
+    # Completed jobs are trimmed by retention, so "done" is: nothing left to run or running.
+    pipe = redis.pipeline(transaction=False)
+    for key in (keys.pending, keys.delayed, keys.active):
+        pipe.zcard(key)
+    return sum(await pipe.execute()) == 0
+
+
+async def _delete(redis: Redis, pattern: str) -> None:
+    async for key in redis.scan_iter(match=pattern, count=5000):
+        await redis.delete(key)
+
+
+# --- taskiq-redis RedisStreamBroker -------------------------------------------------------------
+
+
+async def bench_stream(url: str, jobs: int, rate: int, seconds: float, logs: Path) -> Result:
+    stream = "bench-stream-" + uuid.uuid4().hex[:8]
+    env = {**os.environ, "BENCH_REDIS_URL": url, "BENCH_STREAM": stream}
+    os.environ.update({"BENCH_REDIS_URL": url, "BENCH_STREAM": stream})
+    from bench import stream_app
+
+    broker = stream_app.broker
+    await broker.startup()
+    redis = Redis.from_url(url, decode_responses=True)
+    result = Result("taskiq-redis RedisStreamBroker")
+    before = await used_memory(redis)
+    took = await run_in_flight(jobs, stream_app.noop.kiq)
+    result.enqueue_per_s = jobs / took
+    result.bytes_per_job = (await used_memory(redis) - before) / jobs
+
+    command = [sys.executable, "-m", "taskiq", "worker", "bench.stream_app:broker", "--workers",
+               "1", "--max-async-tasks", str(CONCURRENCY)]  # fmt: skip
+    worker = start_worker(command, env, logs / "stream.log")
+    try:
+        started = time.perf_counter()
+        await wait_for(lambda: _stream_drained(redis, stream, jobs), 300)
+        result.process_per_s = jobs / (time.perf_counter() - started)
+        sent = 0
+
+        async def send() -> None:
+            nonlocal sent
+            await stream_app.stamp.kiq(time.time())
+            sent += 1
+
+        await paced(rate, seconds, send)
+        await wait_for(lambda: _llen_at_least(redis, stream + ":lat", sent), 60)
+        result.latency_ms = [float(v) * 1000 for v in await redis.lrange(stream + ":lat", 0, -1)]
+    finally:
+        stop(worker)
+    await redis.delete(stream, stream + ":lat")
+    await redis.aclose()
+    await broker.shutdown()
+    return result
+
+
+async def _stream_drained(redis: Redis, stream: str, total: int) -> bool:
+    groups = await redis.xinfo_groups(stream)
+    if not groups:
+        return False
+    group = groups[0]
+    return int(group.get("entries-read") or 0) >= total and int(group["pending"]) == 0
+
+
+async def _llen_at_least(redis: Redis, key: str, n: int) -> bool:
+    return int(await redis.llen(key)) >= n
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def report(results: list[Result], jobs: int, rate: int) -> str:
+    """A Markdown table of the run."""
+    lines = [
+        f"| broker | enqueue/s (kiq, 100 in flight) | bulk enqueue/s | processed/s ({jobs} noop, "
+        f"1 process) | start p50 ms @{rate}/s | start p99 ms | bytes per queued job |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        bulk = f"{r.bulk_enqueue_per_s:,.0f}" if r.bulk_enqueue_per_s else "n/a"
+        lines.append(
+            f"| {r.name} | {r.enqueue_per_s:,.0f} | {bulk} | {r.process_per_s:,.0f} | "
+            f"{r.pct(0.5):.2f} | {r.pct(0.99):.2f} | {r.bytes_per_job:,.0f} |"
+        )
+    ours, theirs = results
+    lines.append("")
+    lines.append(
+        f"Ratios (ours / stream): processing {ours.process_per_s / theirs.process_per_s:.2f}x, "
+        f"enqueue {ours.enqueue_per_s / theirs.enqueue_per_s:.2f}x, "
+        f"p99 start latency {ours.pct(0.99) / theirs.pct(0.99):.2f}x, "
+        f"memory per job {ours.bytes_per_job / theirs.bytes_per_job:.2f}x."
+    )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=500, help="arrivals per second (latency)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    args = parser.parse_args()
+    url = os.environ.get("REDIS_URL")
+    server = None
+    if not url:
+        from service.embedded import start_embedded_valkey
+
+        server = start_embedded_valkey(None, persist=False)
+        url = server.connection_url
+    logs = REPO / ".jobqueue" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        ours = await bench_ours(url, args.jobs, args.rate, args.seconds, logs)
+        theirs = await bench_stream(url, args.jobs, args.rate, args.seconds, logs)
+    finally:
+        if server is not None:
+            server.stop()
+    print(report([ours, theirs], args.jobs, args.rate))
+    print(f"\nlatency samples: ours {len(ours.latency_ms)}, stream {len(theirs.latency_ms)};"
+          f" mean ours {statistics.fmean(ours.latency_ms):.2f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
