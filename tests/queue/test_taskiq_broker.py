@@ -1,0 +1,67 @@
+"""The queue is a taskiq broker: `.kiq()` with labels, `taskiq worker`, and `wait_result`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.jobs import load_job_types
+from service.queue.broker import JobQueueBroker
+from service.queue.queue import JobQueue
+from service.queue.states import JobState, Priority
+from service.settings import Settings
+from service.worker import register_job_types
+from tests.support.workers import REPO, kill_group, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+async def test_kiq_labels_become_job_options_and_taskiq_worker_runs_it(
+    queue: JobQueue, redis_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(redis_url=redis_url, queue_name=queue.keys.queue, key_prefix="jqtest")
+    broker = JobQueueBroker(settings)
+    register_job_types(broker, load_job_types())
+    await broker.startup()
+    try:
+        noop = broker.find_task("noop")
+        assert noop is not None
+        task = await (
+            noop.kicker()
+            .with_labels(priority="critical", attempts=4, delay=0)
+            .kiq(data={"progress_steps": 2})
+        )
+        job = await queue.get(task.task_id)
+        assert (job.priority, job.max_attempts, job.state) == (
+            Priority.CRITICAL,
+            4,
+            JobState.PENDING,
+        )
+        with (tmp_path / "w.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "taskiq",
+                    "worker",
+                    "service.worker:broker",
+                    "--workers",
+                    "1",
+                ],
+                env=worker_env(redis_url, queue.keys.queue),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            result = await task.wait_result(timeout=30)
+        finally:
+            kill_group(worker)
+        assert not result.is_err
+        assert result.return_value == {"attempt": 1, "slept_seconds": 0.0}
+    finally:
+        await broker.shutdown()
