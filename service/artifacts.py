@@ -1,0 +1,200 @@
+"""Artifact storage: where job outputs (processed datasets, images, reports) live.
+
+Two stores, chosen by settings: a local folder (ARTIFACT_DIR, the default) or an S3 bucket
+(ARTIFACT_BUCKET). An artifact is named by a URI that says where it is:
+
+- `file:///abs/path/inside/ARTIFACT_DIR/...` for the local store;
+- `s3://bucket/key` for S3.
+
+Standard schemes rather than an `artifact://` one so that a person (or `aws s3 cp`) can use a
+URI as it is. Jobs take their inputs by the same URIs, so a store only reads what it owns:
+local reads must resolve inside the artifact folder (no `..`, no symlink escapes), S3 reads
+must name the configured bucket. Anything else is a PermanentJobError: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from urllib.parse import unquote, urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
+
+from service.queue.errors import PermanentJobError
+from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# A key segment: no empty, "." or ".." parts, no backslashes; keeps keys portable between
+# the local store and S3 and keeps local writes inside the folder.
+_SEGMENT = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,200}$")
+# AWS error codes that mean "slow down" or "try later": the job retries with its backoff.
+RETRYABLE_AWS_CODES = frozenset(
+    {
+        "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
+        "RequestLimitExceeded", "SlowDown", "RequestTimeout", "RequestTimeoutException",
+        "ServiceUnavailable", "InternalError", "InternalFailure",
+        "ProvisionedThroughputExceededException",
+    }
+)  # fmt: skip
+
+
+class ArtifactError(PermanentJobError):
+    """An artifact URI that this store will not or cannot read (bad input: never retried)."""
+
+
+class Artifact(BaseModel):
+    """A stored artifact."""
+
+    uri: str
+    size_bytes: int
+    content_type: str
+
+
+class ArtifactStore(Protocol):
+    """Where job outputs are written and job inputs read."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> Artifact:
+        """Store `data` under `key` (slash-separated segments); returns its URI."""
+
+    async def get(self, uri: str) -> bytes:
+        """The bytes of the artifact at `uri`; ArtifactError if it is not this store's."""
+
+
+def artifact_key(*parts: str) -> str:
+    """A key from segments, refusing any that could climb out of the store ("..", "/")."""
+    for part in parts:
+        if not _SEGMENT.match(part):
+            raise ArtifactError(f"invalid artifact key segment {part!r}")
+    return "/".join(parts)
+
+
+def raise_for_aws_error(exc: Exception, action: str) -> NoReturn:
+    """Re-raise an AWS failure as retryable (throttling, network, 5xx) or permanent.
+
+    Only call from an `except` block; always raises.
+    """
+    if isinstance(exc, ClientError):
+        error: Any = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in RETRYABLE_AWS_CODES or status >= 500 or status == 429:
+            raise RuntimeError(f"{action}: AWS says try later ({code}): {exc}") from exc
+        raise PermanentJobError(f"{action}: {code or status}: {exc}") from exc
+    # BotoCoreError covers endpoint/connection/read-timeout errors: the network, so retry.
+    raise RuntimeError(f"{action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LocalArtifactStore:
+    """Artifacts as files under one folder."""
+
+    root: Path
+
+    @property
+    def _root(self) -> Path:
+        return self.root.expanduser().resolve()
+
+    async def put(self, key: str, data: bytes, content_type: str) -> Artifact:
+        """Write the file atomically (temp file + rename), so readers never see half of it."""
+        path = self._root.joinpath(*artifact_key(*key.split("/")).split("/"))
+        await asyncio.to_thread(write_atomic, path, data)
+        return Artifact(uri=path.as_uri(), size_bytes=len(data), content_type=content_type)
+
+    async def get(self, uri: str) -> bytes:
+        """Read a `file://` URI that resolves inside the artifact folder."""
+        path = self.path_of(uri)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ArtifactError(f"artifact not found: {uri}") from exc
+
+    def path_of(self, uri: str) -> Path:
+        """The local path of a URI; ArtifactError unless it is inside the artifact folder."""
+        parts = urlsplit(uri)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise ArtifactError(f"not a local artifact URI (want file:///...): {uri!r}")
+        # resolve() follows symlinks and "..", so the check below sees where a read really goes.
+        path = Path(unquote(parts.path)).resolve()
+        if not path.is_relative_to(self._root):
+            raise ArtifactError(f"artifact URI is outside the artifact folder: {uri!r}")
+        return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file via a temp file and rename, so no reader ever sees part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class S3ArtifactStore:
+    """Artifacts as objects in one S3 bucket (boto3 calls run in a thread)."""
+
+    def __init__(self, bucket: str, client: S3Client) -> None:
+        self.bucket = bucket
+        self.client = client
+
+    async def put(self, key: str, data: bytes, content_type: str) -> Artifact:
+        """Upload the object."""
+        key = artifact_key(*key.split("/"))
+        try:
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+            )  # fmt: skip
+        except (ClientError, BotoCoreError) as exc:
+            raise_for_aws_error(exc, f"storing s3://{self.bucket}/{key}")
+        return Artifact(
+            uri=f"s3://{self.bucket}/{key}", size_bytes=len(data), content_type=content_type
+        )
+
+    async def get(self, uri: str) -> bytes:
+        """Download an `s3://` URI in this store's bucket."""
+        key = self.key_of(uri)
+        try:
+            response = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=key)
+            body: bytes = await asyncio.to_thread(response["Body"].read)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ArtifactError(f"artifact not found: {uri}") from exc
+            raise_for_aws_error(exc, f"reading {uri}")
+        except BotoCoreError as exc:
+            raise_for_aws_error(exc, f"reading {uri}")
+        return body
+
+    def key_of(self, uri: str) -> str:
+        """The object key of a URI; ArtifactError unless it is in this store's bucket."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or parts.netloc != self.bucket:
+            raise ArtifactError(f"artifact URI must be s3://{self.bucket}/...: {uri!r}")
+        return artifact_key(*parts.path.lstrip("/").split("/"))
+
+
+def artifact_store_from(settings: Settings) -> ArtifactStore:
+    """The store the settings choose: S3 when ARTIFACT_BUCKET is set, else the local folder."""
+    if settings.artifact_bucket:
+        # boto3 costs about a second to import; processes that never touch S3 skip it.
+        import boto3
+
+        client = boto3.client("s3", region_name=settings.aws_region)
+        return S3ArtifactStore(settings.artifact_bucket, client)
+    return LocalArtifactStore(settings.artifact_dir)
+
+
+def get_artifact_store() -> ArtifactStore:
+    """The process's artifact store, from the current settings."""
+    return artifact_store_from(get_settings())

@@ -1,0 +1,208 @@
+"""`email-sending`: render a message from client-supplied templates and send it.
+
+Templates come from API clients, so they run in Jinja2's SandboxedEnvironment (no attribute
+access to internals, bounded `range`) and rendering happens in a thread, so a slow template
+cannot stall the worker's event loop. The HTML body is autoescaped; the subject and text body
+are not (escaping `&` in plain text would be wrong). A variable the template uses but the job
+does not give is an error, not an empty string.
+
+Addresses are checked at enqueue (a bad one is a 422); at send time a recipient the server
+refuses with 5xx fails the job at once, a 4xx or a network error retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.email_backends import OutgoingEmail, SentEmail, get_email_backend
+from service.jobs.registry import JobTypeDefaults, job_type
+from service.queue.errors import PermanentJobError
+from service.queue.job_context import JobContext
+from service.queue.models import Backoff
+from service.settings import get_settings
+
+# SES accepts at most 50 recipients per message; the same cap keeps SMTP sends bounded.
+MAX_RECIPIENTS = 50
+# A pragmatic addr-spec: dot-atom local part, a domain with at least one dot and no empty
+# labels. Stricter than RFC 5322 on purpose (no quoted local parts, no IP literals).
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_ADDRESS = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
+
+_TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+_HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+
+
+def check_address(value: str) -> str:
+    """`value` if it is `user@example.com` or `Name <user@example.com>`; ValueError otherwise."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"invalid email address {value!r}")
+    _, address = parseaddr(value)
+    if not address or not _ADDRESS.match(address) or len(address) > 254:
+        raise ValueError(f"invalid email address {value!r}")
+    return value.strip()
+
+
+def _check_template(env: SandboxedEnvironment, source: str | None) -> str | None:
+    if source is not None:
+        try:
+            env.parse(source)
+        except TemplateError as exc:
+            raise ValueError(f"template does not parse: {exc}") from exc
+    return source
+
+
+class EmailPayload(BaseModel):
+    """Recipients, templates (Jinja2) and the variables they are rendered with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    reply_to: str | None = None
+    subject: str = Field(min_length=1, max_length=998)
+    text: str | None = Field(default=None, max_length=1_000_000)
+    html: str | None = Field(default=None, max_length=1_000_000)
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("to", "cc", "bcc")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        return [check_address(value) for value in values]
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @field_validator("subject", "text")
+    @classmethod
+    def _text_template(cls, value: str | None) -> str | None:
+        return _check_template(_TEXT_ENV, value)
+
+    @field_validator("html")
+    @classmethod
+    def _html_template(cls, value: str | None) -> str | None:
+        return _check_template(_HTML_ENV, value)
+
+    @model_validator(mode="after")
+    def _body_and_limits(self) -> EmailPayload:
+        if self.text is None and self.html is None:
+            raise ValueError("give a text or an html body (or both)")
+        if len(self.to) + len(self.cc) + len(self.bcc) > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in all")
+        return self
+
+
+class RenderedEmail(BaseModel):
+    """The rendered subject and bodies."""
+
+    subject: str
+    text: str | None
+    html: str | None
+
+
+class EmailResult(BaseModel):
+    """How the message left."""
+
+    message_id: str
+    subject: str
+    backend: str
+    provider_message_id: str | None
+    location: str | None
+    accepted: list[str]
+    refused: dict[str, str]
+
+
+def render(payload: EmailPayload) -> RenderedEmail:
+    """Render the templates; PermanentJobError for a template error (a retry renders the same)."""
+    try:
+        subject = _TEXT_ENV.from_string(payload.subject).render(payload.variables)
+        text = (
+            None
+            if payload.text is None
+            else _TEXT_ENV.from_string(payload.text).render(payload.variables)
+        )
+        html = (
+            None
+            if payload.html is None
+            else _HTML_ENV.from_string(payload.html).render(payload.variables)
+        )
+    except Exception as exc:  # SecurityError, UndefinedError, or the template's own bug
+        raise PermanentJobError(f"template rendering failed: {type(exc).__name__}: {exc}") from exc
+    # A header is one line: variables with newlines must not inject headers.
+    return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+def build_message(
+    payload: EmailPayload, rendered: RenderedEmail, sender: str, message_id: str
+) -> EmailMessage:
+    """The MIME message: text, html, or multipart/alternative with both."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(payload.to)
+    if payload.cc:
+        message["Cc"] = ", ".join(payload.cc)
+    if payload.reply_to:
+        message["Reply-To"] = payload.reply_to
+    message["Subject"] = rendered.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = message_id
+    if rendered.text is not None:
+        message.set_content(rendered.text)
+        if rendered.html is not None:
+            message.add_alternative(rendered.html, subtype="html")
+    else:
+        message.set_content(rendered.html or "", subtype="html")
+    return message
+
+
+def envelope_recipients(payload: EmailPayload) -> list[str]:
+    """Bare addresses of every To, Cc and Bcc recipient."""
+    return [parseaddr(value)[1] for value in (*payload.to, *payload.cc, *payload.bcc)]
+
+
+@job_type(
+    "email-sending",
+    EmailPayload,
+    defaults=JobTypeDefaults(
+        attempts=5,
+        # Greylisting servers ask senders to come back after minutes; 30 s doubling to 10 min
+        # spans the usual windows within five attempts.
+        backoff=Backoff(type="exponential", delay_seconds=30, max_delay_seconds=600),
+        timeout_seconds=60,
+        # Providers rate-limit senders (SES's default is 14 messages/s); a fleet-wide cap
+        # keeps a bulk enqueue from turning into a wall of throttling errors.
+        concurrency=10,
+    ),
+)
+async def send_email(payload: EmailPayload, job: JobContext) -> EmailResult:
+    """Render the templates, build the message and send it through the configured backend."""
+    settings = get_settings()
+    rendered = await asyncio.to_thread(render, payload)
+    await job.progress(30, "rendered")
+    domain = parseaddr(settings.email_from)[1].rpartition("@")[2] or "localhost"
+    # Stable across retries: a receiver that sees the same Message-ID twice can drop the copy.
+    message_id = f"<{job.job_id}@{domain}>"
+    message = build_message(payload, rendered, settings.email_from, message_id)
+    email = OutgoingEmail(message, settings.email_from, envelope_recipients(payload), job.job_id)
+    sent: SentEmail = await get_email_backend().send(email)
+    await job.progress(100, f"sent to {len(sent.accepted)} recipient(s) via {sent.backend}")
+    return EmailResult(
+        message_id=message_id,
+        subject=rendered.subject,
+        backend=sent.backend,
+        provider_message_id=sent.provider_message_id,
+        location=sent.location,
+        accepted=sent.accepted,
+        refused=sent.refused,
+    )

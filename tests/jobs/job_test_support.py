@@ -1,0 +1,76 @@
+"""Run a job type's handler the way a worker does, on a real queue, without a worker process.
+
+The job is enqueued and dequeued for real, so its progress and the queue statistics it reads
+are the real ones; only the taskiq process around the handler is left out.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from service.jobs import load_job_types
+from service.jobs.registry import REGISTRY
+from service.queue.consumer import Consumer
+from service.queue.job_context import JobContext
+from service.queue.models import Job
+from service.queue.queue import JobQueue, QueueConfig
+
+load_job_types()
+
+
+async def start_job(
+    queue: JobQueue, type_name: str, data: dict[str, Any], **options: Any
+) -> tuple[JobContext, dict[str, Any]]:
+    """Enqueue a job of `type_name` and take it as a worker would; returns its context and data."""
+    spec = REGISTRY.get(type_name).build_spec(data, QueueConfig(), **options)
+    created = await queue.enqueue(spec)
+    consumer = Consumer(queue, "test-worker", lease_seconds=60)
+    deliveries, _ = await consumer.dequeue(1)
+    assert [d.job_id for d in deliveries] == [created.job.id], "another job was due first"
+    context = JobContext(
+        job_id=created.job.id,
+        job_type=type_name,
+        attempt=deliveries[0].attempt,
+        max_attempts=spec.attempts,
+        consumer=consumer,
+    )
+    return context, spec.data
+
+
+async def run_job(
+    queue: JobQueue, type_name: str, data: dict[str, Any], **options: Any
+) -> tuple[Any, Job]:
+    """Run one job of `type_name` to its result; returns the result and the job as stored."""
+    context, stored_data = await start_job(queue, type_name, data, **options)
+    result = await REGISTRY.get(type_name).run(stored_data, context)
+    return result, await queue.get(context.job_id)
+
+
+def quadrant_image(mode: str, size: tuple[int, int]) -> Image.Image:
+    """An image whose quadrants are red, green, blue and white (top-left, top-right, ...).
+
+    Known pixel values let a test check that an operation moved the right pixels, not just
+    that the output has the right size.
+    """
+    width, height = size
+    image = Image.new("RGBA", size, (0, 0, 0, 255))
+    colours = [(255, 0, 0, 255), (0, 255, 0, 255), (0, 0, 255, 255), (255, 255, 255, 128)]
+    boxes = [
+        (0, 0, width // 2, height // 2),
+        (width // 2, 0, width, height // 2),
+        (0, height // 2, width // 2, height),
+        (width // 2, height // 2, width, height),
+    ]
+    for colour, box in zip(colours, boxes, strict=True):
+        image.paste(colour, box)
+    return image.convert(mode)
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    """The image as a file in `fmt`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()

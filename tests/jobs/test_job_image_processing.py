@@ -1,0 +1,217 @@
+"""image-processing: a real PNG and a real JPEG through every operation, checked pixel-wise."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+
+import pytest
+from job_test_support import encoded, quadrant_image, run_job
+from PIL import Image
+
+from service.artifacts import LocalArtifactStore
+from service.jobs.registry import REGISTRY
+from service.queue.errors import InvalidJobError, PermanentJobError
+from service.queue.queue import QueueConfig
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+async def source_of(kind: str, png: bytes, jpeg: bytes, settings) -> dict:
+    """PNG inline as base64; JPEG stored first and passed by artifact URI (both input paths)."""
+    if kind == "png":
+        return {"image_base64": base64.b64encode(png).decode()}
+    stored = await LocalArtifactStore(settings.artifact_dir).put(
+        "inputs/photo.jpg", jpeg, "image/jpeg"
+    )
+    return {"uri": stored.uri}
+
+
+async def output_image(result: dict, settings) -> Image.Image:
+    data = await LocalArtifactStore(settings.artifact_dir).get(result["output_uri"])
+    assert len(data) == result["size_bytes"]
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def close(pixel, expected, tolerance=12) -> bool:
+    """JPEG is lossy: colours come back near, not equal."""
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=False))
+
+
+# (operation, expected size for the 200x100 PNG, expected size for the 300x200 JPEG)
+OPERATIONS = [
+    ({"op": "resize", "width": 50, "height": 40}, (50, 40), (50, 40)),
+    ({"op": "resize", "width": 100, "height": 100, "keep_aspect": True}, (100, 50), (100, 67)),
+    ({"op": "thumbnail", "width": 64, "height": 64}, (64, 32), (64, 43)),
+    ({"op": "crop", "left": 10, "top": 5, "right": 90, "bottom": 45}, (80, 40), (80, 40)),
+    ({"op": "rotate", "degrees": 90}, (100, 200), (200, 300)),
+]
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+@pytest.mark.parametrize(
+    ("operation", "png_size", "jpeg_size"),
+    OPERATIONS,
+    ids=lambda v: v["op"] if isinstance(v, dict) else None,
+)
+async def test_each_geometry_operation_gives_the_expected_dimensions_and_keeps_mode(
+    queue, job_settings, png_bytes, jpeg_bytes, kind, operation, png_size, jpeg_size
+):
+    source = await source_of(kind, png_bytes, jpeg_bytes, job_settings)
+    result, job = await run_job(queue, "image-processing", {**source, "operations": [operation]})
+
+    image = await output_image(result, job_settings)
+    expected_size = png_size if kind == "png" else jpeg_size
+    assert image.size == expected_size
+    assert (result["width"], result["height"]) == expected_size
+    assert image.format == ("PNG" if kind == "png" else "JPEG")
+    assert image.mode == result["mode"] == ("RGBA" if kind == "png" else "RGB")
+    assert job.progress == 100
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+async def test_crop_keeps_the_pixels_of_the_box(queue, job_settings, png_bytes, jpeg_bytes, kind):
+    source = await source_of(kind, png_bytes, jpeg_bytes, job_settings)
+    # The top-right quadrant is green in both images.
+    box = {"op": "crop", "left": 160, "top": 10, "right": 190, "bottom": 40}
+    result, _ = await run_job(queue, "image-processing", {**source, "operations": [box]})
+    image = (await output_image(result, job_settings)).convert("RGB")
+    assert image.size == (30, 30)
+    assert close(image.getpixel((15, 15)), GREEN)
+
+
+async def test_rotate_moves_quadrants(queue, job_settings, png_bytes, jpeg_bytes):
+    source = await source_of("png", png_bytes, jpeg_bytes, job_settings)
+    result, _ = await run_job(
+        queue, "image-processing", {**source, "operations": [{"op": "rotate", "degrees": 90}]}
+    )
+    image = (await output_image(result, job_settings)).convert("RGB")
+    # 90 degrees counter-clockwise: the top-right (green) quadrant ends up top-left.
+    assert image.getpixel((10, 10)) == GREEN
+    assert image.getpixel((10, 190)) == RED
+
+
+@pytest.mark.parametrize(("kind", "mode"), [("png", "LA"), ("jpeg", "L")])
+async def test_grayscale_gives_a_one_channel_image_with_luma_values(
+    queue, job_settings, png_bytes, jpeg_bytes, kind, mode
+):
+    source = await source_of(kind, png_bytes, jpeg_bytes, job_settings)
+    result, _ = await run_job(
+        queue, "image-processing", {**source, "operations": [{"op": "grayscale"}]}
+    )
+    image = await output_image(result, job_settings)
+    assert image.mode == result["mode"] == mode
+    luma_of_red = image.getpixel((5, 5))
+    luma_of_red = luma_of_red[0] if isinstance(luma_of_red, tuple) else luma_of_red
+    assert abs(luma_of_red - 76) <= 3  # ITU-R 601: 0.299 * 255
+
+
+async def test_png_with_alpha_converts_to_jpeg_in_rgb(queue, job_settings, png_bytes, jpeg_bytes):
+    source = await source_of("png", png_bytes, jpeg_bytes, job_settings)
+    result, _ = await run_job(
+        queue, "image-processing", {**source, "output_format": "jpg", "quality": 90}
+    )
+    image = await output_image(result, job_settings)
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (200, 100))
+    assert result["content_type"] == "image/jpeg"
+    assert result["output_uri"].endswith("/output.jpeg")
+    assert close(image.getpixel((150, 80)), (255, 255, 255))
+
+
+async def test_jpeg_converts_to_webp_and_operations_chain_in_order(
+    queue, job_settings, png_bytes, jpeg_bytes
+):
+    source = await source_of("jpeg", png_bytes, jpeg_bytes, job_settings)
+    operations = [
+        {"op": "crop", "left": 0, "top": 0, "right": 150, "bottom": 100},  # the red quadrant
+        {"op": "resize", "width": 30, "height": 20},
+        {"op": "grayscale"},
+    ]
+    result, _ = await run_job(
+        queue, "image-processing", {**source, "operations": operations, "output_format": "PNG"}
+    )
+    image = await output_image(result, job_settings)
+    assert (image.format, image.mode, image.size) == ("PNG", "L", (30, 20))
+    assert abs(image.getpixel((15, 10)) - 76) <= 6
+    assert (result["source_width"], result["source_height"], result["source_format"]) == (
+        300,
+        200,
+        "JPEG",
+    )
+
+
+async def test_heavy_image_work_leaves_the_event_loop_free(queue, job_settings):
+    big = encoded(quadrant_image("RGB", (2500, 2500)), "JPEG")
+    data = {
+        "image_base64": base64.b64encode(big).decode(),
+        "operations": [
+            {"op": "resize", "width": 5000, "height": 5000},
+            {"op": "thumbnail", "width": 50, "height": 50},
+        ],
+    }
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    try:
+        result, _ = await run_job(queue, "image-processing", data)
+    finally:
+        done.set()
+        await ticking
+    elapsed = time.perf_counter() - started
+    assert (result["width"], result["height"]) == (50, 50)
+    # The work took far longer than any pause of the loop: it ran in a thread, not inline.
+    assert elapsed > 0.5
+    assert max(gaps) < 0.25, f"event loop blocked for {max(gaps):.2f}s of {elapsed:.2f}s"
+
+
+async def test_crop_outside_the_image_fails_permanently(queue, job_settings, png_bytes, jpeg_bytes):
+    source = await source_of("png", png_bytes, jpeg_bytes, job_settings)
+    box = {"op": "crop", "left": 0, "top": 0, "right": 500, "bottom": 50}
+    with pytest.raises(PermanentJobError, match="outside the 200x100 image"):
+        await run_job(queue, "image-processing", {**source, "operations": [box]})
+
+
+async def test_bytes_that_are_not_an_image_fail_permanently(queue, job_settings):
+    data = {"image_base64": base64.b64encode(b"definitely not a PNG").decode()}
+    with pytest.raises(PermanentJobError, match="not a readable image"):
+        await run_job(queue, "image-processing", data)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"image_base64": "not base64!"}, "data.image_base64"),
+        ({}, "data"),
+        ({"uri": "file:///x.png", "operations": [{"op": "sharpen"}]}, "data.operations.0"),
+        (
+            {"uri": "file:///x.png", "operations": [{"op": "resize", "width": 0, "height": 5}]},
+            "data.operations.0.resize.width",
+        ),
+        (
+            {
+                "uri": "file:///x.png",
+                "operations": [{"op": "crop", "left": 5, "top": 0, "right": 5, "bottom": 9}],
+            },
+            "data.operations.0.crop",
+        ),
+        ({"uri": "file:///x.png", "output_format": "svg"}, "data.output_format"),
+    ],
+)
+def test_bad_payload_is_rejected_at_enqueue_naming_the_field(data, field):
+    with pytest.raises(InvalidJobError) as caught:
+        REGISTRY.get("image-processing").build_spec(data, QueueConfig())
+    assert field in [error["field"] for error in caught.value.details["errors"]]
