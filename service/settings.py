@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["local", "test", "dev", "staging", "prod"]
@@ -84,24 +84,46 @@ class Settings(BaseSettings):
     # --- HTTP API (issue 3: add its fields here) ------------------------------------------------
 
     # --- Job types and artifacts (issue 4: add its fields here) -----------------------------------
-    # Job outputs (processed data, images, reports) go here unless ARTIFACT_BUCKET names an S3
-    # bucket; reading an artifact never leaves this folder (see service.artifacts).
-    artifact_dir: Path = Path(".jobqueue/artifacts")
-    artifact_bucket: str | None = None
-    # "file" writes .eml files to EMAIL_OUTBOX_DIR, so local runs never send real mail.
-    email_backend: Literal["file", "smtp", "ses"] = "file"
-    email_from: str = "jobqueue@localhost"
-    email_outbox_dir: Path = Path(".jobqueue/outbox")
-    smtp_host: str = "localhost"
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = True
-    # Bounds each SMTP connect/command; well below the email type's 60 s job timeout so a hung
-    # server surfaces as a retryable network error, not a timeout.
-    smtp_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
 
     # --- Metrics and health (issue 5: add its fields here) -----------------------------------------
+    # Off locally (no AWS credentials there); the infra sets CLOUDWATCH_ENABLED=true on the
+    # metrics task, whose role may call PutMetricData.
+    cloudwatch_enabled: bool = False
+    # Seconds between publishes, in whole minutes: completed/failed come from per-minute
+    # counters, so each publish covers exactly the minutes that closed since the previous one and
+    # CloudWatch's Sum over any window counts every job once. 60 s is CloudWatch's standard
+    # resolution, the period every alarm and the target-tracking policy evaluate.
+    metrics_period_seconds: float = Field(default=60, ge=60, le=3600, multiple_of=60)
+    # Enqueue a `noop` job every period and publish its end-to-end latency: an alarm then fires
+    # when jobs stop flowing even though every process still heartbeats.
+    canary_enabled: bool = False
+    # A same-AZ ElastiCache round trip takes about 1 ms; 100 ms means an overloaded server or
+    # network trouble, and every enqueue and dequeue pays it. Above it the queue is degraded.
+    health_max_redis_latency_ms: float = Field(default=100.0, gt=0)
+    # Matches the dev stack's oldest-pending-age alarm (300 s): by then a job has waited five
+    # times the default metrics period, so scaling has had its chance to catch up.
+    health_oldest_pending_degraded_seconds: float = Field(default=300.0, gt=0)
+    # Half an hour of waiting is an outage for any interactive use of the queue.
+    health_oldest_pending_unhealthy_seconds: float = Field(default=1800.0, gt=0)
+    # Failure rate = failed / (completed + failed) over the window below. 10% matches the dev
+    # stack's failure-rate alarm; at 50% most work is failing and someone must look now.
+    health_failure_rate_degraded: float = Field(default=0.10, ge=0, le=1)
+    health_failure_rate_unhealthy: float = Field(default=0.50, ge=0, le=1)
+    # Five minutes smooths out one bad batch yet still reacts within a few metric periods.
+    health_failure_window_minutes: int = Field(default=5, ge=1, le=120)
+    # With fewer finished jobs than this in the window the rate is noise (1 failure of 2 jobs
+    # is 50%), so the check reports healthy with the numbers in its detail.
+    health_failure_min_jobs: int = Field(default=20, ge=1)
+
+    @field_validator("health_oldest_pending_unhealthy_seconds", "health_failure_rate_unhealthy")
+    @classmethod
+    def _unhealthy_above_degraded(cls, value: float, info: ValidationInfo) -> float:
+        degraded_field = str(info.field_name).replace("unhealthy", "degraded")
+        degraded = info.data.get(degraded_field)
+        if degraded is not None and value < degraded:
+            raise ValueError(f"must be at least {degraded_field.upper()} ({degraded})")
+        return value
+
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

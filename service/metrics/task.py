@@ -1,0 +1,177 @@
+"""`jobqueue metrics`: collect the queue's numbers every period and publish them.
+
+Every metric is published every period, zeros included: CloudWatch alarms and target tracking
+go to INSUFFICIENT_DATA on gaps. A transient Redis or AWS failure is logged and the loop goes
+on; the next period publishes fresh values. Ticks are aligned to period boundaries (plus a small
+offset), so each publish's completed/failed counts cover exactly the minutes that closed since
+the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import IO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from redis.exceptions import RedisError
+
+from service.metrics import canary
+from service.metrics.collector import collect
+from service.metrics.datums import Datum, canary_datum, snapshot_datums
+from service.metrics.publishers import (
+    CloudWatchPublisher,
+    LogPublisher,
+    PrintPublisher,
+    Publisher,
+)
+from service.queue.connection import connect, make_queue, queue_config
+from service.queue.errors import QueueUnavailableError
+from service.queue.queue import Clock, JobQueue, QueueConfig
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Ticks land this long after a period boundary, so the minute that just closed is complete even
+# from workers whose clocks run a few seconds behind the metrics task's.
+TICK_OFFSET_SECONDS = 5.0
+# Client timeouts well inside a period: a hung AWS call must not swallow the next tick.
+AWS_CONNECT_TIMEOUT_SECONDS = 5
+AWS_READ_TIMEOUT_SECONDS = 15
+
+REDIS_ERRORS = (QueueUnavailableError, RedisError)
+AWS_ERRORS = (ClientError, BotoCoreError)
+
+AsyncSleep = Callable[[float], Awaitable[None]]
+
+
+class MetricsLoop:
+    """Collect, add the canary, publish; once per period."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        publisher: Publisher,
+        period_seconds: float,
+        canary_config: QueueConfig | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        """`canary_config` None disables the canary; `clock` is injectable for tests."""
+        self.queue = queue
+        self.publisher = publisher
+        self.period = period_seconds
+        self.canary_config = canary_config
+        self.clock = clock
+
+    async def tick(self) -> bool:
+        """One period's work; False when nothing (or not everything) could be published."""
+        now = self.clock()
+        try:
+            snapshot = await collect(self.queue, self.period)
+        except REDIS_ERRORS:
+            log.exception("metrics: cannot read the queue, nothing published this period")
+            return False
+        datums = snapshot_datums(snapshot) + await self._canary(now)
+        try:
+            await asyncio.to_thread(self.publisher.publish, datums, snapshot.taken_at)
+        except AWS_ERRORS:
+            log.exception("metrics: publishing %d data points failed", len(datums))
+            return False
+        return True
+
+    async def _canary(self, now: float) -> list[Datum]:
+        if self.canary_config is None:
+            return []
+        index = canary.period_index(now, self.period)
+        try:
+            latency = await canary.measure(self.queue, index)
+            await canary.enqueue(self.queue, self.canary_config, index)
+        except REDIS_ERRORS:
+            log.exception("metrics: canary skipped this period")
+            return []
+        return [] if latency is None else [canary_datum(latency)]
+
+    def seconds_to_next_tick(self) -> float:
+        """Time until the next period boundary plus the offset."""
+        now = self.clock()
+        current = canary.period_index(now - TICK_OFFSET_SECONDS, self.period)
+        return max(0.0, (current + 1) * self.period + TICK_OFFSET_SECONDS - now)
+
+    async def run(self, stop: asyncio.Event, sleep: AsyncSleep) -> None:
+        """Tick at every period boundary until `stop` is set; `sleep` must return early on stop."""
+        while not stop.is_set():
+            await sleep(self.seconds_to_next_tick())
+            if stop.is_set():
+                break
+            await self.tick()
+
+
+def build_publisher(settings: Settings, dry_run: bool, stream: IO[str] | None = None) -> Publisher:
+    """Print for --dry-run, CloudWatch when enabled, else only log."""
+    if dry_run:
+        return PrintPublisher(settings.queue_name, settings.environment, stream or sys.stdout)
+    if settings.cloudwatch_enabled:
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 1},  # retries are ours
+            connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=AWS_READ_TIMEOUT_SECONDS,
+        )
+        client = boto3.client("cloudwatch", region_name=settings.aws_region, config=config)
+        return CloudWatchPublisher(client, settings.queue_name, settings.environment)
+    return LogPublisher(settings.queue_name)
+
+
+def stop_aware_sleep(stop: asyncio.Event) -> AsyncSleep:
+    """A sleep that returns as soon as `stop` is set."""
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    return sleep
+
+
+async def metrics_main(
+    settings: Settings,
+    once: bool = False,
+    dry_run: bool = False,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """`run_metrics` for callers already inside an event loop (e.g. `jobqueue run`).
+
+    Without `stop`, SIGTERM and SIGINT end the loop; with it, the caller decides.
+    """
+    redis = connect(settings)
+    try:
+        loop = MetricsLoop(
+            make_queue(settings, redis),
+            build_publisher(settings, dry_run),
+            settings.metrics_period_seconds,
+            queue_config(settings) if settings.canary_enabled else None,
+        )
+        if once:
+            return 0 if await loop.tick() else 1
+        if stop is None:
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        log.info("metrics: publishing every %g s", settings.metrics_period_seconds)
+        await loop.run(stop, stop_aware_sleep(stop))
+        return 0
+    finally:
+        await redis.aclose()  # type: ignore[attr-defined, unused-ignore]  # stubs predate aclose
+
+
+def run_metrics(settings: Settings, once: bool = False, dry_run: bool = False) -> int:
+    """The `jobqueue metrics` command: 0 on success; with `once`, 1 if the publish failed."""
+    if not settings.redis_configured:
+        log.error("metrics: set REDIS_URL or REDIS_HOST (or run it under `jobqueue run`)")
+        return 2
+    return asyncio.run(metrics_main(settings, once, dry_run))
