@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     # --- HTTP API (issue 3: add its fields here) ------------------------------------------------
 
     # --- Job types and artifacts (issue 4: add its fields here) -----------------------------------
+    # Job outputs (processed data, images, reports) go here unless ARTIFACT_BUCKET names an S3
+    # bucket; reading an artifact never leaves this folder (see service.artifacts).
+    artifact_dir: Path = Path(".jobqueue/artifacts")
+    artifact_bucket: str | None = None
+    # "file" writes .eml files to EMAIL_OUTBOX_DIR, so local runs never send real mail.
+    email_backend: Literal["file", "smtp", "ses"] = "file"
+    email_from: str = "jobqueue@localhost"
+    email_outbox_dir: Path = Path(".jobqueue/outbox")
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    # Bounds each SMTP connect/command; well below the email type's 60 s job timeout so a hung
+    # server surfaces as a retryable network error, not a timeout.
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
 
     # --- Metrics and health (issue 5: add its fields here) -----------------------------------------
     # Off locally (no AWS credentials there); the infra sets CLOUDWATCH_ENABLED=true on the
