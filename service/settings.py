@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # --- Workers ------------------------------------------------------------------------------
     worker_count: int = Field(default=1, ge=1, le=64)
     worker_concurrency: int = Field(default=10, ge=1, le=10_000)
+    # Jobs a worker process may hold beyond those running, so it refills in batches (one round
+    # trip for many jobs) instead of one dequeue per finished job. They are leased like running
+    # jobs (renewed, handed back on shutdown). Unset = WORKER_CONCURRENCY; 0 = no prefetch,
+    # which is fairest across workers for long jobs.
+    worker_prefetch: int | None = Field(default=None, ge=0, le=10_000)
     # On SIGTERM running jobs get this long to finish before they are handed back to pending.
     shutdown_grace_seconds: float = Field(default=90.0, ge=0)
     # Heartbeats keep the worker registry current; a worker silent for the TTL drops out.
@@ -82,6 +87,54 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
 
     # --- HTTP API (issue 3: add its fields here) ------------------------------------------------
+    # Comma-separated keys clients send as `X-API-Key` or `Authorization: Bearer`. The API refuses
+    # to start without at least one (from here or API_KEYS_FILE): auth is never silently off.
+    api_keys: SecretStr | None = None
+    # A file with one key per line (blank lines and `#` comments ignored), e.g. a mounted secret.
+    api_keys_file: Path | None = None
+    # Request bodies above this are refused with 413 while being read. 1 MiB fits a bulk enqueue
+    # of 1,000 small jobs; job payloads that need more belong in object storage, not Redis.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # Where `jobqueue run` and `jobqueue api` listen. Loopback by default: a developer's laptop
+    # should not expose the queue; containers pass `--host 0.0.0.0`.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # How long an SSE stream (GET /jobs/{id}/events) stays open at most; clients reconnect.
+    # Bounded so a job that never ends cannot pin a connection (and an ALB idle slot) forever.
+    sse_max_seconds: float = Field(default=3600.0, gt=0)
+    # Seconds between SSE keep-alive comments; below the ALB's 60 s idle timeout.
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_api_keys(self) -> Settings:
+        if self.environment in ("local", "test") or self.api_keys is None:
+            return self
+        keys = self.split_api_keys(self.api_keys.get_secret_value())
+        if any(self.is_placeholder_key(key) for key in keys):
+            raise ValueError(
+                "API_KEYS holds a placeholder or a key shorter than 16 characters; generate one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
+
+    @staticmethod
+    def split_api_keys(raw: str) -> list[str]:
+        """The keys of a comma-separated API_KEYS value, blanks dropped."""
+        return [key.strip() for key in raw.split(",") if key.strip()]
+
+    @staticmethod
+    def is_placeholder_key(key: str) -> bool:
+        """Whether a key is an example value or too short to resist guessing."""
+        placeholders = {"changeme", "change-me", "secret", "password", "test", "example", "apikey"}
+        return len(key) < 16 or key.lower().replace("_", "-") in placeholders
+
+    def api_key_values(self) -> list[str]:
+        """Every configured API key: API_KEYS plus the lines of API_KEYS_FILE."""
+        keys = self.split_api_keys(self.api_keys.get_secret_value()) if self.api_keys else []
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return keys
 
     # --- Job types and artifacts (issue 4: add its fields here) -----------------------------------
     # Job outputs (processed data, images, reports) go here unless ARTIFACT_BUCKET names an S3
@@ -140,7 +193,6 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {degraded_field.upper()} ({degraded})")
         return value
 
-
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.renew_interval >= self.lease_seconds:
@@ -154,6 +206,11 @@ class Settings(BaseSettings):
                 "SHUTDOWN_GRACE_SECONDS must leave at least 10 s below Fargate's 120 s stopTimeout"
             )
         return self
+
+    @property
+    def prefetch(self) -> int:
+        """Jobs held beyond the running ones (WORKER_PREFETCH, default WORKER_CONCURRENCY)."""
+        return self.worker_concurrency if self.worker_prefetch is None else self.worker_prefetch
 
     @property
     def renew_interval(self) -> float:

@@ -18,7 +18,6 @@ from service.queue.queue import (
     STATS_TTL_SECONDS,
     TRIM_BATCH,
     JobQueue,
-    ScriptCall,
     now_ms,
 )
 from service.queue.scripts import ScriptArg
@@ -88,6 +87,18 @@ class Consumer:
         self.redis = queue.redis
         self.worker_id = worker_id
         self.lease_ms = int(lease_seconds * 1000)
+        # Key lists of the hot scripts, built once: a worker sends them with every call.
+        k = self.keys
+        self._event_keys = [k.job_events(""), k.events]
+        self._dequeue_keys = [
+            k.pending, k.delayed, k.active, k.marker, k.sequence, k.type_counts, k.type_limits,
+            k.job_prefix, *self._event_keys,
+        ]  # fmt: skip
+        self._finish_keys = [
+            k.job_prefix, k.active, k.delayed, k.completed, k.failed, k.marker, k.pending,
+            k.type_counts, k.type_limits, k.expiry, k.type_index_prefix, k.idempotency_prefix,
+            k.logs_prefix, k.samples,
+        ]  # fmt: skip
 
     def _now(self) -> int:
         return now_ms(self.queue.clock)
@@ -119,26 +130,24 @@ class Consumer:
         # BZPOPMIN treats 0 as "forever"; never block unbounded, so shutdown is noticed.
         await self.redis.bzpopmin(self.keys.marker, timeout=max(timeout, 0.01))
 
-    def _finish_call(self, outcome: Outcome) -> ScriptCall:
-        k = self.keys
-        now = self._now()
-        keys = [
-            k.job_prefix, k.active, k.delayed, k.completed, k.failed, k.marker, k.pending,
-            k.type_counts, k.type_limits, k.expiry, k.type_index_prefix, k.idempotency_prefix,
-            k.logs_prefix, k.samples, k.stats_minute(now // 60_000), k.job_events(""), k.events,
-        ]  # fmt: skip
-        args: list[ScriptArg] = [
-            outcome.job_id, self.worker_id, now, "completed" if outcome.completed else "failed",
-            outcome.payload, outcome.traceback, outcome.retry_delay_ms, TRIM_BATCH,
-            STATS_TTL_SECONDS, SAMPLES_KEPT,
-        ]  # fmt: skip
-        return "finish", keys, args
-
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[int]:
-        """Record many attempts' ends in one round trip; a FinishStatus per outcome."""
-        replies = await self.scripts.run_many(
-            self.redis, [self._finish_call(outcome) for outcome in outcomes]
-        )
+        """Record many attempts' ends in one script call; a FinishStatus per outcome."""
+        if not outcomes:
+            return []
+        now = self._now()
+        keys = [*self._finish_keys, self.keys.stats_minute(now // 60_000), *self._event_keys]
+        args: list[ScriptArg] = [
+            self.worker_id, now, TRIM_BATCH, STATS_TTL_SECONDS, SAMPLES_KEPT
+        ]  # fmt: skip
+        for outcome in outcomes:
+            args += [
+                outcome.job_id,
+                "completed" if outcome.completed else "failed",
+                outcome.payload,
+                outcome.traceback,
+                outcome.retry_delay_ms,
+            ]
+        replies = await self.scripts.run("finish", keys, args)
         return [int(reply) for reply in replies]
 
     async def renew(self, job_ids: Sequence[str]) -> list[str]:

@@ -107,9 +107,8 @@ class JobQueue:
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def _enqueue_call(self, job_id: str, spec: JobSpec, message: str) -> ScriptCall:
+    def _enqueue_call(self, job_id: str, spec: JobSpec, message: str, now: int) -> ScriptCall:
         k = self.keys
-        now = now_ms(self.clock)
         due = now + int(spec.delay_seconds * 1000)
         keys = [
             k.job_prefix, k.pending, k.delayed, k.marker, k.sequence, k.type_counts,
@@ -130,21 +129,29 @@ class JobQueue:
     ) -> list[EnqueueResult]:
         """Add many jobs in one round trip; each is atomic on its own."""
         ids = list(job_ids) if job_ids else [uuid.uuid4().hex for _ in specs]
+        now = now_ms(self.clock)
         calls = [
-            self._enqueue_call(job_id, spec, build_message(job_id, spec))
+            self._enqueue_call(job_id, spec, build_message(job_id, spec), now)
             for job_id, spec in zip(ids, specs, strict=True)
         ]
         replies = await self._guard(self.scripts.run_many(self.redis, calls))
-        jobs = await self._fetch([reply[0] for reply in replies])
-        return [
-            EnqueueResult(job=job, created=bool(reply[1]))
-            for job, reply in zip(jobs, replies, strict=True)
-            if job is not None  # only a job removed again in the same instant is missing
-        ]
+        # New jobs are described from what was sent (no read-back round trip); only jobs an
+        # idempotency key resolved to an earlier enqueue are read from Redis.
+        earlier = {reply[0] for reply in replies if not reply[1]}
+        existing = {job.id: job for job in await self.get_many(list(earlier))}
+        results = []
+        for job_id, spec, reply in zip(ids, specs, replies, strict=True):
+            if reply[1]:
+                job = _new_job(job_id, spec, JobState(reply[2]), now)
+                results.append(EnqueueResult(job=job, created=True))
+            elif reply[0] in existing:
+                results.append(EnqueueResult(job=existing[reply[0]], created=False))
+        return results
 
     async def enqueue_message(self, job_id: str, spec: JobSpec, message: str) -> bool:
         """Add a job whose taskiq message was already built (the broker's `kick`)."""
-        reply = await self._guard(self.scripts.run(*self._enqueue_call(job_id, spec, message)))
+        call = self._enqueue_call(job_id, spec, message, now_ms(self.clock))
+        reply = await self._guard(self.scripts.run(*call))
         return bool(reply[1])
 
     # --- read ----------------------------------------------------------------------------------
@@ -428,6 +435,27 @@ def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
         stalls=int(row.get("stalls", 0)),
         idempotency_key=row.get("idem"),
         timeline=_parse_timeline(row.get("timeline", "")),
+    )
+
+
+def _new_job(job_id: str, spec: JobSpec, state: JobState, now: int) -> Job:
+    created = from_ms(now)
+    assert created is not None
+    due = from_ms(now + int(spec.delay_seconds * 1000)) if spec.delay_seconds else created
+    return Job(
+        id=job_id,
+        type=spec.type,
+        state=state,
+        priority=spec.priority,
+        data=spec.data,
+        attempts_made=0,
+        max_attempts=spec.attempts,
+        backoff=spec.backoff,
+        timeout_seconds=spec.timeout_seconds,
+        created_at=created,
+        scheduled_for=due or created,
+        idempotency_key=spec.idempotency_key,
+        timeline=[TimelineEntry(state=state, at=created)],
     )
 
 

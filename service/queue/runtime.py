@@ -183,8 +183,8 @@ class WorkerRuntime:
             if self._buffer:
                 yield self._buffer.popleft()
                 continue
-            running = len(self.held) - len(self._buffer)
-            jobs, next_due = await self.consumer.dequeue(max(1, self.concurrency - running))
+            room = self.concurrency + self.settings.prefetch - len(self.held)
+            jobs, next_due = await self.consumer.dequeue(max(1, room))
             if jobs:
                 for delivery in jobs:
                     self.held[delivery.job_id] = Held(delivery)
