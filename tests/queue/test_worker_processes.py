@@ -118,17 +118,18 @@ async def test_idle_worker_exits_promptly_on_sigterm(
 
 
 async def test_delayed_job_starts_when_due_without_a_scheduler(
-    queue: JobQueue, redis_url: str, tmp_path: Path
+    queue: JobQueue, redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
     env = worker_env(redis_url, queue.keys.queue, **PROBE)
     with running_worker(env, tmp_path / "w.log"):
-        await asyncio.sleep(1.5)  # the worker is idle, blocked on the marker
+        await wait_until(lambda: _count(redis, queue.keys.workers, 1), timeout=20)
+        await asyncio.sleep(0.5)  # the worker is idle, blocked on the marker
         job = (await queue.enqueue(probe(delay_seconds=2))).job
         await wait_until(lambda: all_done(queue, [job.id]), timeout=15)
     done = await queue.get(job.id)
     assert done.started_at is not None
     late = (done.started_at - done.scheduled_for).total_seconds()
-    assert 0 <= late < 1.0
+    assert 0 <= late < 1.0, f"started {late:.3f} s after due"
 
 
 async def test_cancel_stops_a_processing_job_within_a_second(
