@@ -243,24 +243,29 @@ def test_operator_steers_the_queue_from_the_dashboard(system: System, browser: B
     page.on("pageerror", lambda error: errors.append(str(error)))
     expect.set_options(timeout=10_000)
 
-    sign_in(page, system)
-    progress_id = enqueue_noop(page, sleep_seconds=3, progress_steps=6)
-    watch_progress(page)
-    page.screenshot(path=ARTIFACTS / "dashboard-job-detail.png", full_page=True)
-    enqueue_noop(page, sleep_seconds=30)
-    cancel_running_job(page)
-    failed_id = enqueue_noop(page, attempts=1, fail_first_attempts=5)
-    retry_failed_job(page)
-    running_id = enqueue_noop(page, sleep_seconds=60)
-    expect(status_badge(page)).to_have_text("processing", timeout=JOB_SECONDS)
-    check_overview(page, running_id)
-    check_lists(page, failed_id, progress_id)
+    try:
+        sign_in(page, system)
+        progress_id = enqueue_noop(page, sleep_seconds=3, progress_steps=6)
+        watch_progress(page)
+        page.screenshot(path=ARTIFACTS / "dashboard-job-detail.png", full_page=True)
+        enqueue_noop(page, sleep_seconds=30)
+        cancel_running_job(page)
+        failed_id = enqueue_noop(page, attempts=1, fail_first_attempts=5)
+        retry_failed_job(page)
+        running_id = enqueue_noop(page, sleep_seconds=60)
+        expect(status_badge(page)).to_have_text("processing", timeout=JOB_SECONDS)
+        check_overview(page, running_id)
+        check_lists(page, failed_id, progress_id)
+    except Exception:
+        page.screenshot(path=ARTIFACTS / "dashboard-failure.png", full_page=True)
+        raise
 
     # The key lives only in this tab's sessionStorage and travels only in a header.
     assert page.evaluate("sessionStorage.getItem('jobqueue.apiKey')") == system.api_key
     assert page.evaluate("localStorage.length") == 0
     assert not [url for url in requested if system.api_key in url]
     assert any(url.endswith(f"/jobs/{progress_id}/events") for url in requested)
+    assert any(url.endswith("/ui/api/events") for url in requested)  # the overview's stream
     # Everything came from the app itself: no CDN, no other host.
     assert {url.split("/")[2] for url in requested} == {system.base_url.split("/")[2]}
     assert errors == []

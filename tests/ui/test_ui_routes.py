@@ -6,6 +6,8 @@ from another host (machines may be offline), no HTML built from strings (job dat
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +19,9 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.api.errors import install_error_handlers
+from service.api.ui.events import queue_event_stream
 from service.api.ui.routes import STATIC_DIR, router
+from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.settings import Settings
 
@@ -154,3 +158,33 @@ def test_every_module_import_resolves_to_a_shipped_file() -> None:
     for path in static_files(".js"):
         for target in re.findall(r'from "(\.{1,2}/[^"]+)"', path.read_text()):
             assert (path.parent / target).resolve().is_file(), f"{path.name} imports {target}"
+
+
+async def test_change_stream_says_ready_then_coalesces_a_burst(queue: JobQueue) -> None:
+    stream = queue_event_stream(queue, max_seconds=5)
+    try:
+        ready = await anext(stream)
+        assert ready.event == "ready"
+        # Ten enqueues and two cancels in one burst arrive as a single coalesced event.
+        results = await queue.enqueue_many([JobSpec(type="noop") for _ in range(10)])
+        for result in results[:2]:
+            await queue.cancel(result.job.id)
+        event = await asyncio.wait_for(anext(stream), timeout=5)
+        assert event.event == "changes"
+        assert json.loads(event.data) == {
+            "changes": 12,
+            "by_status": {"pending": 10, "cancelled": 2},
+        }
+    finally:
+        await stream.aclose()
+
+
+async def test_change_stream_ends_at_its_deadline(queue: JobQueue) -> None:
+    stream = queue_event_stream(queue, max_seconds=0.2)
+    events = [event.event async for event in stream]
+    assert events == ["ready"]
+
+
+async def test_change_stream_needs_the_key(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ui/api/events")
+    assert response.status_code == 401

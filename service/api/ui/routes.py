@@ -14,9 +14,11 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
 
-from service.api.deps import Authenticated, QueueDep
+from service.api.deps import Authenticated, QueueDep, SettingsDep
 from service.api.errors import responses
+from service.api.ui.events import queue_event_stream
 
 router = APIRouter(tags=["dashboard"])
 
@@ -139,4 +141,23 @@ async def throughput(
     rows = await queue.per_minute(minutes)
     return ThroughputPublic(
         minutes=[MinuteCounts(minute=minute, **counts) for minute, counts in rows]
+    )
+
+
+@router.get(
+    "/ui/api/events",
+    dependencies=[Authenticated],
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "An SSE stream"},
+        **responses(),
+    },
+    response_class=EventSourceResponse,
+    summary="Queue-wide change notifications for the dashboard",
+)
+async def queue_events(queue: QueueDep, settings: SettingsDep) -> EventSourceResponse:
+    """Server-Sent Events: `ready`, then `changes` whenever jobs change state (coalesced)."""
+    return EventSourceResponse(
+        queue_event_stream(queue, settings.sse_max_seconds),
+        ping=int(settings.sse_ping_seconds),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

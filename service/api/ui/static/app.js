@@ -10,6 +10,7 @@ import { renderOverview } from "./views/overview.js";
 
 const root = document.getElementById("app");
 let cleanup = null;
+let navigation = 0;
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -42,7 +43,11 @@ async function route() {
     return;
   }
   replace(view, h("p", { class: "muted" }, "Loading…"));
-  cleanup = (await render(view, where)) ?? null;
+  const token = ++navigation;
+  const stop = (await render(view, where)) ?? null;
+  // The operator may have moved on while this view loaded: stop it instead of keeping it.
+  if (token !== navigation) stop?.();
+  else cleanup = stop;
 }
 
 function markCurrentNav({ parts }) {
@@ -89,6 +94,7 @@ function drawFrame() {
 function showLogin(message) {
   if (cleanup) cleanup();
   cleanup = null;
+  navigation += 1;
   const error = h("p", { class: "error", id: "login-error", role: "alert" }, message ?? "");
   const form = h(
     "form",

@@ -13,11 +13,12 @@ const RETRYABLE = ["failed", "cancelled"];
 // If the stream cannot be opened or drops, re-read the job this often until it finishes.
 const FALLBACK_POLL_MS = 2000;
 const EVENT_DEBOUNCE_MS = 150;
+const WATCHDOG_MS = 5000;
 
 export async function renderDetail(view, { parts }) {
   const id = parts[1];
   const path = `/jobs/${encodeURIComponent(id)}`;
-  const state = { job: null, stopped: false, stream: null, poll: null, debounce: null };
+  const state = { job: null, stopped: false, stream: null, poll: null, debounce: null, watchdog: null };
 
   const title = h("h1", { class: "mono" }, `Job ${id}`);
   const actions = h("div", { class: "actions" });
@@ -48,7 +49,8 @@ export async function renderDetail(view, { parts }) {
         stop();
         return;
       }
-      live.textContent = `Cannot load the job: ${err.message}`;
+      live.textContent = `Cannot load the job: ${err.message}; trying again.`;
+      rearm();
       return;
     }
     if (state.stopped) return;
@@ -120,10 +122,20 @@ export async function renderDetail(view, { parts }) {
     const done = TERMINAL.includes(jobState(job));
     if (done) {
       stopStream();
+      clearTimeout(state.watchdog);
       live.textContent = "Finished; no more updates.";
       return;
     }
     if (!state.stream && !state.poll) startStream();
+    rearm();
+  }
+
+  // Pub/sub can drop a message and a request can fail: while the job can still change, it is
+  // re-read at least every WATCHDOG_MS whatever the stream says, so the page never goes stale.
+  function rearm() {
+    if (state.stopped) return;
+    clearTimeout(state.watchdog);
+    state.watchdog = setTimeout(reload, WATCHDOG_MS);
   }
 
   function startStream() {
@@ -160,6 +172,7 @@ export async function renderDetail(view, { parts }) {
   function stop() {
     state.stopped = true;
     clearTimeout(state.debounce);
+    clearTimeout(state.watchdog);
     stopStream();
   }
 

@@ -1,13 +1,13 @@
 // Job lists: per status (/jobs/{status}) and per type (/jobs/{type}/jobs?status=), paginated
-// with the API's cursors. The current page refreshes every few seconds.
+// with the API's cursors. The current page refreshes when jobs change.
 
 import { retryAllFailed } from "../actions.js";
 import { api } from "../api.js";
 import { badge, fmtTime, h, jobState, replace, shortId } from "../dom.js";
+import { keepFresh } from "../live.js";
 
 export const LIST_STATUSES = ["delayed", "pending", "active", "completed", "failed", "cancelled"];
 const TYPE_FILTERS = ["", "delayed", "pending", "processing", "completed", "failed", "cancelled"];
-const REFRESH_MS = 3000;
 const PAGE_SIZE = 25;
 
 export function renderStatusList(view, { parts, params }) {
@@ -73,30 +73,18 @@ async function renderList(view, { heading, path, params, query = {}, filters, ex
   function drawPager(next) {
     const prev = h("button", { type: "button", class: "secondary", disabled: cursors.length === 1 }, "Previous page");
     const nextButton = h("button", { type: "button", class: "secondary", disabled: !next }, "Next page");
-    prev.addEventListener("click", () => { cursors.pop(); load().catch(showError); });
-    nextButton.addEventListener("click", () => { cursors.push(next); load().catch(showError); });
+    prev.addEventListener("click", () => { cursors.pop(); live.refresh(); });
+    nextButton.addEventListener("click", () => { cursors.push(next); live.refresh(); });
     replace(pager, prev, h("span", { class: "muted" }, `Page ${cursors.length}`), nextButton);
   }
 
-  let stopped = false;
-  let timer = null;
   function showError(err) {
     replace(body, h("p", { class: "error", role: "alert" }, `Cannot load jobs: ${err.message}`));
   }
 
-  async function loop() {
-    try {
-      if (!document.hidden) await load();
-    } catch (err) {
-      showError(err);
-    }
-    if (!stopped) timer = setTimeout(loop, REFRESH_MS);
-  }
-  await loop();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  const live = keepFresh(load, { fastMs: 3000, slowMs: 5000, onError: showError });
+  await live.first;
+  return live.stop;
 }
 
 function drawTable(container, jobs) {

@@ -1,12 +1,12 @@
 // Overview: counts per status and priority, last-hour charts, live workers, counts per type.
-// Refreshed every few seconds; polling keeps this view simple and needs no long-lived stream.
+// Refreshed when the queue-wide change stream says jobs changed, and on a timer for the rest.
 
 import { retryAllFailed } from "../actions.js";
 import { api } from "../api.js";
 import { labelledBars, minuteBars } from "../charts.js";
+import { keepFresh } from "../live.js";
 import { fmtAgo, h, replace, shortId } from "../dom.js";
 
-const REFRESH_MS = 2000;
 const STATES = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
 const PRIORITIES = ["critical", "high", "normal", "low"];
 const LIST_FOR_STATE = { processing: "active" };
@@ -69,22 +69,14 @@ export async function renderOverview(view) {
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   }
 
-  let stopped = false;
-  let timer = null;
-  async function loop() {
-    try {
-      // A hidden tab asks nothing of the API; it catches up as soon as it is shown again.
-      if (!document.hidden) await refresh();
-    } catch (err) {
-      updated.textContent = `Refresh failed: ${err.message}`;
-    }
-    if (!stopped) timer = setTimeout(loop, REFRESH_MS);
-  }
-  await loop();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  // Workers' heartbeats and current jobs change without a job changing state: re-read them
+  // every few seconds even while the change stream is up.
+  const live = keepFresh(refresh, {
+    slowMs: 4000,
+    onError: (err) => { updated.textContent = `Refresh failed: ${err.message}`; },
+  });
+  await live.first;
+  return live.stop;
 }
 
 function drawCards(container, norm) {
