@@ -7,6 +7,7 @@ place, so a route never picks a status code for a failure itself.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -131,9 +132,40 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _path_patterns(app: FastAPI) -> list[tuple[int, re.Pattern[str], set[str]]]:
+    # Built once per app from its own OpenAPI paths: `/jobs/{id}` -> ^/jobs/[^/]+$, with the
+    # number of parameters (0 = a fixed path, which wins over any template).
+    cached: list[tuple[int, re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
+    if cached is None:
+        cached = [
+            (path.count("{"), re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), set(ops))
+            for path, ops in app.openapi()["paths"].items()
+        ]
+        app.state.allow = cached
+    return cached
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods of the resource at this path, for a 405's `Allow` header.
+
+    Starlette names only the first route that matched; `/jobs/{id}` has GET and DELETE on
+    separate routes, so that would under-report. The most specific templates decide, as in
+    routing: `/jobs/stats` is GET only even though `DELETE /jobs/{id}` also matches it.
+    """
+    matches = [(n, ops) for n, pattern, ops in _path_patterns(request.app)
+               if pattern.match(request.url.path)]  # fmt: skip
+    fewest = min((n for n, _ in matches), default=0)
+    methods = {op.upper() for n, ops in matches if n == fewest for op in ops}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     if isinstance(exc, ApiError):
         return error_response(exc.status_code, exc.code, exc.message, exc.details, headers)
     code = CODE_BY_STATUS.get(exc.status_code, "http_error")
@@ -169,5 +201,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: {"model": ErrorBody, "description": "No such job or job type"},
         409: {"model": ErrorBody, "description": "The job is in a state that forbids this"},
         413: {"model": ErrorBody, "description": "The request body is over the size limit"},
+        400: {"model": ErrorBody, "description": "The body could not be read (e.g. not UTF-8)"},
     }
+    if 413 in statuses:
+        statuses = (*statuses, 400)  # every route with a body can meet an unreadable one
     return {**ERROR_RESPONSES, **{s: extra[s] for s in statuses}}

@@ -114,4 +114,4 @@ async def job_event_stream(
     except JobNotFoundError:
         yield _event("end", {"id": job_id, "status": None, "message": "the job no longer exists"})
     finally:
-        await pubsub.aclose()  # type: ignore[attr-defined, unused-ignore]  # types-redis predates aclose
+        await pubsub.aclose()  # type: ignore[attr-defined, no-untyped-call, unused-ignore]  # stubs lag redis 5+

@@ -20,10 +20,15 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$"
 
 
+# Strict wire models: `true` is not a number and "5" is not an integer here. Lax coercion would
+# accept requests the published schema forbids, and clients would come to depend on it.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
 class RetentionIn(BaseModel):
     """Keep at most `count` finished jobs like this one, each for at most `age` seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     count: int | None = Field(default=None, ge=0, le=10_000_000)
     age: int | None = Field(default=None, ge=0, le=365 * 86_400)
@@ -33,10 +38,30 @@ class RetentionIn(BaseModel):
 RetentionOption = bool | Annotated[int, Field(ge=0, le=10_000_000)] | RetentionIn
 
 
+class BackoffIn(BaseModel):
+    """How long a failed attempt waits before the next one."""
+
+    model_config = STRICT
+
+    type: Literal["exponential", "fixed"] = "exponential"
+    delay_seconds: float = Field(default=1.0, ge=0, le=86_400)
+    max_delay_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    jitter: float | bool = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Fraction of the delay randomized away; `true` = 0.5, `false` = 0.",
+    )
+
+    def to_backoff(self) -> Backoff:
+        """The queue layer's Backoff."""
+        return Backoff.model_validate(self.model_dump())
+
+
 class EnqueueOptions(BaseModel):
     """A job to enqueue when its type is in the path (`POST /{type}/enqueue`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     data: dict[str, Any] = Field(
         default_factory=dict, description="The payload; validated by the job type's model."
@@ -48,7 +73,7 @@ class EnqueueOptions(BaseModel):
     attempts: int | None = Field(
         default=None, ge=1, le=100, description="Runs allowed, counting the first."
     )
-    backoff: Backoff | None = None
+    backoff: BackoffIn | None = None
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -75,7 +100,7 @@ class EnqueueRequest(EnqueueOptions):
 class BulkEnqueueRequest(BaseModel):
     """Up to 1,000 jobs, enqueued in one Redis round trip after all of them validated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BULK)
 

@@ -55,7 +55,7 @@ def build_spec(queue: JobQueue, type_name: str, options: EnqueueOptions) -> JobS
         priority=Priority.parse(options.priority) if options.priority else None,
         delay_seconds=options.delay_seconds,
         attempts=options.attempts,
-        backoff=options.backoff,
+        backoff=options.backoff.to_backoff() if options.backoff else None,
         timeout_seconds=options.timeout_seconds,
         idempotency_key=options.idempotency_key,
         remove_on_complete=options.retention(options.remove_on_complete),

@@ -28,10 +28,13 @@ from service.queue.states import JobState
 router = APIRouter(tags=["monitoring"], dependencies=[Authenticated])
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Jobs per page.")]
+# Cursors are opaque to clients, but their shape is published so a malformed one is a plain
+# validation error: sorted-set lists page by "score:id", the active list by an offset.
+CURSOR_DOC = "`next_cursor` of the previous page; omit for the first."
 Cursor = Annotated[
-    str | None,
-    Query(max_length=300, description="`next_cursor` of the previous page; omit for the first."),
+    str | None, Query(pattern=r"^-?[0-9]{1,20}(:[A-Za-z0-9_.:-]{0,128})?$", description=CURSOR_DOC)
 ]
+OffsetCursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description=CURSOR_DOC)]
 StatusFilter = Annotated[JobState | None, Query(description="Only jobs in this status.")]
 DEFAULT_LIMIT = 50
 
@@ -81,11 +84,18 @@ def _add_state_list(path_word: str, state: JobState, order: str) -> None:
     ) -> JobPage:
         return _page(await queue.list_jobs(state, limit, cursor))
 
-    list_state.__name__ = f"list_{path_word}"
-    list_state.__doc__ = f"Jobs {state.value}, {order}; paginated with `limit` and `cursor`."
+    async def list_active(
+        queue: QueueDep, limit: Limit = DEFAULT_LIMIT, cursor: OffsetCursor = None
+    ) -> JobPage:
+        return _page(await queue.list_jobs(state, limit, cursor))
+
+    endpoint = list_active if state is JobState.PROCESSING else list_state
+
+    endpoint.__name__ = f"list_{path_word}"
+    endpoint.__doc__ = f"Jobs {state.value}, {order}; paginated with `limit` and `cursor`."
     router.add_api_route(
         f"/jobs/{path_word}",
-        list_state,
+        endpoint,
         methods=["GET"],
         responses=responses(),
         summary=f"List {path_word} jobs",

@@ -18,7 +18,7 @@ const WATCHDOG_MS = 5000;
 export async function renderDetail(view, { parts }) {
   const id = parts[1];
   const path = `/jobs/${encodeURIComponent(id)}`;
-  const state = { job: null, stopped: false, stream: null, poll: null, debounce: null, watchdog: null };
+  const state = { job: null, stopped: false, stream: null, poll: null, debounce: null, watchdog: null, drawn: null };
 
   const title = h("h1", { class: "mono" }, `Job ${id}`);
   const actions = h("div", { class: "actions" });
@@ -55,7 +55,13 @@ export async function renderDetail(view, { parts }) {
     }
     if (state.stopped) return;
     state.job = job;
-    draw(job);
+    // Redraw only what changed: an unchanged job keeps the operator's scroll position,
+    // text selection and the open/closed state of the stack trace.
+    const snapshot = JSON.stringify(job);
+    if (snapshot !== state.drawn) {
+      state.drawn = snapshot;
+      draw(job);
+    }
     follow(job);
   }
 
@@ -145,9 +151,9 @@ export async function renderDetail(view, { parts }) {
     streamEvents(`${path}/events`, onEvent, controller.signal)
       .catch((err) => { if (!controller.signal.aborted) live.textContent = `Stream unavailable (${err.message}); polling.`; })
       .finally(() => {
-        if (state.stream !== controller) return;
+        if (state.stream !== controller || state.stopped) return;
         state.stream = null;
-        if (!state.stopped && !TERMINAL.includes(jobState(state.job ?? {}))) {
+        if (!TERMINAL.includes(jobState(state.job ?? {}))) {
           state.poll = setTimeout(() => { state.poll = null; reload(); }, FALLBACK_POLL_MS);
         } else {
           reload();

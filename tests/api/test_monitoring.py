@@ -1,0 +1,149 @@
+"""Monitoring through the HTTP API: stats, health, workers, the per-state lists (order and
+pagination), the by-type list, /metrics, and fixed paths winning over `{id}`/`{type}`."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.queue.queue import JobQueue
+
+
+async def enqueue(client: httpx.AsyncClient, **body: object) -> str:
+    response = await client.post("/jobs/enqueue", json={"type": "noop", **body})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def walk(client: httpx.AsyncClient, path: str, limit: int, **params: str) -> list[str]:
+    """Every id of a paginated list, following next_cursor."""
+    ids: list[str] = []
+    cursor = None
+    for _ in range(100):
+        query = {"limit": str(limit), **params, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(path, params=query)).json()
+        assert len(page["items"]) <= limit
+        ids += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return ids
+    raise AssertionError("pagination did not end")
+
+
+async def test_stats_counts_per_status_priority_and_type(client: httpx.AsyncClient) -> None:
+    await enqueue(client, priority="high")
+    await enqueue(client, priority="high")
+    await enqueue(client, priority="low", delay_seconds=30)
+    stats = (await client.get("/jobs/stats")).json()
+    assert stats["counts"]["pending"] == 2
+    assert stats["counts"]["delayed"] == 1
+    assert stats["pending_by_priority"] == {"low": 0, "normal": 0, "high": 2, "critical": 0}
+    assert stats["by_type"]["noop"]["pending"] == 2
+    assert set(stats["throughput_last_minute"]) == {"completed", "failed", "retried"}
+
+
+async def test_pending_lists_in_run_order_across_pages(client: httpx.AsyncClient) -> None:
+    low = [await enqueue(client, priority="low") for _ in range(3)]
+    critical = [await enqueue(client, priority="critical") for _ in range(3)]
+    normal = [await enqueue(client) for _ in range(3)]
+    assert await walk(client, "/jobs/pending", limit=2) == critical + normal + low
+
+
+async def test_cancelled_lists_newest_first_across_pages(client: httpx.AsyncClient) -> None:
+    ids = [await enqueue(client) for _ in range(5)]
+    for job_id in ids:
+        assert (await client.delete(f"/jobs/{job_id}")).status_code == 200
+    assert await walk(client, "/jobs/cancelled", limit=2) == list(reversed(ids))
+
+
+async def test_delayed_lists_by_due_time(client: httpx.AsyncClient) -> None:
+    later = await enqueue(client, delay_seconds=90)
+    sooner = await enqueue(client, delay_seconds=30)
+    assert await walk(client, "/jobs/delayed", limit=10) == [sooner, later]
+
+
+@pytest.mark.parametrize("word", ["failed", "active", "completed", "pending"])
+async def test_empty_lists_are_an_empty_page(client: httpx.AsyncClient, word: str) -> None:
+    response = await client.get(f"/jobs/{word}")
+    assert response.status_code == 200
+    assert response.json() == {"items": [], "next_cursor": None}
+
+
+async def test_by_type_list_filters_by_status(client: httpx.AsyncClient) -> None:
+    kept = [await enqueue(client) for _ in range(3)]
+    gone = await enqueue(client)
+    await client.delete(f"/jobs/{gone}")
+    assert await walk(client, "/jobs/noop/jobs", limit=2) == [gone, *reversed(kept)]
+    assert await walk(client, "/jobs/noop/jobs", limit=2, status="cancelled") == [gone]
+    assert await walk(client, "/jobs/noop/jobs", limit=2, status="pending") == kept[::-1]
+
+
+async def test_by_type_list_of_unknown_type_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/jobs/unknown-type/jobs")
+    assert response.status_code == 404
+    assert "noop" in response.json()["error"]["details"]["known_types"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"), [({"limit": "0"}, "limit"), ({"limit": "501"}, "limit")]
+)
+async def test_bad_pagination_is_422(
+    client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    response = await client.get("/jobs/pending", params=params)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["errors"][0]["field"] == field
+
+
+async def test_a_cursor_the_api_never_returned_is_422(client: httpx.AsyncClient) -> None:
+    for path in ("/jobs/pending", "/jobs/active", "/jobs/noop/jobs"):
+        response = await client.get(path, params={"cursor": "garbage"})
+        assert response.status_code == 422, path
+        assert response.json()["error"]["details"]["errors"][0]["field"] == "cursor"
+
+
+async def test_fixed_paths_win_over_id_and_type(client: httpx.AsyncClient) -> None:
+    for word in ("stats", "health", "workers", "types", "failed", "pending", "active"):
+        response = await client.get(f"/jobs/{word}")
+        assert response.status_code in (200, 503), word
+        assert "error" not in response.json(), word
+
+
+async def test_workers_lists_live_heartbeats(client: httpx.AsyncClient, queue: JobQueue) -> None:
+    # A heartbeat as the worker runtime writes it, so this test needs no worker process.
+    await queue.redis.zadd(queue.keys.workers, {"w-1": 1})
+    await queue.redis.hset(
+        queue.keys.worker("w-1"),
+        mapping={
+            "id": "w-1", "host": "box", "pid": "42", "started": "1700000000000",
+            "heartbeat": "1700000005000", "processed": "7", "failed": "1", "concurrency": "10",
+            "jobs": '["abc"]',
+        },
+    )  # fmt: skip
+    items = (await client.get("/jobs/workers")).json()["items"]
+    assert items == [
+        {
+            "id": "w-1", "host": "box", "pid": 42, "started_at": "2023-11-14T22:13:20Z",
+            "last_heartbeat": "2023-11-14T22:13:25Z", "processed": 7, "failed": 1,
+            "concurrency": 10, "current_jobs": ["abc"],
+        }
+    ]  # fmt: skip
+
+
+async def test_health_reports_each_check(client: httpx.AsyncClient) -> None:
+    await enqueue(client)  # pending work and no workers: at least degraded
+    response = await client.get("/jobs/health")
+    body = response.json()
+    assert body["status"] in ("degraded", "unhealthy")
+    assert response.status_code == (503 if body["status"] == "unhealthy" else 200)
+    names = {check["name"] for check in body["checks"]}
+    assert "redis" in " ".join(names)
+    assert all(c["status"] in ("healthy", "degraded", "unhealthy") for c in body["checks"])
+
+
+async def test_metrics_is_prometheus_text(client: httpx.AsyncClient) -> None:
+    await enqueue(client)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE" in response.text
