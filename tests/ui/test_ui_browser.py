@@ -157,6 +157,18 @@ def enqueue_noop(page: Page, *, attempts: int | None = None, **data: int) -> str
     return page.url.rsplit("/", 1)[1]
 
 
+def rejected_payload_marks_the_field(page: Page) -> None:
+    """The API's 422 is shown next to the field it names, and nothing is enqueued."""
+    page.get_by_role("link", name="Enqueue", exact=True).click()
+    page.get_by_label("Job type").select_option("noop")
+    sleep = page.get_by_label("sleep_seconds", exact=True)
+    sleep.fill("5000")  # the payload model allows at most 3600
+    page.get_by_role("button", name="Enqueue job").click()
+    expect(sleep).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#field-data-sleep_seconds-error")).to_contain_text("3600")
+    expect(page).to_have_url(re.compile(r"#/enqueue"))
+
+
 def sign_in(page: Page, system: System) -> None:
     """Open the dashboard, try a wrong key (refused), then the right one."""
     page.goto(f"{system.base_url}/ui")
@@ -245,6 +257,7 @@ def test_operator_steers_the_queue_from_the_dashboard(system: System, browser: B
 
     try:
         sign_in(page, system)
+        rejected_payload_marks_the_field(page)
         progress_id = enqueue_noop(page, sleep_seconds=3, progress_steps=6)
         watch_progress(page)
         page.screenshot(path=ARTIFACTS / "dashboard-job-detail.png", full_page=True)
