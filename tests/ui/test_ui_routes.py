@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from fastapi import FastAPI
 from service.api.app import create_app
 from service.api.errors import install_error_handlers
 from service.api.ui.events import queue_event_stream
-from service.api.ui.routes import STATIC_DIR, router
+from service.api.ui.routes import STATIC_DIR, etag_for, router
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.settings import Settings
@@ -70,6 +71,18 @@ async def test_unchanged_files_revalidate_with_304(client: httpx.AsyncClient) ->
     again = await client.get("/ui/static/app.js", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
     assert again.content == b""
+
+
+def test_etag_follows_content_even_when_size_and_mtime_do_not_change(tmp_path: Path) -> None:
+    # Reproducible wheels give every file the same mtime; an edit may keep the size.
+    path = tmp_path / "app.js"
+    path.write_text("const a = 1;")
+    os.utime(path, ns=(0, 0))
+    before = etag_for(path)
+    path.write_text("const a = 2;")
+    os.utime(path, ns=(0, 0))
+    assert etag_for(path) != before
+    assert etag_for(path) == etag_for(path)
 
 
 async def test_slash_redirects_to_the_page(client: httpx.AsyncClient) -> None:

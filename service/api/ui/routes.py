@@ -61,14 +61,18 @@ MEDIA_TYPES: Final = {
 }
 
 
-def _etag(path: Path) -> str:
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()
-    return f'"{digest[:32]}"'
+def etag_for(path: Path) -> str:
+    """An ETag from the file's content.
+
+    Not from mtime and size: wheels are built reproducibly (every mtime is the same fixed
+    date), so an edit that keeps a file's size would otherwise be served as "not modified".
+    The files are a few kilobytes; hashing them per request costs microseconds.
+    """
+    return '"' + hashlib.sha256(path.read_bytes()).hexdigest()[:32] + '"'
 
 
 def _static_response(request: Request, path: Path) -> Response:
-    etag = _etag(path)
+    etag = etag_for(path)
     headers = {**SECURITY_HEADERS, "Cache-Control": STATIC_CACHE_CONTROL, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)

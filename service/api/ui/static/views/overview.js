@@ -115,7 +115,7 @@ function drawTypes(container, byType) {
     replace(container, h("p", { class: "muted" }, "No jobs yet."));
     return;
   }
-  const columns = ["pending", "processing", "completed", "failed"];
+  const columns = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
   replace(
     container,
     h("table", {},
