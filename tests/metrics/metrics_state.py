@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -12,6 +15,8 @@ from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.states import Priority
+
+T = TypeVar("T")
 
 # A whole minute an hour ago: close enough to now that CloudWatch (and moto) take the data.
 T0 = float(int(time.time() // 60) * 60 - 3600)
@@ -122,3 +127,12 @@ async def unlink_queue(redis: Redis, keys: QueueKeys) -> None:
             batch = []
     if batch:
         await redis.unlink(*batch)
+
+
+async def in_own_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a command that calls asyncio.run in a thread of its own, as the CLI would be.
+
+    asyncio.run clears the calling thread's event loop when it ends; in pytest's main thread
+    that breaks later tests which ask for the current loop (the Pulumi mocks do).
+    """
+    return await asyncio.to_thread(func, *args, **kwargs)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from metrics_state import T0, FakeClock
+from metrics_state import T0, FakeClock, in_own_thread
 from redis.asyncio import Redis
 
 from service.metrics import contract as c
@@ -99,7 +99,7 @@ async def test_an_embedded_loop_ends_when_its_caller_sets_stop(
     assert await asyncio.wait_for(task, timeout=5) == 0
 
 
-def test_dry_run_once_prints_requests_to_stdout(
+async def test_dry_run_once_prints_requests_to_stdout(
     redis_url: str, queue_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = Settings(
@@ -107,7 +107,7 @@ def test_dry_run_once_prints_requests_to_stdout(
         cloudwatch_enabled=True,  # --dry-run wins: nothing may reach AWS
     )  # fmt: skip
 
-    assert run_metrics(settings, once=True, dry_run=True) == 0
+    assert await in_own_thread(run_metrics, settings, once=True, dry_run=True) == 0
 
     [line] = capsys.readouterr().out.splitlines()
     request = json.loads(line)

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from metrics_state import T0, FakeClock, KnownState, build_known_state, spec
+from metrics_state import T0, FakeClock, KnownState, build_known_state, in_own_thread, spec
 from moto import mock_aws
 from redis.asyncio import Redis
 
@@ -286,7 +286,7 @@ async def test_dry_run_prints_the_requests_instead_of_sending_them(
     ]
 
 
-def test_run_metrics_once_publishes_through_the_configured_client(
+async def test_run_metrics_once_publishes_through_the_configured_client(
     redis_url: str, queue_name: str, cloudwatch: Any
 ) -> None:
     settings = Settings(
@@ -294,25 +294,25 @@ def test_run_metrics_once_publishes_through_the_configured_client(
         cloudwatch_enabled=True, aws_region="us-east-1",
     )  # fmt: skip
 
-    assert run_metrics(settings, once=True) == 0
+    assert await in_own_thread(run_metrics, settings, once=True) == 0
 
     names = {m["MetricName"] for m in all_metrics(cloudwatch)}
     assert c.QUEUE_DEPTH.name in names
     assert c.BACKLOG_PER_WORKER.name in names
 
 
-def test_run_metrics_once_fails_when_the_publish_fails(
+async def test_run_metrics_once_fails_when_the_publish_fails(
     redis_url: str, queue_name: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No mock: point the client at a closed port so every attempt fails fast.
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", "http://127.0.0.1:1")
-    monkeypatch.setattr("service.metrics.publishers.time.sleep", lambda _: None)
+    # (Its retries back off for real: at most 0.5 + 1 + 2 s.)
     settings = Settings(
         redis_url=redis_url, queue_name=queue_name, key_prefix="jqtest", environment="test",
         cloudwatch_enabled=True,
     )  # fmt: skip
 
-    assert run_metrics(settings, once=True) == 1
+    assert await in_own_thread(run_metrics, settings, once=True) == 1
 
 
 def test_timestamps_fit_cloudwatch_window() -> None:
