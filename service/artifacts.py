@@ -41,6 +41,8 @@ RETRYABLE_AWS_CODES = frozenset(
         "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
         "RequestLimitExceeded", "SlowDown", "RequestTimeout", "RequestTimeoutException",
         "ServiceUnavailable", "InternalError", "InternalFailure",
+        # Credentials that expired mid-job are refreshed by the next attempt's client.
+        "ExpiredToken", "ExpiredTokenException", "RequestExpired",
         "ProvisionedThroughputExceededException",
     }
 )  # fmt: skip

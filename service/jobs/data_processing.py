@@ -106,7 +106,8 @@ class Filter(BaseModel):
 class Aggregate(BaseModel):
     """One aggregate column of a group-by."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Stored jobs show `as`, the name clients wrote, not the Python attribute name.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     op: Literal["count", "sum", "mean", "min", "max"]
     field: str | None = Field(default=None, description="required except for count")
@@ -322,7 +323,8 @@ async def transform(
                 else:
                     out.append(shaped)
         done += len(chunk)
-        await job.progress(90 * done / len(rows), f"processed {done} of {len(rows)} rows")
+        # 5 % was loading, the last 10 % is writing the output.
+        await job.progress(5 + 85 * done / len(rows), f"processed {done} of {len(rows)} rows")
         await asyncio.sleep(0)  # a big dataset must not starve the worker's lease renewals
     return (grouping.rows() if grouping is not None else out), matched
 

@@ -190,7 +190,11 @@ def encode(image: Image.Image, fmt: str, quality: int) -> tuple[bytes, str]:
         image = image.convert("L" if gray and "L" in allowed else "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, quality=quality)
-    return buffer.getvalue(), image.mode
+    data = buffer.getvalue()
+    # Some encoders convert on their own (GIF to a palette); report what the file holds.
+    # Opening reads only the header.
+    with Image.open(io.BytesIO(data)) as written:
+        return data, written.mode
 
 
 async def _source_bytes(payload: ImageProcessingPayload) -> bytes:

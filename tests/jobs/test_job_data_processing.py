@@ -48,6 +48,7 @@ async def test_csv_group_by_gives_known_aggregates_and_stores_them(queue, job_se
     }
     result, job = await run_job(queue, "data-processing", data)
 
+    assert job.data["aggregates"][0] == {"op": "count", "field": None, "as": "orders"}
     expected = [
         {
             "region": "north",
@@ -178,7 +179,7 @@ async def test_rows_are_processed_in_chunks_with_progress_after_each():
     job = RecordingJob()
     out, matched = await transform(payload, PEOPLE, job)  # type: ignore[arg-type]
     assert (len(out), matched) == (4, 4)
-    assert job.progress_calls == [(67.5, "processed 3 of 4 rows"), (90.0, "processed 4 of 4 rows")]
+    assert job.progress_calls == [(68.75, "processed 3 of 4 rows"), (90.0, "processed 4 of 4 rows")]
 
 
 async def test_sum_of_text_fails_permanently_naming_the_value(queue, job_settings):

@@ -180,6 +180,10 @@ async def test_header_injection_through_a_variable_stays_in_the_subject(queue, j
     [
         ("{{ missing }}", "UndefinedError"),
         ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "SecurityError"),
+        (
+            "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
+            "TemplateTooBigError",
+        ),
     ],
 )
 async def test_template_errors_fail_permanently(queue, job_settings, template, error):

@@ -215,3 +215,25 @@ def test_bad_payload_is_rejected_at_enqueue_naming_the_field(data, field):
     with pytest.raises(InvalidJobError) as caught:
         REGISTRY.get("image-processing").build_spec(data, QueueConfig())
     assert field in [error["field"] for error in caught.value.details["errors"]]
+
+
+@pytest.mark.parametrize(
+    ("output_format", "mode"),
+    [
+        ("PNG", "RGBA"),
+        ("JPEG", "RGB"),
+        ("WEBP", "RGBA"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGBA"),
+    ],
+)
+async def test_every_output_format_writes_a_readable_file_of_that_format(
+    queue, job_settings, png_bytes, jpeg_bytes, output_format, mode
+):
+    source = await source_of("png", png_bytes, jpeg_bytes, job_settings)
+    result, _ = await run_job(queue, "image-processing", {**source, "output_format": output_format})
+    image = await output_image(result, job_settings)
+    assert (image.format, image.mode, image.size) == (output_format, mode, (200, 100))
+    assert result["mode"] == mode
+    assert result["content_type"] == Image.MIME[output_format]
