@@ -112,6 +112,7 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50
     assert percentile(values, 0.99) == 99
     assert percentile([7], 0.99) == 7
+    assert percentile(list(range(1, 11)), 0.25) == 3  # rank ceil(2.5): never rounded down
     assert percentile([], 0.5) == 0
 
 
