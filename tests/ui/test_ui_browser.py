@@ -7,6 +7,7 @@ the overview and a job detail go to `test-artifacts/` (gitignored) for a human t
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
+from service.queue.consumer import Consumer
+from service.queue.keys import QueueKeys
+from service.queue.queue import JobQueue
 from tests.support.workers import REPO, running_worker, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -53,6 +59,8 @@ class System:
 
     base_url: str
     api_key: str
+    redis_url: str
+    queue_name: str
 
 
 def free_port() -> int:
@@ -118,7 +126,7 @@ def system(redis_url: str, tmp_path: Path) -> Iterator[System]:
     try:
         with running_worker(env, tmp_path / "worker.log"):
             wait_until_ready(base_url, api_key, api)
-            yield System(base_url=base_url, api_key=api_key)
+            yield System(base_url, api_key, redis_url, queue_name)
     finally:
         stop(api)
         api_log.close()
@@ -232,6 +240,22 @@ def check_overview(page: Page, running_id: str) -> None:
     page.screenshot(path=ARTIFACTS / "dashboard-overview.png", full_page=True)
 
 
+def append_log(system: System, job_id: str, line: str) -> None:
+    """Write a log line the way a job does (through the worker-side queue API)."""
+
+    async def write() -> None:
+        redis = AsyncRedis.from_url(system.redis_url, decode_responses=True)
+        try:
+            queue = JobQueue(redis, QueueKeys("jqtest", system.queue_name))
+            await Consumer(queue, "ui-test", lease_seconds=30).log(job_id, line)
+        finally:
+            await redis.aclose()
+
+    # Playwright's sync API runs an event loop in this thread; the queue API gets its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, write()).result(timeout=10)
+
+
 def check_lists(page: Page, failed_id: str, completed_id: str) -> None:
     """Lists per status and per type, search by id, and "retry all failed"."""
     page.get_by_role("navigation", name="Main").get_by_role("link", name="failed").click()
@@ -244,6 +268,16 @@ def check_lists(page: Page, failed_id: str, completed_id: str) -> None:
     page.get_by_label("Find job by id").fill(completed_id)
     page.get_by_role("button", name="Find").click()
     expect(status_badge(page)).to_have_text("completed")
+
+
+def check_log_is_text(page: Page, system: System, job_id: str) -> None:
+    """Log lines show on the job page as text: markup in job output is never run."""
+    append_log(system, job_id, 'step done <img src=x id="injected">')
+    page.get_by_label("Find job by id").fill(job_id)
+    page.get_by_role("button", name="Find").click()
+    page.reload()  # the job finished long ago: only a fresh read shows the new line
+    expect(page.get_by_test_id("job-log")).to_have_text('step done <img src=x id="injected">')
+    expect(page.locator("#injected")).to_have_count(0)
 
 
 def test_operator_steers_the_queue_from_the_dashboard(system: System, browser: Browser) -> None:
@@ -269,6 +303,7 @@ def test_operator_steers_the_queue_from_the_dashboard(system: System, browser: B
         expect(status_badge(page)).to_have_text("processing", timeout=JOB_SECONDS)
         check_overview(page, running_id)
         check_lists(page, failed_id, progress_id)
+        check_log_is_text(page, system, progress_id)
     except Exception:
         page.screenshot(path=ARTIFACTS / "dashboard-failure.png", full_page=True)
         raise
