@@ -69,6 +69,8 @@ class MetricsLoop:
         self.period = period_seconds
         self.canary_config = canary_config
         self.clock = clock
+        # Periods whose canary this process enqueued: see _canary_trimmed.
+        self._canaries: set[int] = set()
 
     async def tick(self) -> bool:
         """One period's work; False when nothing (or not everything) could be published."""
@@ -96,7 +98,22 @@ class MetricsLoop:
         except REDIS_ERRORS:
             log.exception("metrics: canary skipped this period")
             return []
+        self._canaries.add(index)
+        if latency is None and self._canary_trimmed(index):
+            latency = 0.0
         return [] if latency is None else [canary_datum(latency)]
+
+    def _canary_trimmed(self, index: int) -> bool:
+        """Whether a canary this process enqueued in the lookback window has vanished.
+
+        Only finished jobs are removed, by the completed-set retention that every finishing job
+        applies: past ~10,000 completions a period an earlier canary can be gone by the next tick.
+        It did complete, so jobs flow: report 0 rather than leave a gap the alarm reads as
+        breaching. (Its exact latency is lost.)
+        """
+        window = range(index - canary.LOOKBACK_PERIODS, index)
+        self._canaries = {i for i in self._canaries if i >= window.start}
+        return any(i in window for i in self._canaries)
 
     def seconds_to_next_tick(self) -> float:
         """Time until the next period boundary plus the offset."""

@@ -148,3 +148,19 @@ async def test_a_real_worker_completes_the_canary_and_is_counted_live(
     assert recorder.canary(1) == pytest.approx(expected)
     assert 0 < expected < 60
     assert snapshot.live_workers == 1
+
+
+async def test_a_canary_removed_by_retention_counts_as_flowing_not_as_silence(
+    cqueue: JobQueue, clock: FakeClock
+) -> None:
+    recorder = Recorder()
+    loop = canary_loop(cqueue, clock, recorder)
+    clock.set(T0 + 5)
+    await loop.tick()
+    await run_pending_jobs(cqueue, clock, start=T0 + 6, run=0.1)
+    # Retention trims finished jobs when others finish; a busy queue can trim the canary.
+    await cqueue.redis.delete(cqueue.keys.job(canary_id(int(T0 // 60))))
+    clock.set(T0 + 65)
+    await loop.tick()
+
+    assert recorder.canary(1) == 0.0
