@@ -138,6 +138,7 @@ class WorkerRuntime:
         self._batcher = FinishBatcher(self.consumer.finish_many)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever a held job is let go
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -184,7 +185,13 @@ class WorkerRuntime:
                 yield self._buffer.popleft()
                 continue
             room = self.concurrency + self.settings.prefetch - len(self.held)
-            jobs, next_due = await self.consumer.dequeue(max(1, room))
+            if room <= 0:
+                # The receiver may allow more tasks than WORKER_CONCURRENCY (plain `taskiq
+                # worker` defaults to 100): this worker's own limit still holds.
+                self._room.clear()
+                await self._room.wait()
+                continue
+            jobs, next_due = await self.consumer.dequeue(room)
             if jobs:
                 for delivery in jobs:
                     self.held[delivery.job_id] = Held(delivery)
@@ -233,7 +240,7 @@ class WorkerRuntime:
             return
         outcome = outcome_of(held)
         status = await self._batcher.submit(outcome)
-        self.held.pop(job_id, None)
+        self._let_go(job_id)
         if status == FinishStatus.COMPLETED:
             self.stats.processed += 1
         elif status in (FinishStatus.FAILED, FinishStatus.RETRY_SCHEDULED):
@@ -271,7 +278,11 @@ class WorkerRuntime:
             held.task.cancel()
         elif held.delivery in self._buffer:
             self._buffer.remove(held.delivery)
-            self.held.pop(job_id, None)
+            self._let_go(job_id)
+
+    def _let_go(self, job_id: str) -> None:
+        self.held.pop(job_id, None)
+        self._room.set()
 
     async def _heartbeat(self) -> None:
         running = [job_id for job_id, held in self.held.items() if held.running]
