@@ -151,6 +151,11 @@ class EnqueuedJob(JobPublic):
 
     created: bool
 
+    @classmethod
+    def from_result(cls, job: Job, created: bool) -> EnqueuedJob:
+        """The public view of a job an enqueue returned."""
+        return cls(**_public_fields(job), created=created)
+
 
 class TimelineEntryPublic(BaseModel):
     """One state change."""

@@ -66,7 +66,7 @@ def build_spec(queue: JobQueue, type_name: str, options: EnqueueOptions) -> JobS
 async def _enqueue(queue: JobQueue, spec: JobSpec, response: Response) -> EnqueuedJob:
     result = await queue.enqueue(spec)
     response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    return EnqueuedJob(**JobPublic.from_job(result.job).model_dump(), created=result.created)
+    return EnqueuedJob.from_result(result.job, result.created)
 
 
 @router.post(
@@ -85,9 +85,7 @@ async def enqueue_bulk(body: BulkEnqueueRequest, queue: QueueDep) -> BulkEnqueue
     """Enqueue up to 1,000 jobs in one round trip; if any is invalid, none is enqueued."""
     specs = _bulk_specs(queue, body.jobs)
     results = await queue.enqueue_many(specs)
-    items = [
-        EnqueuedJob(**JobPublic.from_job(r.job).model_dump(), created=r.created) for r in results
-    ]
+    items = [EnqueuedJob.from_result(r.job, r.created) for r in results]
     return BulkEnqueueResponse(items=items, created=sum(r.created for r in results))
 
 
