@@ -136,7 +136,7 @@ async def bench_ours(url: str, jobs: int, rate: int, seconds: float, logs: Path)
     result.bytes_per_job = (await used_memory(redis) - before) / jobs
 
     command = [sys.executable, "-m", "taskiq", "worker", "service.worker:broker", "--workers", "1",
-               "--max-async-tasks", str(CONCURRENCY)]  # fmt: skip
+               "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING"]  # fmt: skip
     worker = start_worker(command, env, logs / "ours.log")
     try:
         await wait_for(lambda: _zcard_at_least(redis, queue.keys.workers, 1), 30)
@@ -204,7 +204,7 @@ async def bench_stream(url: str, jobs: int, rate: int, seconds: float, logs: Pat
     result.bytes_per_job = (await used_memory(redis) - before) / jobs
 
     command = [sys.executable, "-m", "taskiq", "worker", "bench.stream_app:broker", "--workers",
-               "1", "--max-async-tasks", str(CONCURRENCY)]  # fmt: skip
+               "1", "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING"]  # fmt: skip
     worker = start_worker(command, env, logs / "stream.log")
     try:
         started = time.perf_counter()

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # --- AWS ---------------------------------------------------------------------------------
     aws_region: str = "us-east-1"
 
-    # --- HTTP API (issue 3: add its fields here) ------------------------------------------------
+    # --- HTTP API ------------------------------------------------------------------------------
     # Comma-separated keys clients send as `X-API-Key` or `Authorization: Bearer`. The API refuses
     # to start without at least one (from here or API_KEYS_FILE): auth is never silently off.
     api_keys: SecretStr | None = None
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
             keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         return keys
 
-    # --- Job types and artifacts (issue 4: add its fields here) -----------------------------------
+    # --- Job types and artifacts ---------------------------------------------------------------
     # Job outputs (processed data, images, reports) go here unless ARTIFACT_BUCKET names an S3
     # bucket; reading an artifact never leaves this folder (see service.artifacts).
     artifact_dir: Path = Path(".jobqueue/artifacts")
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     # server surfaces as a retryable network error, not a timeout.
     smtp_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
 
-    # --- Metrics and health (issue 5: add its fields here) -----------------------------------------
+    # --- Metrics and health --------------------------------------------------------------------
     # Off locally (no AWS credentials there); the infra sets CLOUDWATCH_ENABLED=true on the
     # metrics task, whose role may call PutMetricData.
     cloudwatch_enabled: bool = False

@@ -60,7 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await redis.aclose()  # type: ignore[attr-defined, no-untyped-call, unused-ignore]  # stubs lag redis 5+
+        await redis.aclose()
 
 
 def _include_dashboard(app: FastAPI) -> None:

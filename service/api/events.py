@@ -100,9 +100,8 @@ async def job_event_stream(
     Ends after `max_seconds` without a terminal state (clients reconnect) or when the job is
     gone.
     """
-    pubsub = queue.redis.pubsub()
+    pubsub = await queue.subscribe(job_id)
     try:
-        await pubsub.subscribe(queue.keys.job_events(job_id))
         job = await queue.get(job_id)
         if job.state in TERMINAL:
             yield _end_event(job)
@@ -114,4 +113,4 @@ async def job_event_stream(
     except JobNotFoundError:
         yield _event("end", {"id": job_id, "status": None, "message": "the job no longer exists"})
     finally:
-        await pubsub.aclose()  # type: ignore[attr-defined, no-untyped-call, unused-ignore]  # stubs lag redis 5+
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq.message import TaskiqMessage
@@ -338,6 +339,19 @@ class JobQueue:
             pipe.hgetall(self.keys.worker(worker_id))
         rows = await self._guard(pipe.execute())
         return [_worker_from_hash(row) for row in rows if row]
+
+    async def subscribe(self, job_id: str | None = None) -> PubSub:
+        """A pub/sub connection receiving the state (and progress) changes of one job, or of
+        every job when `job_id` is None. Messages are JSON {"id", "state", "ts"[, "progress",
+        "message"]}; the caller closes it with `aclose()`."""
+        pubsub = self.redis.pubsub()
+        channel = self.keys.events if job_id is None else self.keys.job_events(job_id)
+        try:
+            await self._guard(pubsub.subscribe(channel))
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            raise
+        return pubsub
 
     async def ping(self) -> float:
         """Round-trip time to Redis in seconds; QueueUnavailableError when it is down."""

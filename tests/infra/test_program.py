@@ -535,7 +535,7 @@ def test_dev_stack_sets_every_config_key_the_program_reads() -> None:
 
 
 def test_pulumi_project_points_at_the_program() -> None:
-    import yaml  # noqa: PLC0415
+    import yaml
 
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "jobqueue"

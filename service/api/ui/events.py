@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio.client import PubSub
 from sse_starlette import ServerSentEvent
 
+from service.queue.errors import QueueUnavailableError
 from service.queue.queue import REDIS_DOWN, JobQueue
 
 # Long enough to fold a burst into one event, short enough to feel live to a person.
@@ -54,9 +55,11 @@ async def queue_event_stream(queue: JobQueue, max_seconds: float) -> AsyncIterat
     Ends after `max_seconds` (clients reconnect) or quietly when Redis goes away (clients fall
     back to polling and reconnect later).
     """
-    pubsub = queue.redis.pubsub()
     try:
-        await pubsub.subscribe(queue.keys.events)
+        pubsub = await queue.subscribe()
+    except QueueUnavailableError:
+        return
+    try:
         yield ServerSentEvent(event="ready", data="{}")
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
@@ -74,4 +77,4 @@ async def queue_event_stream(queue: JobQueue, max_seconds: float) -> AsyncIterat
     finally:
         # A connection already gone has nothing left to release.
         with contextlib.suppress(*REDIS_DOWN):
-            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # types-redis predates aclose
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
