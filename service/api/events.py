@@ -20,7 +20,7 @@ from sse_starlette import ServerSentEvent
 from service.api.schemas import JobPublic
 from service.queue.errors import JobNotFoundError
 from service.queue.models import Job
-from service.queue.queue import JobQueue
+from service.queue.queue import JobQueue, parse_event
 from service.queue.states import TERMINAL, JobState
 
 
@@ -50,16 +50,6 @@ async def _final(queue: JobQueue, job_id: str, state: JobState) -> ServerSentEve
         return _event("end", {"id": job_id, "status": state.value})
 
 
-def _parse(message: dict[str, Any] | None) -> dict[str, Any] | None:
-    if message is None or message.get("type") != "message":
-        return None
-    try:
-        payload = json.loads(message["data"])
-    except (TypeError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) and "state" in payload else None
-
-
 def _translate(payload: dict[str, Any]) -> ServerSentEvent:
     if "progress" in payload:
         return _event(
@@ -78,7 +68,9 @@ async def _follow(
     queue: JobQueue, pubsub: PubSub, job_id: str, deadline: float, poll: float
 ) -> AsyncIterator[ServerSentEvent]:
     while time.monotonic() < deadline:
-        payload = _parse(await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll))
+        payload = parse_event(
+            await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
+        )
         if payload is None:
             job = await queue.get(job_id)  # quiet for a while: check nothing was missed
             if job.state in TERMINAL:

@@ -418,6 +418,18 @@ class JobQueue:
 # --- decoding ------------------------------------------------------------------------------------
 
 
+def parse_event(message: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON body of a pub/sub message from `JobQueue.subscribe`, or None for anything else
+    (subscribe confirmations, timeouts, malformed data)."""
+    if message is None or message.get("type") != "message":
+        return None
+    try:
+        payload = json.loads(message["data"])
+    except (TypeError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and isinstance(payload.get("state"), str) else None
+
+
 def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
     message = json.loads(row["msg"])
     labels = message.get("labels", {})

@@ -19,7 +19,7 @@ from redis.asyncio.client import PubSub
 from sse_starlette import ServerSentEvent
 
 from service.queue.errors import QueueUnavailableError
-from service.queue.queue import REDIS_DOWN, JobQueue
+from service.queue.queue import REDIS_DOWN, JobQueue, parse_event
 
 # Long enough to fold a burst into one event, short enough to feel live to a person.
 COALESCE_SECONDS = 0.5
@@ -28,14 +28,8 @@ READ_TIMEOUT_SECONDS = 1.0
 
 
 def _state_of(message: dict[str, Any] | None) -> str | None:
-    if message is None or message.get("type") != "message":
-        return None
-    try:
-        payload = json.loads(message["data"])
-    except (TypeError, ValueError):
-        return None
-    state = payload.get("state") if isinstance(payload, dict) else None
-    return state if isinstance(state, str) else None
+    event = parse_event(message)
+    return None if event is None else str(event["state"])
 
 
 async def _gather(pubsub: PubSub, first: str) -> Counter[str]:
