@@ -7,11 +7,13 @@ program makes (caller identity, availability zones).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import runpy
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +198,41 @@ def prod_config() -> dict[str, str]:
 
 
 def run_program(config: dict[str, str], stack: str = "dev") -> ProgramRun:
-    """Execute infra/__main__.py under mocks with `config` and return what it declared."""
+    """Execute infra/__main__.py under mocks with `config` and return what it declared.
+
+    Pulumi drives its futures on the calling thread's event loop and runs its mock RPCs on the
+    loop's default executor, and both make themselves a loop when their thread has none, never
+    closing it. Left to that, the loops are orphaned (in pytest's main thread as soon as
+    pytest-asyncio installs its own) and their unclosed self-pipes fail a later, unrelated test
+    with a ResourceWarning. So the program runs in a thread of its own, on loops this harness
+    creates and closes: one for the program, one per executor thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pulumi-program") as pool:
+        return pool.submit(_run_program_on_own_loops, config, stack).result()
+
+
+def _run_program_on_own_loops(config: dict[str, str], stack: str) -> ProgramRun:
+    thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def give_thread_a_loop() -> None:
+        thread_loops.append(asyncio.new_event_loop())
+        asyncio.set_event_loop(thread_loops[-1])
+
+    rpc_threads = ThreadPoolExecutor(
+        max_workers=4, thread_name_prefix="pulumi-rpc", initializer=give_thread_a_loop
+    )
+    give_thread_a_loop()
+    thread_loops[0].set_default_executor(rpc_threads)
+    try:
+        return _run_program(config, stack)
+    finally:
+        rpc_threads.shutdown(wait=True)
+        asyncio.set_event_loop(None)
+        for loop in thread_loops:
+            loop.close()
+
+
+def _run_program(config: dict[str, str], stack: str) -> ProgramRun:
     run = ProgramRun(config=config)
     pulumi_settings.ROOT.set(None)  # a fresh root stack per run, so exports do not leak
     pulumi.runtime.set_mocks(RecordingMocks(run), project=PROJECT, stack=stack, preview=False)
