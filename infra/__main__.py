@@ -31,11 +31,12 @@ from infra.components.observability import AlarmThresholds, Observability, Obser
 from infra.components.registry import Registry, RegistryArgs
 from infra.components.workers import WorkerScaling, WorkerService, WorkerServiceArgs
 from service.metrics.contract import NAMESPACE
+from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 ROLES = ("api", "worker", "metrics")
 API_PORT = 8000
-# Fargate's maximum; the worker's SHUTDOWN_GRACE_SECONDS is validated against it.
-WORKER_STOP_TIMEOUT = 120
+# Fargate's maximum, the same constant the worker validates SHUTDOWN_GRACE_SECONDS against.
+WORKER_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 cfg = pulumi.Config()
 region = pulumi.Config("aws").require("region")
@@ -206,12 +207,14 @@ api = ApiService(
         tags=tags,
     ),
 )
+canary_enabled = cfg.require_bool("canaryEnabled")
 worker_scaling = WorkerScaling(
     min_count=cfg.require_int("workerMinCount"),
     max_count=cfg.require_int("workerMaxCount"),
     acceptable_wait_seconds=cfg.require_float("acceptableWaitSeconds"),
     average_job_seconds=cfg.require_float("averageJobSeconds"),
     concurrency=worker_concurrency,
+    canary_enabled=canary_enabled,
 )
 workers = WorkerService(
     f"{prefix}-worker",
@@ -241,7 +244,6 @@ workers = WorkerService(
         tags=tags,
     ),
 )
-canary_enabled = cfg.require_bool("canaryEnabled")
 metrics_task = MetricsService(
     f"{prefix}-metrics",
     MetricsServiceArgs(
@@ -253,7 +255,7 @@ metrics_task = MetricsService(
             {
                 **common_env,
                 "CLOUDWATCH_ENABLED": "true",
-                "METRICS_PERIOD_SECONDS": str(cfg.require_int("metricsPeriodSeconds")),
+                "METRICS_PERIOD_SECONDS": str(queue_metrics.period_seconds),
                 "CANARY_ENABLED": "true" if canary_enabled else "false",
             },
         ),

@@ -130,9 +130,20 @@ class Iam(pulumi.ComponentResource):
         return role.arn
 
 
+def _artifact_statements(
+    bucket_arn: pulumi.Input[str], object_actions: list[str]
+) -> list[Statement]:
+    # ListBucket on the bucket itself makes a missing key answer NoSuchKey (a 404 to clients)
+    # rather than AccessDenied, which the service would report as an AWS failure (a 5xx).
+    return [
+        statement(object_actions, [pulumi.Output.concat(bucket_arn, "/*")]),
+        statement(["s3:ListBucket"], [bucket_arn]),
+    ]
+
+
 def api_task_statements(bucket_arn: pulumi.Input[str]) -> list[Statement]:
     """The API only reads job outputs back (downloads); workers write them."""
-    return [statement(["s3:GetObject"], [pulumi.Output.concat(bucket_arn, "/*")])]
+    return _artifact_statements(bucket_arn, ["s3:GetObject"])
 
 
 def worker_task_statements(
@@ -141,20 +152,20 @@ def worker_task_statements(
     email_from: str,
     task_arn_pattern: pulumi.Input[str],
 ) -> list[Statement]:
-    """Write job outputs, send mail as the configured sender, protect its own task."""
+    """Read job inputs and write outputs, send mail as the configured sender, protect its task.
+
+    Only what the service calls: no DeleteObject (the bucket's lifecycle rule expires outputs),
+    only SendRawEmail (service/email_backends.py), only the agent's PUT (UpdateTaskProtection).
+    """
     return [
+        *_artifact_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
         statement(
-            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            [pulumi.Output.concat(bucket_arn, "/*")],
-        ),
-        statement(["s3:ListBucket"], [bucket_arn]),
-        statement(
-            ["ses:SendEmail", "ses:SendRawEmail"],
+            ["ses:SendRawEmail"],
             list(ses_identity_arns),
             {"StringEquals": {"ses:FromAddress": email_from}},
         ),
-        # The agent's task-protection endpoint calls these with the task role's credentials.
-        statement(["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"], [task_arn_pattern]),
+        # The agent's task-protection endpoint calls this with the task role's credentials.
+        statement(["ecs:UpdateTaskProtection"], [task_arn_pattern]),
     ]
 
 

@@ -12,6 +12,12 @@ import pulumi_aws as aws
 
 from service.metrics.contract import NAMESPACE, Dimension, MetricSpec
 
+# The metrics task's publishing period (METRICS_PERIOD_SECONDS) and the period of every alarm and
+# widget on its metrics. Fixed, not configurable: Application Auto Scaling's target-tracking
+# alarms evaluate one-minute periods, so a longer period would leave every other minute empty and
+# INSUFFICIENT_DATA (and the alarms that treat missing data as breaching would page).
+PUBLISH_PERIOD_SECONDS = 60
+
 
 @dataclass(frozen=True)
 class QueueMetrics:
@@ -19,6 +25,11 @@ class QueueMetrics:
 
     queue: str
     environment: str
+
+    @property
+    def period_seconds(self) -> int:
+        """How often the metrics task publishes, and the period alarms read them at."""
+        return PUBLISH_PERIOD_SECONDS
 
     @property
     def namespace(self) -> str:
@@ -51,9 +62,14 @@ class QueueMetrics:
         spec: MetricSpec,
         stat: str = "Maximum",
         extra_value: str | None = None,
-        period: int = 60,
+        period: int = PUBLISH_PERIOD_SECONDS,
     ) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
-        """A metric-math alarm input (not returned) reading one contract metric."""
+        """A metric-math alarm input (not returned) reading one contract metric.
+
+        `period` must be a multiple of the publishing period, or some windows would be empty.
+        """
+        if period % PUBLISH_PERIOD_SECONDS:
+            raise ValueError(f"period {period} is not a multiple of {PUBLISH_PERIOD_SECONDS} s")
         return aws.cloudwatch.MetricAlarmMetricQueryArgs(
             id=query_id,
             return_data=False,

@@ -18,12 +18,14 @@ from pulumi_aws import appautoscaling
 from infra.components.containers import ContainerSpec, TaskSize, fargate_task_definition
 from infra.components.metrics import QueueMetrics
 from service.metrics.contract import BACKLOG_PER_WORKER, LIVE_WORKERS, QUEUE_DEPTH
+from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 MetricQuery = appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgsDict  # noqa: E501
 
-# Fargate sends SIGKILL at most 120 s after SIGTERM.
-FARGATE_MAX_STOP_TIMEOUT = 120
-# Time the worker needs after its grace to hand unfinished jobs back and exit.
+# Fargate sends SIGKILL at most 120 s after SIGTERM (one constant, shared with the worker).
+FARGATE_MAX_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
+# Time the worker needs after its grace to hand unfinished jobs back and exit: taskiq's broker
+# shutdown (service.worker.BROKER_SHUTDOWN_SECONDS, 10 s) plus process exit.
 HANDBACK_MARGIN_SECONDS = 15
 
 
@@ -36,6 +38,8 @@ class WorkerScaling:
     acceptable_wait_seconds: float
     average_job_seconds: float
     concurrency: int
+    # The metrics task's canary enqueues a job every period, which needs a worker to run it.
+    canary_enabled: bool = False
     scale_in_cooldown: int = 300
     scale_out_cooldown: int = 60
 
@@ -44,6 +48,13 @@ class WorkerScaling:
             raise ValueError("workerMinCount must be >= 0 and <= workerMaxCount (>= 1)")
         if self.acceptable_wait_seconds <= 0 or self.average_job_seconds <= 0:
             raise ValueError("acceptableWaitSeconds and averageJobSeconds must be positive")
+        if self.canary_enabled and self.min_count == 0:
+            # With no standing worker each canary waits for a cold start (1-2 min): the fleet
+            # never rests at zero anyway, and every cold start pages the canary-latency alarm.
+            raise ValueError(
+                "canaryEnabled needs workerMinCount >= 1: the canary is a job every minute, so "
+                "scaling to zero only makes each canary wait for a task to start (and page)"
+            )
 
     @property
     def backlog_target(self) -> float:

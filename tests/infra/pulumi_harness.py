@@ -61,6 +61,8 @@ class Resource:
     inputs: dict[str, Any]
     state: dict[str, Any]
     resource_id: str
+    # From the resource's options, which the mocks never see (recorded by a transformation).
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +72,21 @@ class ProgramRun:
     resources: list[Resource] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
+    stack: str = "dev"
+    # (type token, name) -> ResourceOptions.ignore_changes, filled before registration.
+    ignore_changes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def record_options(
+        self, args: pulumi.ResourceTransformationArgs
+    ) -> pulumi.ResourceTransformationResult | None:
+        """A stack transformation that only watches: keeps what the mocks cannot see."""
+        self.ignore_changes[(args.type_, args.name)] = list(args.opts.ignore_changes or [])
+        return None
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every logical name: `<project>-<stack>`."""
+        return f"{PROJECT}-{self.stack}"
 
     def of_type(self, typ: str) -> list[Resource]:
         """Resources of one type token, e.g. `aws:ecs/service:Service`."""
@@ -142,8 +159,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         resource_id = f"{args.name}-id"
         state = _computed(args.typ, args.name, dict(args.inputs))
+        ignored = self.run.ignore_changes.get((args.typ, args.name), [])
         self.run.resources.append(
-            Resource(args.typ, args.name, dict(args.inputs), state, resource_id)
+            Resource(args.typ, args.name, dict(args.inputs), state, resource_id, ignored)
         )
         return resource_id, state
 
@@ -233,13 +251,14 @@ def _run_program_on_own_loops(config: dict[str, str], stack: str) -> ProgramRun:
 
 
 def _run_program(config: dict[str, str], stack: str) -> ProgramRun:
-    run = ProgramRun(config=config)
+    run = ProgramRun(config=config, stack=stack)
     pulumi_settings.ROOT.set(None)  # a fresh root stack per run, so exports do not leak
     pulumi.runtime.set_mocks(RecordingMocks(run), project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[None]:
+        pulumi.runtime.register_stack_transformation(run.record_options)
         runpy.run_path(str(PROGRAM), run_name="__main__")
         stack_resource = pulumi_settings.get_root_resource()
         assert stack_resource is not None

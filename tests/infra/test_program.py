@@ -90,6 +90,34 @@ def test_prod_spreads_over_three_azs_with_nat_per_az(prod_run: ProgramRun) -> No
     assert len({t.inputs["routes"][0]["natGatewayId"] for t in private_tables}) == 3
 
 
+def test_prod_inventory_adds_https_nat_per_az_and_the_alert_subscription(
+    prod_run: ProgramRun, dev_run: ProgramRun
+) -> None:
+    """The prod-like stack declares the same concerns; only the options change the counts."""
+    subscription = "aws:sns/topicSubscription:TopicSubscription"
+    kinds = {r.typ for r in prod_run.resources}
+    assert kinds == {r.typ for r in dev_run.resources} | {subscription}
+    assert count(prod_run, "aws:ec2/vpc:Vpc") == 1
+    assert count(prod_run, "aws:ec2/natGateway:NatGateway") == 3
+    assert count(prod_run, "aws:ec2/eip:Eip") == 3
+    assert count(prod_run, "aws:elasticache/replicationGroup:ReplicationGroup") == 1
+    assert count(prod_run, "aws:ecr/repository:Repository") == 3
+    assert count(prod_run, SERVICE) == 3
+    assert count(prod_run, TASK_DEF) == 3
+    assert count(prod_run, "aws:lb/listener:Listener") == 2  # HTTPS + HTTP->HTTPS redirect
+    assert count(prod_run, "aws:cloudwatch/logGroup:LogGroup") == 3
+    assert count(prod_run, "aws:iam/role:Role") == 6
+    assert count(prod_run, "aws:cloudwatch/dashboard:Dashboard") == 1
+    assert count(prod_run, subscription) == 1
+    assert count(prod_run, ALARM) == count(dev_run, ALARM)  # same alarms, same node count
+    worker = prod_run.one(SERVICE, "-worker-").inputs
+    assert worker["capacityProviderStrategies"] == [
+        {"capacityProvider": "FARGATE_SPOT", "weight": 1}
+    ]
+    (task,) = [t for t in prod_run.of_type(TASK_DEF) if "-worker-" in t.name]
+    assert task.inputs["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+
+
 def test_tasks_run_in_private_subnets_without_public_ips(any_run: ProgramRun) -> None:
     private_ids = {
         s.resource_id for s in any_run.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name
@@ -181,6 +209,35 @@ def test_cluster_mode_option_shards_the_group() -> None:
     assert len(memory_alarms) == 4  # 2 shards x (primary + replica)
 
 
+# --- registry ---------------------------------------------------------------------------------
+
+
+def test_each_image_repository_scans_on_push_and_expires_old_images(any_run: ProgramRun) -> None:
+    repos = any_run.of_type("aws:ecr/repository:Repository")
+    assert sorted(r.inputs["name"] for r in repos) == [
+        f"{any_run.prefix}-{role}" for role in ("api", "metrics", "worker")
+    ]
+    for repo in repos:
+        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+        assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
+    policies = {
+        p.inputs["repository"]: json.loads(p.inputs["policy"])
+        for p in any_run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    }
+    assert set(policies) == {r.inputs["name"] for r in repos}
+    keep = int(any_run.config["jobqueue:ecrKeepImages"])
+    for policy in policies.values():
+        rules = sorted(policy["rules"], key=lambda r: r["rulePriority"])
+        assert rules[0]["selection"]["tagStatus"] == "untagged"
+        # ECR requires the "any" rule to come last (highest rulePriority).
+        assert rules[-1]["selection"] == {
+            "tagStatus": "any",
+            "countType": "imageCountMoreThan",
+            "countNumber": keep,
+        }
+        assert all(r["action"] == {"type": "expire"} for r in rules)
+
+
 # --- secrets ----------------------------------------------------------------------------------
 
 
@@ -243,46 +300,84 @@ def test_resource_star_only_where_aws_cannot_scope(any_run: ProgramRun) -> None:
         assert set(_as_list(stmt["Action"])) <= UNSCOPABLE_ACTIONS, (name, stmt)
 
 
-def test_put_metric_data_is_conditioned_on_the_contract_namespace(dev_run: ProgramRun) -> None:
+def test_put_metric_data_is_conditioned_on_the_contract_namespace(any_run: ProgramRun) -> None:
     found = [
         (name, s)
-        for name, s in _statements(dev_run)
+        for name, s in _statements(any_run)
         if "cloudwatch:PutMetricData" in _as_list(s["Action"])
     ]
-    assert [name for name, _ in found] == ["jobqueue-dev-metrics-task"]
+    assert [name for name, _ in found] == [f"{any_run.prefix}-metrics-task"]
     assert found[0][1]["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
 
 
-def test_s3_access_is_limited_to_the_artifact_bucket(dev_run: ProgramRun) -> None:
-    bucket_arn = dev_run.one("aws:s3/bucket:Bucket").state["arn"]
-    for _name, stmt in _statements(dev_run):
+def test_s3_access_is_limited_to_the_artifact_bucket(any_run: ProgramRun) -> None:
+    bucket_arn = any_run.one("aws:s3/bucket:Bucket").state["arn"]
+    for _name, stmt in _statements(any_run):
         if any(a.startswith("s3:") for a in _as_list(stmt["Action"])):
             assert all(r in (bucket_arn, f"{bucket_arn}/*") for r in _as_list(stmt["Resource"]))
 
 
-def test_each_execution_role_reads_only_its_own_secrets(dev_run: ProgramRun) -> None:
-    secrets = {s.name: s.state["arn"] for s in dev_run.of_type("aws:secretsmanager/secret:Secret")}
+def _task_role_grants(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
+    """role -> {(action, resource)} of its task role: what the running code may do."""
+    grants: dict[str, set[tuple[str, str]]] = {}
+    for name, stmt in _statements(run):
+        role = name.removeprefix(f"{run.prefix}-").removesuffix("-task")
+        if name.endswith("-task") and "Resource" in stmt:  # not the trust policy
+            for action in _as_list(stmt["Action"]):
+                grants.setdefault(role, set()).update(
+                    (action, r) for r in _as_list(stmt["Resource"])
+                )
+    return grants
+
+
+def test_task_roles_grant_exactly_what_the_service_calls(any_run: ProgramRun) -> None:
+    """API: artifact downloads; workers: artifacts, SES SendRawEmail, task protection; metrics:
+    PutMetricData. ListBucket makes a missing artifact a 404, not an AccessDenied 5xx."""
+    bucket = any_run.one("aws:s3/bucket:Bucket").state["arn"]
+    objects = f"{bucket}/*"
+    identity = (
+        f"arn:aws:ses:us-east-1:123456789012:identity/{any_run.config['jobqueue:sesIdentity']}"
+    )
+    sender = f"arn:aws:ses:us-east-1:123456789012:identity/{any_run.config['jobqueue:emailFrom']}"
+    tasks = f"arn:aws:ecs:us-east-1:123456789012:task/{any_run.prefix}-cluster/*"
+    assert _task_role_grants(any_run) == {
+        "api": {("s3:GetObject", objects), ("s3:ListBucket", bucket)},
+        "worker": {
+            ("s3:GetObject", objects),
+            ("s3:PutObject", objects),
+            ("s3:ListBucket", bucket),
+            ("ses:SendRawEmail", identity),
+            ("ses:SendRawEmail", sender),
+            ("ecs:UpdateTaskProtection", tasks),
+        },
+        "metrics": {("cloudwatch:PutMetricData", "*")},
+    }
+
+
+def test_each_execution_role_reads_only_its_own_secrets(any_run: ProgramRun) -> None:
+    secrets = {s.name: s.state["arn"] for s in any_run.of_type("aws:secretsmanager/secret:Secret")}
     readable = {
         name: set(_as_list(s["Resource"]))
-        for name, s in _statements(dev_run)
+        for name, s in _statements(any_run)
         if "secretsmanager:GetSecretValue" in _as_list(s["Action"])
     }
-    api_keys = secrets["jobqueue-dev-api-keys"]
-    assert readable["jobqueue-dev-api-execution"] == set(secrets.values())
-    assert api_keys not in readable["jobqueue-dev-worker-execution"]
-    assert api_keys not in readable["jobqueue-dev-metrics-execution"]
+    p = any_run.prefix
+    api_keys = secrets[f"{p}-api-keys"]
+    assert readable[f"{p}-api-execution"] == set(secrets.values())
+    assert api_keys not in readable[f"{p}-worker-execution"]
+    assert api_keys not in readable[f"{p}-metrics-execution"]
     assert not any("task" in name for name in readable), "task roles never read secrets"
 
 
-def test_only_worker_tasks_may_set_their_scale_in_protection(dev_run: ProgramRun) -> None:
+def test_only_worker_tasks_may_set_their_scale_in_protection(any_run: ProgramRun) -> None:
     holders = [
         (name, s)
-        for name, s in _statements(dev_run)
+        for name, s in _statements(any_run)
         if "ecs:UpdateTaskProtection" in _as_list(s["Action"])
     ]
-    assert [name for name, _ in holders] == ["jobqueue-dev-worker-task"]
+    assert [name for name, _ in holders] == [f"{any_run.prefix}-worker-task"]
     (resource,) = _as_list(holders[0][1]["Resource"])
-    assert resource.startswith("arn:aws:ecs:us-east-1:123456789012:task/jobqueue-dev-cluster/")
+    assert resource.startswith(f"arn:aws:ecs:us-east-1:123456789012:task/{any_run.prefix}-cluster/")
 
 
 def test_log_groups_have_retention(any_run: ProgramRun) -> None:
@@ -291,8 +386,8 @@ def test_log_groups_have_retention(any_run: ProgramRun) -> None:
         assert group.inputs["retentionInDays"] == days
 
 
-def test_artifact_bucket_is_private_and_encrypted(dev_run: ProgramRun) -> None:
-    block = dev_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+def test_artifact_bucket_is_private_and_encrypted(any_run: ProgramRun) -> None:
+    block = any_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
     assert all(
         block[k]
         for k in (
@@ -302,7 +397,7 @@ def test_artifact_bucket_is_private_and_encrypted(dev_run: ProgramRun) -> None:
             "restrictPublicBuckets",
         )
     )
-    sse = dev_run.one(
+    sse = any_run.one(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
     ).inputs
     assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in (
@@ -351,11 +446,16 @@ def test_api_scales_on_cpu_and_requests(dev_run: ProgramRun) -> None:
     assert kinds == {"ECSServiceAverageCPUUtilization", "ALBRequestCountPerTarget"}
 
 
-def test_autoscaled_services_ignore_desired_count_after_creation(dev_run: ProgramRun) -> None:
-    """Checked in the source: ignore_changes is an option the mocks never see."""
-    for module in ("api_service.py", "workers.py"):
-        source = (ROOT / "infra" / "components" / module).read_text()
-        assert 'ignore_changes=["desired_count"]' in source
+def test_autoscaled_services_ignore_desired_count_after_creation(any_run: ProgramRun) -> None:
+    """Read from each resource's options (recorded by the harness's transformation)."""
+    for role in ("api", "worker"):
+        service = any_run.one(SERVICE, f"-{role}-")
+        assert service.ignore_changes == ["desired_count"], service.name
+    # The metrics task's one task is not autoscaled: its count stays what the program says.
+    assert any_run.one(SERVICE, "-metrics-").ignore_changes == []
+    # A rotated API key is never reverted by `pulumi up`.
+    version = any_run.one("aws:secretsmanager/secretVersion:SecretVersion", "api-keys")
+    assert version.ignore_changes == ["secret_string"]
 
 
 def test_worker_scaling_bounds_come_from_config(any_run: ProgramRun) -> None:
@@ -388,6 +488,42 @@ def test_workers_scale_from_zero_on_pending_jobs(dev_run: ProgramRun) -> None:
     assert alarm["alarmActions"] == [step.state["arn"]]
     expression = next(q["expression"] for q in alarm["metricQueries"] if q.get("expression"))
     assert "depth > 0" in expression
+
+
+def test_canary_with_workers_able_to_reach_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="canaryEnabled needs workerMinCount >= 1"):
+        run_program(
+            {**dev_config(), "jobqueue:workerMinCount": "0", "jobqueue:canaryEnabled": "true"},
+            stack="coldcanary",
+        )
+
+
+def test_without_the_canary_workers_may_scale_to_zero() -> None:
+    run = run_program(
+        {**dev_config(), "jobqueue:workerMinCount": "0", "jobqueue:canaryEnabled": "false"},
+        stack="tozero",
+    )
+    assert run.one("aws:appautoscaling/target:Target", "-worker-").inputs["minCapacity"] == 0
+    assert run.one(SERVICE, "-worker-").inputs["desiredCount"] == 0
+    assert run.one(POLICY, "-worker-from-zero").inputs["policyType"] == "StepScaling"
+    assert not [a for a in run.of_type(ALARM) if "canary" in a.name]
+    env = {e["name"]: e["value"] for e in run.container("metrics")["environment"]}
+    assert env["CANARY_ENABLED"] == "false"
+
+
+def test_the_worker_accepts_its_container_settings_and_stops_in_time(any_run: ProgramRun) -> None:
+    """The service's own Settings validate the worker's environment (SHUTDOWN_GRACE_SECONDS
+    included), and grace + taskiq's broker shutdown end before ECS's SIGKILL."""
+    from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, Settings
+    from service.worker import BROKER_SHUTDOWN_SECONDS
+
+    container = any_run.container("worker")
+    env = {e["name"].lower(): e["value"] for e in container["environment"]}
+    settings = Settings(_env_file=None, **env, redis_password="from-ecs-secrets")
+    assert settings.environment == any_run.config["jobqueue:environment"]
+    assert settings.redis_tls is True
+    assert container["stopTimeout"] == FARGATE_MAX_STOP_TIMEOUT_SECONDS
+    assert settings.shutdown_grace_seconds + BROKER_SHUTDOWN_SECONDS < container["stopTimeout"]
 
 
 def test_metrics_task_is_a_single_non_overlapping_service(dev_run: ProgramRun) -> None:
@@ -441,6 +577,28 @@ def test_every_queue_metric_used_is_one_the_metrics_task_publishes(any_run: Prog
         assert set(dims) == {d.value for d in spec.dimensions}, (where, name, dims)
         assert dims["Queue"] == queue, (where, dims)
         assert dims["Environment"] == env, (where, dims)
+
+
+def test_alarms_read_queue_metrics_at_the_period_they_are_published(any_run: ProgramRun) -> None:
+    """A period shorter than the publishing period would see empty windows (and alarms that
+    treat missing data as breaching would page); a longer one must be a whole multiple."""
+    env = {e["name"]: e["value"] for e in any_run.container("metrics")["environment"]}
+    published = int(env["METRICS_PERIOD_SECONDS"])
+    assert published == 60  # target tracking evaluates one-minute periods
+    periods = []
+    for alarm in any_run.of_type(ALARM):
+        a = alarm.inputs
+        if a.get("namespace") == NAMESPACE:
+            periods.append(a["period"])
+        periods += [
+            q["metric"]["period"]
+            for q in a.get("metricQueries", [])
+            if q.get("metric") and q["metric"]["namespace"] == NAMESPACE
+        ]
+    assert len(periods) > 5
+    assert all(p % published == 0 for p in periods), periods
+    body = json.loads(any_run.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    assert {w["properties"]["period"] for w in body["widgets"]} == {published}
 
 
 def test_alarms_cover_the_on_call_list_and_notify_sns(any_run: ProgramRun) -> None:

@@ -6,12 +6,19 @@ on 127.0.0.1 records what the worker sends, the way the agent would receive it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +26,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.ecs_protection import TaskProtection
+from service.ecs_protection import TaskProtection, default_state_path
 
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/jobqueue-dev/0123456789abcdef"
 
@@ -81,6 +88,13 @@ def agent_server() -> Iterator[FakeAgent]:
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own task: the shared state file lives in the (default) temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture
@@ -211,3 +225,109 @@ async def test_unreachable_agent_is_logged_not_raised(caplog: pytest.LogCaptureF
 def test_renewal_window_must_be_shorter_than_the_protection() -> None:
     with pytest.raises(ValueError, match="renew_before_seconds"):
         TaskProtection("http://127.0.0.1:1", expires_in_minutes=1, renew_before_seconds=60)
+
+
+# --- one task, several worker processes ----------------------------------------------------------
+
+
+async def test_an_idle_process_does_not_clear_a_busy_siblings_protection(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    first, second = (TaskProtection(agent.url, clock=clock) for _ in range(2))
+    await first.update(busy=True)
+    await second.update(busy=True)  # already protected for the task: nothing to send
+    await first.update(busy=False)  # the sibling still holds jobs: keep the protection
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+    assert first.protected
+    await second.update(busy=False)  # nobody holds jobs now
+    await first.aclose()
+    await second.aclose()
+    assert agent.requests == [
+        {"ProtectionEnabled": True, "ExpiresInMinutes": 15},
+        {"ProtectionEnabled": False},
+    ]
+    assert not second.protected
+
+
+async def test_a_busy_sibling_renews_what_another_process_set(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    first, second = (TaskProtection(agent.url, clock=clock) for _ in range(2))
+    await first.update(busy=True)
+    await second.update(busy=True)
+    await first.update(busy=False)  # first is done; second still runs a long job
+    clock.now += 15 * 60 - 300  # the protection `first` set enters its renewal window
+    await second.update(busy=True)
+    await first.aclose()
+    await second.aclose()
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}] * 2
+    assert second.protected
+
+
+def _busy_sibling(agent_url: str, state_path: Path) -> subprocess.Popen[str]:
+    """Another worker process of the same task, busy and then left running."""
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from service.ecs_protection import TaskProtection\n"
+        "p = TaskProtection(sys.argv[1], state_path=Path(sys.argv[2]))\n"
+        "asyncio.run(p.update(busy=True))\n"
+        "print('busy', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script, agent_url, str(state_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_a_killed_siblings_mark_does_not_pin_the_task(
+    agent: FakeAgent, own_temp_dir: Path
+) -> None:
+    state_path = own_temp_dir / "task.json"
+    with _busy_sibling(agent.url, state_path) as sibling:
+        try:
+            assert sibling.stdout is not None
+            assert sibling.stdout.readline().strip() == "busy"
+            me = TaskProtection(agent.url, state_path=state_path)
+            await me.update(busy=False)
+            assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+            os.kill(sibling.pid, signal.SIGKILL)  # OOM-killed: no chance to clear its mark
+            sibling.wait(timeout=10)
+            await me.update(busy=False)
+            await me.aclose()
+        finally:
+            if sibling.poll() is None:
+                sibling.kill()
+    assert agent.requests[-1] == {"ProtectionEnabled": False}
+    assert json.loads(state_path.read_text()) == {"protected_until": None, "busy": {}}
+
+
+async def test_a_mark_silent_for_a_whole_protection_period_is_forgotten(agent: FakeAgent) -> None:
+    clock = FakeClock()
+    hung, healthy = (TaskProtection(agent.url, clock=clock) for _ in range(2))
+    await hung.update(busy=True)
+    clock.now += 15 * 60 + 1  # `hung` never reported again (and the agent let it lapse)
+    await healthy.update(busy=False)
+    await hung.aclose()
+    await healthy.aclose()
+    assert agent.requests[-1] == {"ProtectionEnabled": False}
+
+
+async def test_a_damaged_state_file_counts_as_a_fresh_task(agent: FakeAgent) -> None:
+    default_state_path(agent.url + "/task-protection/v1/state").write_text("{not json")
+    protection = TaskProtection(agent.url, clock=FakeClock())
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+
+
+async def test_an_unwritable_state_file_is_logged_not_raised(
+    agent: FakeAgent, own_temp_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    protection = TaskProtection(agent.url, state_path=own_temp_dir / "missing" / "task.json")
+    with caplog.at_level(logging.WARNING, logger="service.ecs_protection"):
+        await protection.update(busy=True)
+    await protection.aclose()
+    assert "state" in caplog.text
+    assert agent.requests == []
