@@ -53,11 +53,13 @@ class Dataset(BaseModel):
         """The rows; PermanentJobError if the data cannot be parsed."""
         if self.records is not None:
             return self.records
+        # Parsing a big dataset takes seconds of CPU: in a thread, so the worker's event loop
+        # keeps renewing leases and heartbeating meanwhile.
         if self.csv is not None:
-            return parse_csv(self.csv)
+            return await asyncio.to_thread(parse_csv, self.csv)
         assert self.uri is not None  # the validator guarantees one source
         raw = await get_artifact_store().get(self.uri)
-        return parse_bytes(raw, self._format_of_uri(self.uri))
+        return await asyncio.to_thread(parse_bytes, raw, self._format_of_uri(self.uri))
 
     def _format_of_uri(self, uri: str) -> Literal["csv", "json"]:
         if self.format != "auto":
@@ -66,8 +68,24 @@ class Dataset(BaseModel):
 
 
 def parse_csv(text: str) -> list[Row]:
-    """CSV text with a header row as records."""
-    return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+    """CSV text with a header row as records; PermanentJobError for text that is not such a CSV.
+
+    A row with more fields than the header would come back with a `None` key holding the extra
+    values, which no filter or column can name: that is bad input, said as such.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    rows: list[Row] = []
+    try:
+        for row in reader:
+            if None in row:
+                raise PermanentJobError(
+                    f"CSV line {reader.line_num} has more fields than the header's "
+                    f"{len(reader.fieldnames or [])}"
+                )
+            rows.append(dict(row))
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise PermanentJobError(f"CSV line {reader.line_num} cannot be read: {exc}") from exc
+    return rows
 
 
 def parse_bytes(raw: bytes, fmt: Literal["csv", "json"]) -> list[Row]:
@@ -262,22 +280,36 @@ class GroupBy:
         self.keys = keys
         self.aggregates = aggregates
         self.groups: dict[tuple[Any, ...], list[_Accumulator]] = {}
+        self.values: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # each group's key values
 
     def add(self, row: Row) -> None:
         """Fold one row into its group."""
-        key = tuple(row.get(name) for name in self.keys)
+        values = tuple(row.get(name) for name in self.keys)
+        key = tuple(_hashable(value) for value in values)
         accumulators = self.groups.get(key)
         if accumulators is None:
             accumulators = self.groups[key] = [_Accumulator(spec) for spec in self.aggregates]
+            self.values[key] = values
         for accumulator in accumulators:
             accumulator.add(row)
 
     def rows(self) -> list[Row]:
         """One row per group, in order of first appearance."""
         return [
-            {**dict(zip(self.keys, key, strict=True)), **{a.spec.column: a.value() for a in accs}}
+            {
+                **dict(zip(self.keys, self.values[key], strict=True)),
+                **{a.spec.column: a.value() for a in accs},
+            }
             for key, accs in self.groups.items()
         ]
+
+
+def _hashable(value: Any) -> Any:
+    """A group key for `value`: JSON records may group by a list or an object, which a dict
+    key cannot be; equal values give equal keys."""
+    if isinstance(value, list | dict):
+        return ("json", json.dumps(value, sort_keys=True, default=str))
+    return value
 
 
 def chunks(rows: list[Row], size: int) -> Iterator[list[Row]]:
@@ -343,7 +375,7 @@ async def process_data(payload: DataProcessingPayload, job: JobContext) -> DataP
     rows = await payload.dataset.load()
     await job.progress(5, f"loaded {len(rows)} rows")
     out, matched = await transform(payload, rows, job)
-    data, content_type = render_output(out, payload.output_format)
+    data, content_type = await asyncio.to_thread(render_output, out, payload.output_format)
     key = artifact_key("data-processing", job.job_id, f"output.{payload.output_format}")
     artifact = await get_artifact_store().put(key, data, content_type)
     await job.progress(100, f"wrote {len(out)} rows")

@@ -16,7 +16,7 @@ import asyncio
 import re
 import time
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate, getaddresses, parseaddr
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -51,7 +51,12 @@ def check_address(value: str) -> str:
     """`value` if it is `user@example.com` or `Name <user@example.com>`; ValueError otherwise."""
     if "\r" in value or "\n" in value:
         raise ValueError(f"invalid email address {value!r}")
-    _, address = parseaddr(value)
+    # parseaddr reads only the first of "a@x.com, b@y.com": the header would then name both
+    # while the envelope carried one. Each entry must be exactly one address.
+    parsed = getaddresses([value])
+    if len(parsed) != 1:
+        raise ValueError(f"give one email address per entry, not {value!r}")
+    address = parsed[0][1]
     if not address or not _ADDRESS.match(address) or len(address) > 254:
         raise ValueError(f"invalid email address {value!r}")
     return value.strip()

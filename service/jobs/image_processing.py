@@ -31,12 +31,17 @@ CONTENT_TYPES: dict[str, str] = {
     "PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
     "BMP": "image/bmp", "TIFF": "image/tiff",
 }  # fmt: skip
-# Modes each format can store; anything else is converted (JPEG has no alpha channel).
+# Modes each format's Pillow writer takes; anything else is converted first (JPEG has no
+# alpha, PNG no CMYK: a print-ready CMYK JPEG must still become a PNG).
 _FORMAT_MODES: dict[str, tuple[str, ...]] = {
+    "PNG": ("1", "L", "LA", "I;16", "P", "RGB", "RGBA"),
     "JPEG": ("L", "RGB", "CMYK"),
-    "BMP": ("1", "L", "P", "RGB"),
     "WEBP": ("RGB", "RGBA"),
+    "GIF": ("1", "L", "LA", "P", "RGB", "RGBA"),  # the GIF writer quantises these itself
+    "BMP": ("1", "L", "P", "RGB"),
+    "TIFF": ("1", "L", "LA", "I", "I;16", "F", "P", "PA", "RGB", "RGBA", "CMYK"),
 }
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
 
 
@@ -161,7 +166,18 @@ def open_image(data: bytes) -> Image.Image:
 
 
 def apply(image: Image.Image, op: Resize | Thumbnail | Crop | Rotate | Grayscale) -> Image.Image:
-    """One operation; returns a new image (the input is left unchanged)."""
+    """One operation; returns a new image (the input is left unchanged).
+
+    Pillow's ValueError/OSError here (a mode an operation does not support) is permanent: the
+    same image fails the same way on every attempt.
+    """
+    try:
+        return _apply(image, op)
+    except (OSError, ValueError) as exc:
+        raise PermanentJobError(f"{op.op} failed on a {image.mode} image: {exc}") from exc
+
+
+def _apply(image: Image.Image, op: Resize | Thumbnail | Crop | Rotate | Grayscale) -> Image.Image:
     if isinstance(op, Resize):
         if op.keep_aspect:
             return ImageOps.contain(image, (op.width, op.height))
@@ -179,17 +195,38 @@ def apply(image: Image.Image, op: Resize | Thumbnail | Crop | Rotate | Grayscale
         return image.crop((op.left, op.top, op.right, op.bottom))
     if isinstance(op, Rotate):
         return image.rotate(op.degrees, expand=op.expand)
-    return image.convert("LA" if "A" in image.getbands() else "L")
+    return image.convert("LA" if image.has_transparency_data else "L")
+
+
+def storable_mode(mode: str, has_alpha: bool, fmt: str) -> str:
+    """`mode` if `fmt` can store it, else the closest mode it can (keeping gray and alpha)."""
+    allowed = _FORMAT_MODES[fmt]
+    if mode in allowed:
+        return mode
+    gray = mode in _GRAY_MODES
+    preferences: tuple[str, ...]
+    if gray and has_alpha:
+        preferences = ("LA", "RGBA", "L", "RGB")
+    elif gray:
+        preferences = ("L", "RGB")
+    else:
+        preferences = ("RGBA", "RGB") if has_alpha else ("RGB",)
+    return next(m for m in preferences if m in allowed)  # every format takes RGB
 
 
 def encode(image: Image.Image, fmt: str, quality: int) -> tuple[bytes, str]:
-    """The image in `fmt` and the mode written, converting first if `fmt` cannot store the mode."""
-    allowed = _FORMAT_MODES.get(fmt)
-    if allowed is not None and image.mode not in allowed:
-        gray = image.mode in ("L", "LA", "1", "I", "I;16", "F")
-        image = image.convert("L" if gray and "L" in allowed else "RGB")
+    """The image in `fmt` and the mode written, converting first if `fmt` cannot store the mode.
+
+    An encoder failure is a PermanentJobError: the same pixels fail the same way on a retry.
+    """
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, quality=quality)
+    try:
+        mode = storable_mode(image.mode, image.has_transparency_data, fmt)
+        if mode != image.mode:
+            image = image.convert(mode)
+        image.save(buffer, format=fmt, quality=quality)
+    except (OSError, ValueError) as exc:
+        raise PermanentJobError(f"cannot write a {image.mode} image as {fmt}: {exc}") from exc
     data = buffer.getvalue()
     # Some encoders convert on their own (GIF to a palette); report what the file holds.
     # Opening reads only the header.

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.artifacts import artifact_key, get_artifact_store
 from service.jobs.data_processing import Dataset, column_names
 from service.jobs.registry import JobTypeDefaults, job_type
+from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
 from service.queue.models import Backoff
 from service.queue.queue import JobQueue
@@ -27,6 +28,8 @@ ReportFormat = Literal["csv", "html", "pdf"]
 CONTENT_TYPES: dict[str, str] = {"csv": "text/csv", "html": "text/html", "pdf": "application/pdf"}
 # Throughput window of a queue-statistics report, in minutes.
 STATS_WINDOW_MINUTES = 60
+# Beyond this many columns a portrait A4 table's cells get too narrow to read: go landscape.
+PORTRAIT_MAX_COLUMNS = 8
 
 # Our own template (not a client's), so a plain autoescaping Environment is enough; the data in
 # it is escaped.
@@ -164,11 +167,29 @@ def _latin1(value: Any) -> str:
 
 
 def render_pdf(report: Report) -> bytes:
-    """An A4 PDF: title, timestamp, then each section as a table."""
+    """An A4 PDF: title, timestamp, then each section as a table.
+
+    Wide tables get a landscape page; one too wide even for that is a PermanentJobError (fpdf2
+    cannot fit a character per column, and a retry would not either).
+    """
     # fpdf2 (with fontTools) takes over a second to import: only workers that render PDFs pay.
+    from fpdf.errors import FPDFException
+
+    try:
+        return _pdf_bytes(report)
+    except FPDFException as exc:
+        widest = max((len(section.columns) for section in report.sections), default=0)
+        raise PermanentJobError(
+            f"the report does not fit a PDF page ({widest} columns): {exc}; "
+            "pick fewer columns or another format"
+        ) from exc
+
+
+def _pdf_bytes(report: Report) -> bytes:
     from fpdf import FPDF
 
-    pdf = FPDF(format="A4")
+    widest = max((len(section.columns) for section in report.sections), default=0)
+    pdf = FPDF(orientation="L" if widest > PORTRAIT_MAX_COLUMNS else "P", format="A4")
     pdf.set_title(_latin1(report.title))
     pdf.add_page()
     pdf.set_font("Helvetica", style="B", size=16)

@@ -6,6 +6,7 @@ the same metrics with the same values; only the dimension spelling differs per b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,9 +29,17 @@ class Datum:
     at: datetime | None = None
 
 
-def snapshot_datums(snapshot: QueueSnapshot) -> list[Datum]:
-    """Every contract metric the snapshot defines, zeros included (all but the canary)."""
-    return [*_depth_datums(snapshot), *_flow_datums(snapshot), *_latency_datums(snapshot)]
+def snapshot_datums(snapshot: QueueSnapshot, job_types: Iterable[str] = ()) -> list[Datum]:
+    """Every contract metric the snapshot defines, zeros included (all but the canary).
+
+    `job_types` (the registered types) get a per-type depth series even before their first job,
+    so an alarm on one has data from the first period instead of INSUFFICIENT_DATA.
+    """
+    return [
+        *_depth_datums(snapshot, job_types),
+        *_flow_datums(snapshot),
+        *_latency_datums(snapshot),
+    ]
 
 
 def canary_datum(latency_seconds: float) -> Datum:
@@ -38,17 +47,17 @@ def canary_datum(latency_seconds: float) -> Datum:
     return Datum(c.CANARY_LATENCY, latency_seconds)
 
 
-def _depth_datums(snapshot: QueueSnapshot) -> list[Datum]:
+def _depth_datums(snapshot: QueueSnapshot, job_types: Iterable[str]) -> list[Datum]:
     counts = snapshot.counts
     by_priority = [
         Datum(c.QUEUE_DEPTH_BY_PRIORITY, counts.pending_by_priority.get(p, 0), p)
         for p in c.PRIORITY_DIMENSION_VALUES
     ]
     # Every type the queue has ever counted keeps its series, so a type that drained
-    # publishes 0 instead of going silent.
+    # publishes 0 instead of going silent; so does every registered type.
     by_type = [
-        Datum(c.QUEUE_DEPTH_BY_TYPE, states.get(JobState.PENDING, 0), job_type)
-        for job_type, states in sorted(counts.by_type.items())
+        Datum(c.QUEUE_DEPTH_BY_TYPE, counts.by_type.get(t, {}).get(JobState.PENDING, 0), t)
+        for t in sorted({*counts.by_type, *job_types})
     ]
     return [
         Datum(c.QUEUE_DEPTH, snapshot.depth),

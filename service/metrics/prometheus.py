@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from service.jobs.registry import REGISTRY
 from service.metrics.collector import QueueSnapshot
 from service.metrics.contract import MetricSpec, Unit
 from service.metrics.datums import Datum, snapshot_datums
@@ -58,8 +59,15 @@ class _SnapshotCollector:
         return list(families.values())
 
 
-def render_prometheus(snapshot: QueueSnapshot, queue_name: str) -> tuple[bytes, str]:
-    """The exposition body and its content type for one snapshot."""
+def render_prometheus(
+    snapshot: QueueSnapshot, queue_name: str, job_types: Iterable[str] | None = None
+) -> tuple[bytes, str]:
+    """The exposition body and its content type for one snapshot.
+
+    `job_types` None means the types registered in this process (the API loads them all), so
+    a scrape shows the same per-type series the metrics task publishes to CloudWatch.
+    """
+    types = REGISTRY.names() if job_types is None else job_types
     registry = CollectorRegistry()
-    registry.register(_SnapshotCollector(snapshot_datums(snapshot), queue_name))
+    registry.register(_SnapshotCollector(snapshot_datums(snapshot, types), queue_name))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import IO
 
 import boto3
@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
+from service.jobs import load_job_types
 from service.metrics import canary
 from service.metrics.collector import collect
 from service.metrics.datums import Datum, canary_datum, snapshot_datums
@@ -61,14 +62,18 @@ class MetricsLoop:
         publisher: Publisher,
         period_seconds: float,
         canary_config: QueueConfig | None = None,
+        *,
         clock: Clock = time.time,
+        job_types: Sequence[str] = (),
     ) -> None:
-        """`canary_config` None disables the canary; `clock` is injectable for tests."""
+        """`canary_config` None disables the canary; `clock` is injectable for tests;
+        `job_types` get a per-type depth series (0) before their first job."""
         self.queue = queue
         self.publisher = publisher
         self.period = period_seconds
         self.canary_config = canary_config
         self.clock = clock
+        self.job_types = tuple(job_types)
         # Periods whose canary this process enqueued: see _canary_trimmed.
         self._canaries: set[int] = set()
 
@@ -80,7 +85,7 @@ class MetricsLoop:
         except REDIS_ERRORS:
             log.exception("metrics: cannot read the queue, nothing published this period")
             return False
-        datums = snapshot_datums(snapshot) + await self._canary(now)
+        datums = snapshot_datums(snapshot, self.job_types) + await self._canary(now)
         try:
             await asyncio.to_thread(self.publisher.publish, datums, snapshot.taken_at)
         except AWS_ERRORS:
@@ -145,6 +150,19 @@ def build_publisher(settings: Settings, dry_run: bool, stream: IO[str] | None = 
     return LogPublisher(settings.queue_name)
 
 
+def registered_job_types(settings: Settings) -> list[str]:
+    """The built-in types and those of JOB_MODULES, as the API and workers register them.
+
+    A JOB_MODULES entry this image cannot import costs only its zero series: the metrics that
+    autoscaling and alarms read must not stop over it.
+    """
+    try:
+        return load_job_types(settings.extra_job_modules).names()
+    except ImportError:
+        log.exception("metrics: cannot import JOB_MODULES; per-type series of built-ins only")
+        return load_job_types().names()
+
+
 def stop_aware_sleep(stop: asyncio.Event) -> AsyncSleep:
     """A sleep that returns as soon as `stop` is set."""
 
@@ -172,6 +190,7 @@ async def metrics_main(
             build_publisher(settings, dry_run),
             settings.metrics_period_seconds,
             queue_config(settings) if settings.canary_enabled else None,
+            job_types=registered_job_types(settings),
         )
         if once:
             return 0 if await loop.tick() else 1

@@ -124,6 +124,14 @@ async def test_smtp_delivers_the_rendered_message_to_every_recipient(queue, smtp
     assert job.progress == 100
 
 
+async def test_a_display_name_with_a_comma_is_still_one_address(queue, smtp_server):
+    data = {**PAYLOAD, "to": ['"Doe, Jane" <jane@example.com>'], "cc": [], "bcc": []}
+    await run_job(queue, "email-sending", data)
+    [envelope] = smtp_server.envelopes
+    assert envelope.rcpt_tos == ["jane@example.com"]
+    assert parse(envelope.original_content)["To"] == '"Doe, Jane" <jane@example.com>'
+
+
 async def test_smtp_partly_refused_recipients_are_reported_not_retried(queue, smtp_server):
     result, _ = await run_job(queue, "email-sending", {**PAYLOAD, "cc": ["reject@example.org"]})
     assert [e.rcpt_tos for e in smtp_server.envelopes] == [["alice@example.com", "bob@example.net"]]
@@ -198,6 +206,9 @@ async def test_template_errors_fail_permanently(queue, job_settings, template, e
         ({"cc": ["a@b"]}, "data.cc"),
         ({"bcc": ["x@example.com\r\nSubject: hi"]}, "data.bcc"),
         ({"to": []}, "data.to"),
+        # Two addresses in one entry: the header would name both, the envelope only the first.
+        ({"to": ["alice@example.com, eve@example.net"]}, "data.to"),
+        ({"cc": ["Carol <carol@example.org> eve@example.net"]}, "data.cc"),
         ({"reply_to": "@example.com"}, "data.reply_to"),
         ({"html": "{% for x in %}"}, "data.html"),
         ({"text": None, "html": None}, "data"),

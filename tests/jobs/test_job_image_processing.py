@@ -241,3 +241,49 @@ async def test_every_output_format_writes_a_readable_file_of_that_format(
     assert (image.format, image.mode, image.size) == (output_format, mode, (200, 100))
     assert result["mode"] == mode
     assert result["content_type"] == Image.MIME[output_format]
+
+
+# Modes written for an RGB JPEG and for a print-ready CMYK JPEG, per output format.
+JPEG_OUTPUT_MODES = {
+    "PNG": ("RGB", "RGB"),
+    "JPEG": ("RGB", "CMYK"),
+    "WEBP": ("RGB", "RGB"),
+    "GIF": ("P", "P"),
+    "BMP": ("RGB", "RGB"),
+    "TIFF": ("RGB", "CMYK"),
+}
+
+
+@pytest.mark.parametrize("cmyk", [False, True], ids=["rgb", "cmyk"])
+@pytest.mark.parametrize("output_format", list(JPEG_OUTPUT_MODES))
+async def test_a_jpeg_converts_to_every_output_format(
+    queue, job_settings, jpeg_bytes, output_format, cmyk
+):
+    source = encoded(quadrant_image("CMYK", (300, 200)), "JPEG") if cmyk else jpeg_bytes
+    data = {"image_base64": base64.b64encode(source).decode(), "output_format": output_format}
+    result, _ = await run_job(queue, "image-processing", data)
+    image = await output_image(result, job_settings)
+    mode = JPEG_OUTPUT_MODES[output_format][cmyk]
+    assert (image.format, image.mode, image.size) == (output_format, mode, (300, 200))
+    assert result["mode"] == mode
+    assert result["source_format"] == "JPEG"
+    # The top-left quadrant is red whatever the colour model the pixels went through.
+    assert close(image.convert("RGB").getpixel((20, 20)), RED, tolerance=40)
+
+
+async def test_gray_with_alpha_keeps_its_alpha_in_a_format_without_gray_alpha(
+    queue, job_settings, png_bytes, jpeg_bytes
+):
+    source = await source_of("png", png_bytes, jpeg_bytes, job_settings)
+    data = {**source, "operations": [{"op": "grayscale"}], "output_format": "WEBP"}
+    result, _ = await run_job(queue, "image-processing", data)
+    image = await output_image(result, job_settings)
+    assert (image.format, image.mode, result["mode"]) == ("WEBP", "RGBA", "RGBA")
+    assert image.getpixel((150, 80))[3] == 128  # the half-transparent quadrant stayed so
+
+
+async def test_an_operation_pillow_cannot_do_on_the_mode_fails_permanently(queue, job_settings):
+    lab = encoded(Image.new("LAB", (20, 10), (50, 0, 0)), "TIFF")
+    data = {"image_base64": base64.b64encode(lab).decode(), "operations": [{"op": "grayscale"}]}
+    with pytest.raises(PermanentJobError, match="grayscale failed on a LAB image"):
+        await run_job(queue, "image-processing", data)

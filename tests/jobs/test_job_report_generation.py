@@ -12,7 +12,7 @@ from pypdf import PdfReader
 from service.artifacts import LocalArtifactStore
 from service.jobs.registry import REGISTRY
 from service.queue.consumer import Consumer, Outcome
-from service.queue.errors import InvalidJobError
+from service.queue.errors import InvalidJobError, PermanentJobError
 from service.queue.queue import QueueConfig
 from service.queue.states import Priority
 
@@ -105,6 +105,26 @@ async def test_queue_statistics_pdf_report_parses_back(queue, job_settings):
         "Last 60 minutes",
     ):
         assert heading in text
+
+
+async def test_a_wide_pdf_report_goes_landscape_and_parses_back(queue, job_settings):
+    records = [{f"col{i}": i * 10 + row for i in range(12)} for row in range(3)]
+    result, _ = await run_job(
+        queue, "report-generation", {"dataset": {"records": records}, "format": "pdf"}
+    )
+    page = PdfReader(io.BytesIO(await stored(result, job_settings))).pages[0]
+    assert page.mediabox.width > page.mediabox.height  # A4 landscape
+    text = page.extract_text()
+    assert "col11" in text
+    assert "112" in text  # the last cell of the last row
+
+
+async def test_a_pdf_too_wide_for_any_page_fails_permanently(queue, job_settings):
+    records = [{f"column_{i}": "x" * 50 for i in range(150)}]
+    with pytest.raises(PermanentJobError, match=r"does not fit a PDF page \(150 columns\)"):
+        await run_job(
+            queue, "report-generation", {"dataset": {"records": records}, "format": "pdf"}
+        )
 
 
 @pytest.mark.parametrize(

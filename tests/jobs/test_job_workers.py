@@ -1,5 +1,6 @@
-"""Job types in real worker processes: the docs example, a built-in type, a per-type timeout
-and a per-type concurrency limit that holds across two worker processes.
+"""Job types in real worker processes: the docs example, a built-in type, a per-type timeout,
+a per-type concurrency limit that holds across two worker processes, and retryable versus
+permanent errors of the built-in types (email through a real local SMTP server).
 
 One worker pool (`taskiq worker ... --workers 2`) serves every test of this module, loading the
 docs example and the test-only types through JOB_MODULES, as a deployment would.
@@ -12,6 +13,7 @@ import base64
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,12 +22,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from job_test_support import encoded, quadrant_image
 from redis.asyncio import Redis
 
 from service.jobs.registry import REGISTRY
 from service.queue.keys import QueueKeys
-from service.queue.models import Job
+from service.queue.models import Backoff, Job
 from service.queue.queue import JobQueue, QueueConfig
 from service.queue.states import TERMINAL, JobState
 
@@ -67,9 +70,50 @@ async def pool_queue(redis_url: str) -> AsyncIterator[JobQueue]:
     await client.aclose()
 
 
+class GreylistingHandler:
+    """A mail server that answers 451 to the first RCPT of each greylist@ address (as
+    greylisting servers do), 550 to reject@, and keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.envelopes: list = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("reject@"):
+            return "550 5.1.1 no such user"
+        if address.startswith("greylist@") and address not in self.seen:
+            self.seen.add(address)
+            return "451 4.7.1 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 Message accepted"
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[tuple[GreylistingHandler, int]]:
+    """A real SMTP server on localhost for the workers' email jobs."""
+    handler = GreylistingHandler()
+    with socket.socket() as probe:  # aiosmtpd's start-up check cannot use port 0
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture(scope="module")
 async def worker_pool(
-    redis_url: str, pool_queue: JobQueue, test_job_types: None, tmp_path_factory
+    redis_url: str,
+    pool_queue: JobQueue,
+    test_job_types: None,
+    smtp_server: tuple[GreylistingHandler, int],
+    tmp_path_factory,
 ) -> AsyncIterator[dict[str, str]]:
     """Two worker processes on the pool queue; stopped with SIGTERM (killed if they hang)."""
     folder = tmp_path_factory.mktemp("workers")
@@ -83,6 +127,11 @@ async def worker_pool(
         "WORKER_CONCURRENCY": str(PER_PROCESS),
         "ARTIFACT_DIR": str(folder / "artifacts"),
         "EMAIL_OUTBOX_DIR": str(folder / "outbox"),
+        "EMAIL_BACKEND": "smtp",
+        "EMAIL_FROM": "jobs@example.com",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_server[1]),
+        "SMTP_STARTTLS": "false",
         "SHUTDOWN_GRACE_SECONDS": "5",
     }
     env.pop("ARTIFACT_BUCKET", None)
@@ -118,8 +167,8 @@ async def wait_until(check, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def enqueue(queue: JobQueue, type_name: str, data: dict) -> str:
-    spec = REGISTRY.get(type_name).build_spec(data, QueueConfig())
+async def enqueue(queue: JobQueue, type_name: str, data: dict, **options) -> str:
+    spec = REGISTRY.get(type_name).build_spec(data, QueueConfig(), **options)
     return (await queue.enqueue(spec)).job.id
 
 
@@ -191,6 +240,56 @@ async def test_type_concurrency_limit_holds_across_two_worker_processes(worker_p
     assert all(job.state is JobState.COMPLETED for job in jobs), [job.error for job in jobs]
     assert most_at_once(jobs) == 3  # never more than the limit, and the limit was reached...
     assert len({job.worker_id for job in jobs}) == PROCESSES  # ...by both processes together
+
+
+# Retries 0.2 s apart instead of the type's minutes, so the test sees the second attempt.
+QUICK_RETRY = Backoff(type="fixed", delay_seconds=0.2, jitter=0)
+
+
+async def test_a_retryable_error_is_retried_and_the_next_attempt_delivers(
+    worker_pool, pool_queue, smtp_server
+):
+    handler, _ = smtp_server
+    data = {
+        "to": ["greylist@example.com"],
+        "subject": "Hi {{ n }}",
+        "text": "t",
+        "variables": {"n": 7},
+    }
+    job_id = await enqueue(pool_queue, "email-sending", data, backoff=QUICK_RETRY)
+    [job] = await finished(pool_queue, [job_id])
+    assert job.state is JobState.COMPLETED, job.error
+    assert (job.attempts_made, job.max_attempts) == (2, 5)  # the 451 cost one attempt
+    [envelope] = [e for e in handler.envelopes if e.rcpt_tos == ["greylist@example.com"]]
+    assert f"Message-ID: <{job_id}@example.com>" in envelope.content.decode()
+    assert job.result["accepted"] == ["greylist@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("job_type", "data", "error"),
+    [
+        (
+            "image-processing",
+            {"image_base64": base64.b64encode(b"not an image at all").decode()},
+            "PermanentJobError: not a readable image",
+        ),
+        (
+            "email-sending",
+            {"to": ["reject@example.com"], "subject": "s", "text": "t"},
+            "PermanentJobError: every recipient was refused: reject@example.com: 550",
+        ),
+    ],
+    ids=["bad-image", "smtp-550"],
+)
+async def test_a_permanent_error_fails_the_job_at_once_without_retries(
+    worker_pool, pool_queue, job_type, data, error
+):
+    job_id = await enqueue(pool_queue, job_type, data, backoff=QUICK_RETRY)
+    [job] = await finished(pool_queue, [job_id])
+    assert job.state is JobState.FAILED
+    assert job.error.startswith(error), job.error
+    assert job.attempts_made == 1
+    assert job.max_attempts > 1  # attempts were left: it was the error's kind that stopped it
 
 
 def most_at_once(jobs: list[Job]) -> int:

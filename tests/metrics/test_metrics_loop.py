@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from metrics_state import T0, FakeClock, in_own_thread
 from redis.asyncio import Redis
 
@@ -73,6 +75,63 @@ async def test_a_failing_tick_does_not_stop_the_loop(clock: FakeClock) -> None:
         await dead.aclose()  # type: ignore[attr-defined, unused-ignore]
 
     assert len(slept) == 3  # it went on sleeping and ticking after each failure
+
+
+class FailingFirst(Recorder):
+    """A publisher whose first publish fails the way CloudWatch does when it is down."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.failures_left = 1
+
+    def publish(self, datums: list[Datum], at: datetime) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            reply = {
+                "Error": {"Code": "InternalFailure", "Message": "try later"},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            }
+            raise ClientError(reply, "PutMetricData")  # type: ignore[arg-type]
+        super().publish(datums, at)
+
+
+async def test_a_transient_aws_error_is_logged_and_the_next_periods_publish(
+    cqueue: JobQueue, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock.set(T0 + 17)
+    publisher = FailingFirst(clock)
+    stop = asyncio.Event()
+    slept: list[float] = []
+
+    with caplog.at_level(logging.ERROR, logger="service.metrics.task"):
+        await MetricsLoop(cqueue, publisher, 60, clock=clock).run(
+            stop, fake_sleep(clock, stop, ticks=3, slept=slept)
+        )
+
+    offset = TICK_OFFSET_SECONDS
+    assert publisher.times == [T0 + 120 + offset, T0 + 180 + offset]  # the first one failed
+    [record] = caplog.records
+    assert "publishing" in record.getMessage() and "failed" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ClientError)
+
+
+async def test_a_transient_redis_error_is_logged_with_its_cause(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=1)
+    queue = JobQueue(dead, QueueKeys("jqtest", "dead"), QueueConfig(), clock=clock)
+    stop = asyncio.Event()
+    try:
+        with caplog.at_level(logging.ERROR, logger="service.metrics.task"):
+            await MetricsLoop(queue, Recorder(clock), 60, clock=clock).run(
+                stop, fake_sleep(clock, stop, ticks=2, slept=[])
+            )
+    finally:
+        await dead.aclose()  # type: ignore[attr-defined, unused-ignore]
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["metrics: cannot read the queue, nothing published this period"] * 2
+    assert all(r.exc_info is not None for r in caplog.records)
 
 
 async def test_stop_interrupts_the_wait_at_once() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metrics_state import FakeClock, build_known_state
+from metrics_state import FakeClock, build_known_state, spec
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import contract as c
@@ -43,3 +43,18 @@ async def test_exposition_carries_every_value_of_a_known_state(
     assert samples[("jobqueue_job_run_time_p99_milliseconds", (("queue", "q1"),))] == 300
     names = {name for name, _ in samples}
     assert names == {prometheus_name(m) for m in c.ALL_METRICS if m is not c.CANARY_LATENCY}
+
+
+async def test_registered_types_without_jobs_are_exposed_as_zero(cqueue: JobQueue) -> None:
+    await cqueue.enqueue(spec("alpha"))
+    snapshot = await collect(cqueue)
+
+    body, _ = render_prometheus(snapshot, "q1", job_types=["alpha", "email-sending"])
+
+    depth = {
+        s.labels["job_type"]: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "jobqueue_queue_depth_by_type"
+    }
+    assert depth == {"alpha": 1, "email-sending": 0}

@@ -26,7 +26,7 @@ from service.metrics.publishers import (
     encoded_size,
     metric_data,
 )
-from service.metrics.task import MetricsLoop, run_metrics
+from service.metrics.task import MetricsLoop, registered_job_types, run_metrics
 from service.queue.keys import QueueKeys
 from service.queue.queue import JobQueue, QueueConfig
 from service.settings import Settings
@@ -163,6 +163,37 @@ async def test_an_empty_queue_publishes_zeros_for_every_metric(
         extras = c.PRIORITY_DIMENSION_VALUES if spec_.extra_dimension else (None,)
         for extra in extras:
             assert only_value(stats(cloudwatch, name, spec_, extra)) == 0.0, spec_.name
+
+
+async def test_registered_job_types_publish_a_zero_depth_before_their_first_job(
+    cqueue: JobQueue, clock: FakeClock, cloudwatch: Any
+) -> None:
+    await cqueue.enqueue_many([spec("alpha") for _ in range(2)])
+    clock.set(T0 + 5)
+    loop = make_loop(cqueue, cloudwatch, clock, job_types=["alpha", "image-processing", "noop"])
+
+    assert await loop.tick()
+
+    name = cqueue.keys.queue
+    by_type = {
+        job_type: only_value(stats(cloudwatch, name, c.QUEUE_DEPTH_BY_TYPE, job_type))
+        for job_type in ("alpha", "image-processing", "noop")
+    }
+    assert by_type == {"alpha": 2.0, "image-processing": 0.0, "noop": 0.0}
+    type_series = {
+        dict(dims)["JobType"] for metric, dims in published_series(cloudwatch)
+        if metric == c.QUEUE_DEPTH_BY_TYPE.name
+    }  # fmt: skip
+    assert type_series == {"alpha", "image-processing", "noop"}  # one series each, no repeats
+
+
+def test_the_metrics_task_knows_the_registered_types(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(environment="test", job_modules="no_such_module_for_metrics")
+    # An unimportable JOB_MODULES entry costs its types' zero series, not the task.
+    assert {"data-processing", "image-processing", "email-sending", "report-generation"} <= set(
+        registered_job_types(settings)
+    )
+    assert "cannot import JOB_MODULES" in caplog.text
 
 
 async def test_every_period_publishes_again(
