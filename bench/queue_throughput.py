@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -109,8 +108,24 @@ async def paced(n_per_s: int, seconds: float, send: Callable[[], Awaitable[Any]]
 
 # --- ours ---------------------------------------------------------------------------------------
 
+# `jobqueue worker` as production runs it (our batch receiver), and plain `taskiq worker` with
+# taskiq's stock receiver, both on our broker: the difference is the receiver alone.
+OURS_WORKERS = {
+    "ours (`jobqueue worker`, JobReceiver)": [
+        sys.executable, "-c", "import sys; from service.worker import run_workers; "
+        "sys.exit(run_workers())",
+    ],
+    "ours (`taskiq worker`, stock Receiver)": [
+        sys.executable, "-m", "taskiq", "worker", "service.worker:broker", "--workers", "1",
+        "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING",
+    ],
+}  # fmt: skip
 
-async def bench_ours(url: str, jobs: int, rate: int, seconds: float, logs: Path) -> Result:
+
+async def bench_ours(
+    name: str, command: list[str], url: str, jobs: int, rate: int, seconds: float, logs: Path
+) -> Result:
+    """Figures for our broker with one worker process started by `command`."""
     queue_name = "bench-" + uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -120,43 +135,57 @@ async def bench_ours(url: str, jobs: int, rate: int, seconds: float, logs: Path)
         "WORKER_CONCURRENCY": str(CONCURRENCY),
         "WORKER_COUNT": "1",
         "ENVIRONMENT": "test",
+        "JOB_MODULES": "bench.stamp_job",
     }
-    os.environ.update({k: env[k] for k in ("REDIS_URL", "QUEUE_NAME", "KEY_PREFIX")})
+    os.environ.update({k: env[k] for k in ("REDIS_URL", "QUEUE_NAME", "KEY_PREFIX", "JOB_MODULES")})
     from service.jobs.registry import REGISTRY
-    from service.queue.connection import queue_config
-    from service.worker import broker
+    from service.queue.broker import JobQueueBroker
+    from service.settings import Settings
+    from service.worker import register_job_types
 
+    broker = JobQueueBroker(Settings())
+    register_job_types(broker, REGISTRY)
     await broker.startup()
     queue, redis = broker.queue, broker.queue.redis
-    result = Result("ours (JobQueueBroker)")
-    noop_task = broker.find_task("noop")
+    result = Result(name)
+    noop_task, stamp_task = broker.find_task("noop"), broker.find_task("bench-stamp")
     assert noop_task is not None
+    assert stamp_task is not None
     before = await used_memory(redis)
     took = await run_in_flight(jobs, lambda: noop_task.kiq(data={}))
     result.enqueue_per_s = jobs / took
     result.bytes_per_job = (await used_memory(redis) - before) / jobs
 
-    command = [sys.executable, "-m", "taskiq", "worker", "service.worker:broker", "--workers", "1",
-               "--max-async-tasks", str(CONCURRENCY), "--log-level", "WARNING"]  # fmt: skip
-    worker = start_worker(command, env, logs / "ours.log")
+    worker = start_worker(command, env, logs / f"ours-{len(command)}.log")
     try:
         await wait_for(lambda: _zcard_at_least(redis, queue.keys.workers, 1), 30)
         started = time.perf_counter()
         await wait_for(lambda: _drained(redis, queue.keys), 300)
         result.process_per_s = jobs / (time.perf_counter() - started)
-        spec = REGISTRY.get("noop").build_spec({}, queue_config(broker.settings))
         ids: list[str] = []
 
         async def send() -> None:
-            ids.append((await queue.enqueue(spec)).job.id)
+            ids.append((await stamp_task.kiq(data={"sent": time.time()})).task_id)
 
         await paced(rate, seconds, send)
         await wait_for(lambda: _drained(redis, queue.keys), 60)
         for job in await queue.get_many(ids):
-            assert job.started_at is not None
-            result.latency_ms.append((job.started_at - job.created_at).total_seconds() * 1000)
+            assert isinstance(job.result, dict), f"stamp job {job.id} ended {job.state}"
+            result.latency_ms.append(float(job.result["start_latency_ms"]))
     finally:
         stop(worker)
+    if name == next(iter(OURS_WORKERS)):
+        await _bulk_and_listpack(result, queue, jobs)
+    await _delete(redis, f"jqbench:{{{queue_name}}}:*")
+    await broker.shutdown()
+    return result
+
+
+async def _bulk_and_listpack(result: Result, queue: Any, jobs: int) -> None:
+    """Bulk enqueue rate, and memory per job with listpack-encoded job hashes."""
+    from service.jobs.registry import REGISTRY
+
+    spec = REGISTRY.get("noop").build_spec({}, queue.config)
     specs = [spec] * 1000
     took = 0.0
     for _ in range(jobs // 1000):
@@ -164,11 +193,8 @@ async def bench_ours(url: str, jobs: int, rate: int, seconds: float, logs: Path)
         await queue.enqueue_many(specs)
         took += time.perf_counter() - t0
     result.bulk_enqueue_per_s = (jobs // 1000 * 1000) / took
-    await _delete(redis, f"jqbench:{{{queue_name}}}:*")
-    result.bytes_per_job_listpack = await _memory_with_listpack(redis, queue, specs, jobs)
-    await _delete(redis, f"jqbench:{{{queue_name}}}:*")
-    await broker.shutdown()
-    return result
+    await _delete(queue.redis, f"jqbench:{{{queue.keys.queue}}}:*")
+    result.bytes_per_job_listpack = await _memory_with_listpack(queue.redis, queue, specs, jobs)
 
 
 async def _memory_with_listpack(redis: Redis, queue: Any, specs: list[Any], jobs: int) -> float:
@@ -277,14 +303,16 @@ def report(results: list[Result], jobs: int, rate: int) -> str:
             + (f" ({r.bytes_per_job_listpack:,.0f})" if r.bytes_per_job_listpack else "")
             + " |"
         )
-    ours, theirs = results
+    theirs = results[-1]
     lines.append("")
-    lines.append(
-        f"Ratios (ours / stream): processing {ours.process_per_s / theirs.process_per_s:.2f}x, "
-        f"enqueue {ours.enqueue_per_s / theirs.enqueue_per_s:.2f}x, "
-        f"p99 start latency {ours.pct(0.99) / theirs.pct(0.99):.2f}x, "
-        f"memory per job {ours.bytes_per_job / theirs.bytes_per_job:.2f}x."
-    )
+    for ours in results[:-1]:
+        lines.append(
+            f"- {ours.name} / stream: processing "
+            f"{ours.process_per_s / theirs.process_per_s:.2f}x, "
+            f"enqueue {ours.enqueue_per_s / theirs.enqueue_per_s:.2f}x, "
+            f"p99 start latency {ours.pct(0.99) / theirs.pct(0.99):.2f}x, "
+            f"memory per job {ours.bytes_per_job / theirs.bytes_per_job:.2f}x."
+        )
     return "\n".join(lines)
 
 
@@ -304,14 +332,17 @@ async def main() -> None:
     logs = REPO / ".jobqueue" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     try:
-        ours = await bench_ours(url, args.jobs, args.rate, args.seconds, logs)
+        ours = [
+            await bench_ours(name, command, url, args.jobs, args.rate, args.seconds, logs)
+            for name, command in OURS_WORKERS.items()
+        ]
         theirs = await bench_stream(url, args.jobs, args.rate, args.seconds, logs)
     finally:
         if server is not None:
             server.stop()
-    print(report([ours, theirs], args.jobs, args.rate))
-    print(f"\nlatency samples: ours {len(ours.latency_ms)}, stream {len(theirs.latency_ms)};"
-          f" mean ours {statistics.fmean(ours.latency_ms):.2f} ms")  # fmt: skip
+    print(report([*ours, theirs], args.jobs, args.rate))
+    samples = ", ".join(str(len(r.latency_ms)) for r in [*ours, theirs])
+    print(f"\nlatency samples per row: {samples}; load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

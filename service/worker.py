@@ -22,6 +22,11 @@ from service.settings import Settings, get_settings
 
 # After the grace, taskiq gives the broker this long to hand jobs back and disconnect.
 BROKER_SHUTDOWN_SECONDS = 10.0
+# Batch delivery from our runtime instead of taskiq's one-message-at-a-time prefetcher.
+RECEIVER = "service.queue.receiver:JobReceiver"
+# taskiq's receiver logs every job start at INFO: thousands of lines a second on a busy worker,
+# each billed by CloudWatch Logs, saying what the job's own timeline already records.
+PER_JOB_LOGGERS = ("taskiq.receiver.receiver",)
 
 
 def _task_for(job_type: JobType) -> Callable[[dict[str, Any]], Awaitable[Any]]:
@@ -61,6 +66,7 @@ def worker_args(settings: Settings) -> WorkerArgs:
     """taskiq worker arguments for our settings."""
     return WorkerArgs(
         broker="service.worker:broker",
+        receiver=RECEIVER,
         modules=[],
         workers=settings.worker_count,
         max_async_tasks=settings.worker_concurrency,
@@ -77,5 +83,7 @@ def run_workers(settings: Settings | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in PER_JOB_LOGGERS:  # set before taskiq forks the worker processes, which inherit it
+        logging.getLogger(name).setLevel(logging.WARNING)
     status = run_worker(worker_args(settings))
     return int(status or 0)

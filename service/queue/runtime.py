@@ -135,6 +135,7 @@ class WorkerRuntime:
         self.protection = protection
         self.held: dict[str, Held] = {}
         self._buffer: deque[Delivery] = deque()
+        self._next_due_ms: int | None = None  # of the earliest delayed job, from dequeue
         self._batcher = FinishBatcher(self.consumer.finish_many)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -179,30 +180,45 @@ class WorkerRuntime:
     # --- taking jobs ---------------------------------------------------------------------------
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        """Jobs for this worker, as capacity frees up; waits without polling when idle."""
+        """Jobs for this worker, one at a time, as capacity frees up (taskiq's stock receiver
+        through `JobQueueBroker.listen`); waits without polling when idle."""
         while not self._stopping.is_set():
-            if self._buffer:
-                yield self._buffer.popleft()
+            batch = self.take(1)
+            if batch:
+                yield batch[0]
                 continue
-            room = self.concurrency + self.settings.prefetch - len(self.held)
-            if room <= 0:
+            taken = await self.refill()
+            if taken is None:
                 # The receiver may allow more tasks than WORKER_CONCURRENCY (plain `taskiq
                 # worker` defaults to 100): this worker's own limit still holds.
                 self._room.clear()
                 await self._room.wait()
-                continue
-            jobs, next_due = await self.consumer.dequeue(room)
-            if jobs:
-                for delivery in jobs:
-                    self.held[delivery.job_id] = Held(delivery)
-                self._buffer.extend(jobs)
-                continue
-            await self._wait_for_work(next_due)
+            elif not taken:
+                await self.wait_for_work()
 
-    async def _wait_for_work(self, next_due_ms: int | None) -> None:
+    def take(self, max_jobs: int) -> list[Delivery]:
+        """Up to `max_jobs` already dequeued jobs, oldest first; no I/O."""
+        count = min(max_jobs, len(self._buffer))
+        return [self._buffer.popleft() for _ in range(count)]
+
+    async def refill(self) -> int | None:
+        """Dequeue as many jobs as this worker has room for into the buffer. Returns how many
+        (0: nothing due, so wait for work), or None when it holds all it may (wait for room)."""
+        room = self.concurrency + self.settings.prefetch - len(self.held)
+        if room <= 0:
+            return None
+        jobs, self._next_due_ms = await self.consumer.dequeue(room)
+        for delivery in jobs:
+            self.held[delivery.job_id] = Held(delivery)
+        self._buffer.extend(jobs)
+        return len(jobs)
+
+    async def wait_for_work(self) -> None:
+        """Block on the wake-up marker (no polling) until a producer marks work, the next
+        delayed job is due, or the idle timeout passes."""
         timeout = self.settings.idle_block_seconds
-        if next_due_ms is not None:
-            timeout = min(timeout, (next_due_ms - now_ms(self.consumer.queue.clock)) / 1000)
+        if self._next_due_ms is not None:
+            timeout = min(timeout, (self._next_due_ms - now_ms(self.consumer.queue.clock)) / 1000)
         if timeout > 0:
             await self.consumer.wait_for_work(timeout)
 

@@ -1,0 +1,153 @@
+"""A lean taskiq receiver for JobQueueBroker: a dequeued batch starts in one event-loop turn.
+
+taskiq's stock Receiver takes one message per iteration, through two new tasks, two
+`asyncio.wait`s and two semaphores, so jobs trickle in one at a time and their ends trickle out
+one finish round trip each. This one takes every job the runtime dequeued in one script call
+and starts them together, so jobs that end together are recorded by one `finish` call as well.
+
+Each job still runs through taskiq's own `Receiver.callback` (middlewares, dependency
+injection, parameter parsing, timeouts, results), so a task behaves exactly as under the stock
+receiver. `jobqueue worker` uses it; plain `taskiq worker service.worker:broker` still works
+with the stock one (and `--receiver service.queue.receiver:JobReceiver` selects this one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+from taskiq import AckableMessage
+from taskiq.abc.broker import AsyncBroker
+from taskiq.receiver import Receiver
+
+from service.queue.broker import JobQueueBroker
+from service.queue.consumer import Delivery
+from service.queue.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+# After Redis could not be reached to take jobs, wait this long before trying again: long
+# enough not to spin while a failover completes, short enough to resume promptly after it.
+REDIS_RETRY_SECONDS = 1.0
+
+
+class JobReceiver(Receiver):
+    """taskiq's Receiver with batch delivery from WorkerRuntime (other brokers: unchanged)."""
+
+    def __init__(
+        self, broker: AsyncBroker, max_async_tasks: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(broker, max_async_tasks=max_async_tasks, **kwargs)
+        self._task_limit = max_async_tasks if max_async_tasks and max_async_tasks > 0 else None
+
+    async def listen(self, finish_event: asyncio.Event) -> None:
+        """Run jobs until `finish_event` is set, then let running ones finish within the
+        receiver's `wait_tasks_timeout` (the worker's shutdown grace)."""
+        if not isinstance(self.broker, JobQueueBroker):
+            await super().listen(finish_event)
+            return
+        if self.run_startup:
+            await self.broker.startup()
+        runtime = self.broker.runtime
+        if runtime is None:
+            raise RuntimeError("JobReceiver needs a broker started as a worker process")
+        running = await _Dispatch(self, runtime, finish_event).run()
+        if running:
+            log.info("waiting for %d running job(s) to finish", len(running))
+            await asyncio.wait(running, timeout=self.wait_tasks_timeout)
+        if self.on_exit is not None:
+            self.on_exit(self)
+
+    def task_limit(self, runtime: WorkerRuntime) -> int:
+        """Jobs run at once: the worker's concurrency, or the receiver's limit if lower."""
+        if self._task_limit is None:
+            return runtime.concurrency
+        return min(self._task_limit, runtime.concurrency)
+
+
+class _Dispatch:
+    """One listen() run: takes batches from the runtime and starts each job as a task."""
+
+    def __init__(
+        self, receiver: JobReceiver, runtime: WorkerRuntime, finish_event: asyncio.Event
+    ) -> None:
+        self.receiver = receiver
+        self.runtime = runtime
+        self.finish_event = finish_event
+        self.limit = receiver.task_limit(runtime)
+        self.running: set[asyncio.Task[None]] = set()
+        self.started = 0
+        self._slot_freed = asyncio.Event()
+
+    async def run(self) -> set[asyncio.Task[None]]:
+        """Dispatch until told to finish; returns the jobs still running."""
+        stopper = asyncio.ensure_future(self.finish_event.wait())
+        stopper.add_done_callback(lambda _: self._slot_freed.set())
+        try:
+            while not self._should_stop():
+                try:
+                    await self._step(stopper)
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    log.warning("cannot take jobs from Redis (%s); retrying", exc)
+                    await _first(asyncio.sleep(REDIS_RETRY_SECONDS), stopper)
+        finally:
+            stopper.cancel()
+        return self.running
+
+    def _should_stop(self) -> bool:
+        return self.finish_event.is_set() or self._allowed_to_start() == 0
+
+    def _allowed_to_start(self) -> int | None:
+        """Jobs left before taskiq's --max-tasks-per-child ends this receiver (None: no cap)."""
+        cap = self.receiver.max_tasks_to_execute
+        return max(cap - self.started, 0) if cap else None
+
+    async def _step(self, stopper: asyncio.Future[Any]) -> None:
+        free = self.limit - len(self.running)
+        allowed = self._allowed_to_start()
+        if allowed is not None:
+            free = min(free, allowed)
+        if free > 0:
+            batch = self.runtime.take(free)
+            if batch:
+                for delivery in batch:
+                    self._start(delivery)
+                return
+            taken = await self.runtime.refill()
+            if taken:
+                return
+            if taken == 0:
+                await _first(self.runtime.wait_for_work(), stopper)
+                return
+        # Every slot is busy (or the runtime holds all it may): wait for a job to end.
+        self._slot_freed.clear()
+        await self._slot_freed.wait()
+
+    def _start(self, delivery: Delivery) -> None:
+        message = AckableMessage(
+            data=delivery.message.encode(),
+            ack=functools.partial(self.runtime.ack, delivery.job_id),
+        )
+        task = asyncio.create_task(self.receiver.callback(message))
+        self.running.add(task)
+        task.add_done_callback(self._finished)
+        self.started += 1
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        self._slot_freed.set()
+
+
+async def _first(work: Any, stopper: asyncio.Future[Any]) -> None:
+    """Await `work` unless `stopper` completes first, in which case `work` is cancelled."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return
+    task.result()

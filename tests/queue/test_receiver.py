@@ -1,0 +1,212 @@
+"""JobReceiver, the batch receiver `jobqueue worker` runs, in-process on a real queue.
+
+The worker-process tests (test_worker_processes.py) run it end to end through `run_workers`;
+these pin what it must keep of taskiq's stock receiver (middlewares, dependency injection,
+limits, --max-tasks-per-child) and how it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from taskiq import Context, TaskiqDepends, TaskiqMessage, TaskiqMiddleware, TaskiqResult
+
+from service.queue.broker import JobQueueBroker
+from service.queue.models import JobSpec
+from service.queue.queue import JobQueue
+from service.queue.receiver import JobReceiver
+from service.queue.states import JobState
+from service.settings import Settings
+from tests.support.state import assert_consistent
+
+
+def worker_broker(redis_url: str, queue: JobQueue, **settings: Any) -> JobQueueBroker:
+    """A broker set up as a worker process's, on the test queue."""
+    broker = JobQueueBroker(
+        Settings(redis_url=redis_url, queue_name=queue.keys.queue, key_prefix="jqtest", **settings)
+    )
+    broker.is_worker_process = True
+    return broker
+
+
+class Listening:
+    """`receiver.listen()` running in a task, with its finish event."""
+
+    def __init__(self, receiver: JobReceiver) -> None:
+        self.finish = asyncio.Event()
+        self.task = asyncio.create_task(receiver.listen(self.finish))
+
+    async def stop(self, within: float = 30) -> None:
+        self.finish.set()
+        await asyncio.wait_for(self.task, within)
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def states(queue: JobQueue, ids: list[str]) -> list[JobState]:
+    return [job.state for job in await queue.get_many(ids)]
+
+
+async def all_completed(queue: JobQueue, ids: list[str]) -> bool:
+    return set(await states(queue, ids)) == {JobState.COMPLETED}
+
+
+@pytest.fixture
+async def broker_factory(
+    redis_url: str, queue: JobQueue
+) -> AsyncIterator[Callable[..., JobQueueBroker]]:
+    made: list[JobQueueBroker] = []
+
+    def make(**settings: Any) -> JobQueueBroker:
+        made.append(worker_broker(redis_url, queue, **settings))
+        return made[-1]
+
+    yield make
+    for broker in made:
+        await broker.shutdown()
+
+
+class Gauge:
+    """Counts jobs running at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    async def hold(self, seconds: float) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "receiver_limit", "expected_peak"), [(3, 100, 3), (5, 2, 2)]
+)
+async def test_running_jobs_never_exceed_the_lower_of_both_limits(
+    broker_factory: Callable[..., JobQueueBroker],
+    queue: JobQueue,
+    concurrency: int,
+    receiver_limit: int,
+    expected_peak: int,
+) -> None:
+    broker = broker_factory(worker_concurrency=concurrency)
+    gauge = Gauge()
+
+    @broker.task(task_name="gauged")
+    async def gauged(data: dict[str, Any]) -> None:
+        await gauge.hold(0.05)
+
+    ids = [r.job.id for r in await queue.enqueue_many([JobSpec(type="gauged")] * 20)]
+    listening = Listening(JobReceiver(broker, max_async_tasks=receiver_limit))
+    await until(lambda: all_completed(queue, ids))
+    await listening.stop()
+    assert gauge.peak == expected_peak
+
+
+async def test_taskiq_middlewares_and_dependency_injection_still_apply(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
+) -> None:
+    broker = broker_factory()
+    seen: list[tuple[str, str]] = []
+
+    class Recording(TaskiqMiddleware):
+        def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+            seen.append(("pre", message.task_id))
+            return message
+
+        def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+            seen.append(("post", message.task_id))
+
+    broker.add_middlewares(Recording())
+
+    @broker.task(task_name="whoami")
+    async def whoami(
+        data: dict[str, Any],
+        context: Context = TaskiqDepends(),  # noqa: B008 - taskiq's DI idiom
+    ) -> str:
+        return context.message.task_id
+
+    job_id = (await queue.enqueue(JobSpec(type="whoami"))).job.id
+    listening = Listening(JobReceiver(broker, max_async_tasks=10))
+    await until(lambda: all_completed(queue, [job_id]))
+    await listening.stop()
+    assert (await queue.get(job_id)).result == job_id
+    assert seen == [("pre", job_id), ("post", job_id)]
+
+
+async def test_an_idle_receiver_stops_at_once_though_it_blocks_for_longer(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue, redis: Redis
+) -> None:
+    # Blocking on the wake-up marker for up to 20 s: only a cancelled wait stops it in time.
+    broker = broker_factory(idle_block_seconds=20)
+    listening = Listening(JobReceiver(broker, max_async_tasks=10))
+    await until(lambda: _registered(redis, queue))
+    await asyncio.sleep(0.3)  # now blocked in BZPOPMIN
+    started = time.monotonic()
+    await listening.stop(within=5)
+    assert time.monotonic() - started < 2
+
+
+async def test_max_tasks_per_child_ends_the_receiver_and_the_rest_go_back_to_pending(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue, redis: Redis
+) -> None:
+    broker = broker_factory(worker_concurrency=2, worker_prefetch=4)
+
+    @broker.task(task_name="quick")
+    async def quick(data: dict[str, Any]) -> None:
+        await asyncio.sleep(0.01)
+
+    ids = [r.job.id for r in await queue.enqueue_many([JobSpec(type="quick")] * 12)]
+    receiver = JobReceiver(broker, max_async_tasks=2, max_tasks_to_execute=5)
+    await asyncio.wait_for(receiver.listen(asyncio.Event()), 20)  # returns by itself
+    await broker.shutdown()  # as taskiq does next: hands back what was prefetched
+    counted = await states(queue, ids)
+    assert counted.count(JobState.COMPLETED) == 5
+    assert counted.count(JobState.PENDING) == 7
+    await assert_consistent(redis, queue.keys)
+
+
+async def test_a_redis_error_while_taking_jobs_is_retried_not_fatal(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
+) -> None:
+    broker = broker_factory()
+
+    @broker.task(task_name="after-outage")
+    async def after_outage(data: dict[str, Any]) -> str:
+        return "ran"
+
+    await broker.startup()
+    assert broker.runtime is not None
+    runtime = broker.runtime
+    real_refill = runtime.refill
+    failures = [ConnectionError("Redis went away")]
+
+    async def flaky_refill() -> int | None:
+        if failures:
+            raise failures.pop()
+        return await real_refill()
+
+    runtime.refill = flaky_refill  # type: ignore[method-assign]
+    job_id = (await queue.enqueue(JobSpec(type="after-outage"))).job.id
+    listening = Listening(JobReceiver(broker, max_async_tasks=10, run_startup=False))
+    await until(lambda: all_completed(queue, [job_id]))
+    await listening.stop()
+    assert not failures
+    assert (await queue.get(job_id)).result == "ran"
+
+
+async def _registered(redis: Redis, queue: JobQueue) -> bool:
+    return int(await redis.zcard(queue.keys.workers)) > 0
