@@ -136,6 +136,8 @@ class WorkerRuntime:
         self.held: dict[str, Held] = {}
         self._buffer: deque[Delivery] = deque()
         self._next_due_ms: int | None = None  # of the earliest delayed job, from dequeue
+        self._protected = False  # busy as last told to the scale-in protection
+        self._protecting: asyncio.Task[None] | None = None
         self._batcher = FinishBatcher(self.consumer.finish_many)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -173,6 +175,8 @@ class WorkerRuntime:
                 await loop
         self._loops = []
         await self._quietly(self.consumer.deregister(), "leave the worker registry")
+        if self._protecting is not None:
+            await self._protecting
         if self.protection is not None:
             await self._quietly(self.protection.update(busy=False), "clear task protection")
             await self.protection.aclose()
@@ -211,7 +215,24 @@ class WorkerRuntime:
         for delivery in jobs:
             self.held[delivery.job_id] = Held(delivery)
         self._buffer.extend(jobs)
+        if jobs and not self._protected:
+            self._protect_now()
         return len(jobs)
+
+    def _protect_now(self) -> None:
+        """An idle worker just took work: protect the task now rather than at the next
+        heartbeat, so a scale-in in between cannot pick this task. Off the delivery path."""
+        if self.protection is None or (self._protecting and not self._protecting.done()):
+            return
+        self._protecting = asyncio.create_task(
+            self._quietly(self._update_protection(), "set task protection")
+        )
+
+    async def _update_protection(self) -> None:
+        if self.protection is not None:
+            busy = bool(self.held)
+            await self.protection.update(busy=busy)
+            self._protected = busy
 
     async def wait_for_work(self) -> None:
         """Block on the wake-up marker (no polling) until a producer marks work, the next
@@ -313,8 +334,7 @@ class WorkerRuntime:
         }
         ttl_ms = int(self.settings.heartbeat_ttl_seconds * 1000)
         await self.consumer.heartbeat(info, running, ttl_ms)
-        if self.protection is not None:
-            await self.protection.update(busy=bool(self.held))
+        await self._update_protection()
 
     async def _sweep(self) -> None:
         report = await self.consumer.sweep(

@@ -208,5 +208,59 @@ async def test_a_redis_error_while_taking_jobs_is_retried_not_fatal(
     assert (await queue.get(job_id)).result == "ran"
 
 
+class RecordingProtection:
+    """Stands in for ECS task protection (tested against a fake agent in tests/worker)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, bool]] = []
+
+    async def update(self, busy: bool) -> None:
+        self.calls.append((time.monotonic(), busy))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_taking_work_protects_the_task_at_once_not_at_the_next_heartbeat(
+    redis_url: str, queue: JobQueue
+) -> None:
+    protection = RecordingProtection()
+    broker = JobQueueBroker(
+        Settings(
+            redis_url=redis_url,
+            queue_name=queue.keys.queue,
+            key_prefix="jqtest",
+            heartbeat_seconds=60,
+            heartbeat_ttl_seconds=120,
+        ),
+        protection=protection,
+    )
+    broker.is_worker_process = True
+    release = asyncio.Event()
+
+    @broker.task(task_name="held")
+    async def held(data: dict[str, Any]) -> None:
+        await release.wait()
+
+    listening = Listening(JobReceiver(broker, max_async_tasks=10))
+    try:
+        await until(lambda: _told(protection, busy=False))  # the start-up heartbeat: idle
+        enqueued = time.monotonic()
+        job_id = (await queue.enqueue(JobSpec(type="held"))).job.id
+        await until(lambda: _told(protection, busy=True), timeout=5)
+        assert protection.calls[-1][0] - enqueued < 2  # the next heartbeat is a minute away
+        release.set()
+        await until(lambda: all_completed(queue, [job_id]))
+    finally:
+        release.set()
+        await listening.stop()
+        await broker.shutdown()
+    assert protection.calls[-1][1] is False  # cleared on the way out
+
+
+async def _told(protection: RecordingProtection, busy: bool) -> bool:
+    return bool(protection.calls) and protection.calls[-1][1] is busy
+
+
 async def _registered(redis: Redis, queue: JobQueue) -> bool:
     return int(await redis.zcard(queue.keys.workers)) > 0
