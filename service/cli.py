@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -40,6 +41,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_FILE = "api-key"
 # Client requests: connecting fails fast; a slow server still gets time to answer.
 CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# `watch` reopens a job's event stream the server closed (its time limit) after this pause.
+RECONNECT_SECONDS = 0.5
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -72,15 +75,25 @@ def cmd_api(args: argparse.Namespace) -> int:
     # place before it decides the exit status. A requested stop is a success (exit 0), which is
     # what ECS and `jobqueue run` expect, not death by SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        proxy_headers=True,
-        # The ALB is the only peer in the cloud; trusting X-Forwarded-* from it is the point.
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=10,
-    )
+    host, port = args.host or settings.host, args.port or settings.port
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=True,
+            # The ALB is the only peer in the cloud; trusting X-Forwarded-* from it is the point.
+            forwarded_allow_ips="*",
+            timeout_graceful_shutdown=10,
+        )
+    except SystemExit as exc:
+        # uvicorn logs why it could not start (its own line above) and exits 3, which is our
+        # "refused" code; say it in one sentence with the configuration exit code instead.
+        if exc.code not in (None, 0):
+            raise CliError(
+                f"the API could not listen on {host}:{port} (address in use or unknown host)",
+                EXIT_USAGE,
+            ) from exc
     return EXIT_OK
 
 
@@ -253,13 +266,23 @@ def stored_api_key(settings: Settings) -> str | None:
 def make_client(args: argparse.Namespace) -> httpx.Client:
     """An HTTP client for the API at --url with --api-key (or their environment variables)."""
     url = args.url or os.environ.get("JOBQUEUE_URL") or DEFAULT_URL
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"the API URL {url!r} must start with http:// or https://", EXIT_USAGE)
     key = args.api_key or os.environ.get("JOBQUEUE_API_KEY") or stored_api_key(get_settings())
     if not key:
         raise CliError(
             "no API key: pass --api-key or set JOBQUEUE_API_KEY (`jobqueue run` prints one)",
             EXIT_USAGE,
         )
+    if not key.isascii():
+        # HTTP headers carry ASCII; the server's keys are ASCII (token_urlsafe) too.
+        raise CliError("the API key holds non-ASCII characters, so it cannot be sent", EXIT_USAGE)
     return httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=CLIENT_TIMEOUT)
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    """`/jobs/{id}{suffix}` with the id escaped, so `a?b` or `../x` stay one path segment."""
+    return f"/jobs/{quote(job_id, safe='')}{suffix}"
 
 
 def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
@@ -324,18 +347,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _simple(method: str, path: str) -> Callable[[argparse.Namespace], int]:
+def _simple(method: str, suffix: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         with make_client(args) as client:
-            print_json(call(client, method, path.format(id=getattr(args, "id", ""))))
+            print_json(call(client, method, job_path(args.id, suffix)))
         return EXIT_OK
 
     return command
 
 
-cmd_status = _simple("GET", "/jobs/{id}/status")
-cmd_cancel = _simple("DELETE", "/jobs/{id}")
-cmd_retry = _simple("POST", "/jobs/{id}/retry")
+cmd_status = _simple("GET", "/status")
+cmd_cancel = _simple("DELETE", "")
+cmd_retry = _simple("POST", "/retry")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -399,7 +422,7 @@ def watch_job(client: httpx.Client, job_id: str) -> int:
                TimeElapsedColumn(), TextColumn("{task.description}"))  # fmt: skip
     with Progress(*columns, console=out, transient=False) as bar:
         task = bar.add_task("", total=100, status="…")
-        for event, data in _stream(client, job_id):
+        for event, data in _follow(client, job_id):
             status = str(data.get("status") or "gone")
             bar.update(task, status=status, description=data.get("message") or "")
             if "progress" in data:
@@ -411,9 +434,33 @@ def watch_job(client: httpx.Client, job_id: str) -> int:
     return _report_end(job_id, final)
 
 
+def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Events of the job across reconnects, until its `end` event.
+
+    The server closes a stream after SSE_MAX_SECONDS however long the job runs, and with an
+    `error` event when its Redis goes away; a stream that delivered something is simply opened
+    again. One that closes without a single event would only loop, so that ends the watch.
+    """
+    while True:
+        received = False
+        for event, data in _stream(client, job_id):
+            if event == "error":
+                raise CliError(
+                    f"the event stream of job {job_id} failed: {data.get('message')}",
+                    EXIT_UNAVAILABLE,
+                )
+            received = True
+            yield event, data
+            if event == "end":
+                return
+        if not received:
+            return
+        time.sleep(RECONNECT_SECONDS)
+
+
 def _stream(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
-        with client.stream("GET", f"/jobs/{job_id}/events", timeout=None) as response:
+        with client.stream("GET", job_path(job_id, "/events"), timeout=None) as response:
             if not response.is_success:
                 response.read()
                 raise CliError(_api_message(response), _exit_code_for(response.status_code))
@@ -445,6 +492,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 
+def port_number(text: str) -> int:
+    """A TCP port for `--port`; anything else is a usage error (exit 2), not a crash."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
 def _server_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, func, text in (
         (
@@ -456,7 +514,7 @@ def _server_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ):
         parser = sub.add_parser(name, help=text, description=text)
         parser.add_argument("--host", help="listen address (default: HOST or 127.0.0.1)")
-        parser.add_argument("--port", type=int, help="listen port (default: PORT or 8000)")
+        parser.add_argument("--port", type=port_number, help="listen port (default: PORT or 8000)")
         parser.set_defaults(func=func)
     sub.add_parser("worker", help="run WORKER_COUNT worker processes").set_defaults(func=cmd_worker)
     metrics = sub.add_parser("metrics", help="publish queue metrics every period")

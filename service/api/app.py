@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.routes import health, jobs, monitoring
+from service.api.routing import let_fixed_paths_win
 from service.jobs import load_job_types
 from service.queue.connection import connect, make_queue
 from service.settings import Settings, get_settings
@@ -63,15 +64,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await redis.aclose()
 
 
-def _include_dashboard(app: FastAPI) -> None:
+def _dashboard_routers() -> list[APIRouter]:
     # The dashboard ships in the same package; imported by name so the API still starts (and
     # says so) if it is ever left out of a slim build.
     try:
         module = importlib.import_module("service.api.ui.routes")
     except ImportError:
         log.warning("web dashboard not installed; /ui is unavailable")
-        return
-    app.include_router(module.router)
+        return []
+    router: APIRouter = module.router
+    return [router]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -87,12 +89,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_keys = load_api_keys(settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    app.include_router(health.router)
-    # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they always win.
-    app.include_router(monitoring.router)
-    app.include_router(jobs.router)
-    app.include_router(jobs.type_router)
-    _include_dashboard(app)
+    # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they win for their own methods;
+    # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").
+    routers = [health.router, monitoring.router, jobs.router, jobs.type_router]
+    routers += _dashboard_routers()
+    for router in routers:
+        app.include_router(router)
+    let_fixed_paths_win(routers)
     return app
 
 

@@ -6,6 +6,7 @@ route receives them through these aliases and never builds a connection itself.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
@@ -41,12 +42,13 @@ def key_matches(presented: str, keys: list[bytes]) -> bool:
     """Constant-time check of `presented` against every configured key.
 
     Every key is compared even after a match, so the time taken says nothing about which key,
-    or how much of one, was right.
+    or how much of one, was right. Digests are compared, not the keys: `compare_digest` may
+    return early on a length mismatch, which would tell a guesser the key's length.
     """
-    candidate = presented.encode("utf-8", "surrogateescape")
+    candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(candidate, key)
+        matched |= hmac.compare_digest(candidate, hashlib.sha256(key).digest())
     return matched
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 
 from service.queue.errors import ErrorCategory, JobQueueError
-from service.queue.queue import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -132,33 +135,44 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _path_patterns(app: FastAPI) -> list[tuple[int, re.Pattern[str], set[str]]]:
-    # Built once per app from its own OpenAPI paths: `/jobs/{id}` -> ^/jobs/[^/]+$, with the
-    # number of parameters (0 = a fixed path, which wins over any template).
-    cached: list[tuple[int, re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
-    if cached is None:
-        cached = [
-            (path.count("{"), re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), set(ops))
-            for path, ops in app.openapi()["paths"].items()
+def _http_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+        # FastAPI keeps an included router's routes behind one entry; look inside it.
+        nested = getattr(route, "original_router", None)
+        if nested is not None:
+            yield from _http_routes(nested.routes)
+
+
+def _method_table(app: FastAPI) -> list[tuple[int, re.Pattern[str], frozenset[str]]]:
+    # Built once per app from its real routes (dashboard and docs included, which the OpenAPI
+    # schema leaves out): (number of path parameters, path regex, methods it answers).
+    table: list[tuple[int, re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "method_table", None
+    )
+    if table is None:
+        table = [
+            (len(route.param_convertors), route.path_regex, frozenset(route.methods or ()))
+            for route in _http_routes(app.routes)
         ]
-        app.state.allow = cached
-    return cached
+        app.state.method_table = table
+    return table
 
 
 def allowed_methods(request: Request) -> str:
     """The methods of the resource at this path, for a 405's `Allow` header.
 
     Starlette names only the first route that matched; `/jobs/{id}` has GET and DELETE on
-    separate routes, so that would under-report. The most specific templates decide, as in
-    routing: `/jobs/stats` is GET only even though `DELETE /jobs/{id}` also matches it.
+    separate routes, so that would under-report. The most specific routes decide, as in
+    routing: `/jobs/stats` is GET only even though `DELETE /jobs/{id}` also matches it. HEAD is
+    listed only where a route really answers it.
     """
-    matches = [(n, ops) for n, pattern, ops in _path_patterns(request.app)
-               if pattern.match(request.url.path)]  # fmt: skip
+    path = request.scope.get("path", "")
+    matches = [(n, methods) for n, regex, methods in _method_table(request.app)
+               if regex.match(path)]  # fmt: skip
     fewest = min((n for n, _ in matches), default=0)
-    methods = {op.upper() for n, ops in matches if n == fewest for op in ops}
-    if "GET" in methods:
-        methods.add("HEAD")
-    return ", ".join(sorted(methods))
+    return ", ".join(sorted({m for n, methods in matches if n == fewest for m in methods}))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -183,7 +197,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobQueueError, _queue_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for exc_type in REDIS_DOWN:
+    # Only redis-py's own connection errors: a bare OSError can come from anywhere (a file
+    # name too long, a full disk) and must not be reported as "Redis is unreachable".
+    for exc_type in (RedisConnectionError, RedisTimeoutError):
         app.add_exception_handler(exc_type, _redis_down)
     app.add_exception_handler(Exception, _unexpected)
 

@@ -9,6 +9,7 @@ re-reads the job now and then, and it ends at a terminal state either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,9 +19,9 @@ from redis.asyncio.client import PubSub
 from sse_starlette import ServerSentEvent
 
 from service.api.schemas import JobPublic
-from service.queue.errors import JobNotFoundError
+from service.queue.errors import JobNotFoundError, QueueUnavailableError
 from service.queue.models import Job
-from service.queue.queue import JobQueue, parse_event
+from service.queue.queue import REDIS_DOWN, JobQueue, parse_event
 from service.queue.states import TERMINAL, JobState
 
 
@@ -89,10 +90,29 @@ async def job_event_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     """`status` now, then `status`/`progress` on every change, then `end` with the final job.
 
-    Ends after `max_seconds` without a terminal state (clients reconnect) or when the job is
-    gone.
+    Ends after `max_seconds` without a terminal state (clients reconnect), when the job is
+    gone, or with an `error` event when Redis goes away: the response has started by then, so
+    a 503 is no longer possible, and a stream that just broke would look like a network fault.
     """
-    pubsub = await queue.subscribe(job_id)
+    try:
+        pubsub = await queue.subscribe(job_id)
+    except QueueUnavailableError as exc:
+        yield _unavailable_event(exc)
+        return
+    try:
+        async for event in _job_events(queue, pubsub, job_id, max_seconds, poll_seconds):
+            yield event
+    except (QueueUnavailableError, *REDIS_DOWN) as exc:
+        yield _unavailable_event(exc)
+    finally:
+        # A connection already gone has nothing left to release.
+        with contextlib.suppress(*REDIS_DOWN):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+async def _job_events(
+    queue: JobQueue, pubsub: PubSub, job_id: str, max_seconds: float, poll_seconds: float
+) -> AsyncIterator[ServerSentEvent]:
     try:
         job = await queue.get(job_id)
         if job.state in TERMINAL:
@@ -104,5 +124,15 @@ async def job_event_stream(
             yield event
     except JobNotFoundError:
         yield _event("end", {"id": job_id, "status": None, "message": "the job no longer exists"})
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+def _unavailable_event(exc: Exception) -> ServerSentEvent:
+    # The same code and message as the 503 body, so clients handle both alike.
+    return _event(
+        "error",
+        {
+            "code": "queue_unavailable",
+            "message": "the queue's Redis server is unreachable; reconnect later",
+            "details": {"reason": str(exc)},
+        },
+    )

@@ -17,7 +17,9 @@ from service.queue.states import JobState, Priority
 PriorityName = Literal["low", "normal", "high", "critical"]
 MAX_BULK = 1000
 JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-JOB_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$"
+# A type name in a path is only bounded like the body's `type`: any name that is not registered,
+# well-formed or not, is the same 404 listing the known types.
+JOB_TYPE_MAX_LENGTH = 64
 
 
 # Strict wire models: `true` is not a number and "5" is not an integer here. Lax coercion would
@@ -94,7 +96,41 @@ class EnqueueOptions(BaseModel):
 class EnqueueRequest(EnqueueOptions):
     """A job to enqueue (`POST /jobs/enqueue`)."""
 
-    type: str = Field(min_length=1, max_length=64, examples=["noop"])
+    type: str = Field(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, examples=["noop"])
+
+
+def non_unicode_fields(data: dict[str, Any], prefix: str = "data") -> list[str]:
+    """Dotted paths in `data` whose key or text holds a lone surrogate (`"\\ud800"`).
+
+    JSON may escape one and Python's parser accepts it, but such a string has no UTF-8 form,
+    so it could be neither stored nor sent back. Typed fields refuse it already; this covers
+    the free-form parts of a payload (`Any`, `dict[str, Any]`). Iterative, so a deeply nested
+    payload cannot exhaust the stack.
+    """
+    bad: list[str] = []
+    stack: list[tuple[str, Any]] = [(prefix, data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}"
+                if not _is_unicode(str(key)):
+                    bad.append(f"{path}.{key!r}")
+                else:
+                    stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}", item) for index, item in enumerate(value))
+        elif isinstance(value, str) and not _is_unicode(value):
+            bad.append(path)
+    return sorted(bad)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BulkEnqueueRequest(BaseModel):

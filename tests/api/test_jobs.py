@@ -8,6 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from service.api.schemas import non_unicode_fields
 from service.queue.queue import JobQueue
 from service.queue.states import JobState
 
@@ -221,3 +222,47 @@ async def test_job_types_lists_defaults_and_payload_schema(client: httpx.AsyncCl
     assert set(noop["payload_schema"]["properties"]) == {
         "sleep_seconds", "fail_first_attempts", "progress_steps"
     }  # fmt: skip
+
+
+DATASET = '{"type": "data-processing", "data": {"dataset": {"records": [%s]}}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (DATASET % '{"a": "\\ud800"}', "data.dataset.records.0.a"),
+        (DATASET % '{"a": ["ok", "x\\udfff"]}', "data.dataset.records.0.a.1"),
+        (DATASET % '{"\\ud800": 1}', "data.dataset.records.0.'\\ud800'"),
+    ],
+)
+async def test_text_without_a_utf8_form_is_422_naming_where_it_is(
+    client: httpx.AsyncClient, queue: JobQueue, body: str, field: str
+) -> None:
+    # JSON may escape a lone surrogate; it could be neither stored nor sent back (was a 500).
+    response = await client.post(
+        "/jobs/enqueue", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["error"]["details"]["errors"]] == [field]
+    assert (await queue.counts()).by_state[JobState.PENDING] == 0
+
+
+async def test_bulk_with_text_without_a_utf8_form_enqueues_nothing(
+    client: httpx.AsyncClient, queue: JobQueue
+) -> None:
+    body = '{"jobs": [{"type": "noop"}, %s]}' % (DATASET % '{"a": "\\ud83d"}')
+    response = await client.post(
+        "/jobs/enqueue/bulk", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["error"]["details"]["errors"]]
+    assert fields == ["jobs.1.data.dataset.records.0.a"]
+    assert (await queue.counts()).by_state[JobState.PENDING] == 0
+
+
+def test_the_unicode_check_survives_any_nesting_depth() -> None:
+    deep: list[object] = ["\udc80"]
+    for _ in range(20_000):  # far deeper than Python's recursion limit
+        deep = [deep]
+    assert non_unicode_fields({"x": deep}) == ["data.x" + ".0" * 20_001]
+    assert non_unicode_fields({"x": ["fine", {"emoji": "\U0001f600"}]}) == []

@@ -3,9 +3,12 @@ pagination), the by-type list, /metrics, and fixed paths winning over `{id}`/`{t
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from service.queue.consumer import Consumer, Outcome
 from service.queue.queue import JobQueue
 
 
@@ -60,6 +63,39 @@ async def test_delayed_lists_by_due_time(client: httpx.AsyncClient) -> None:
     later = await enqueue(client, delay_seconds=90)
     sooner = await enqueue(client, delay_seconds=30)
     assert await walk(client, "/jobs/delayed", limit=10) == [sooner, later]
+
+
+async def test_active_lists_by_start_time_not_by_lease_across_pages(
+    client: httpx.AsyncClient, queue: JobQueue
+) -> None:
+    # The active set is scored by lease deadline; give the earliest starter the longest lease
+    # so that order and start order disagree, and the list must follow start time.
+    ids = [await enqueue(client) for _ in range(3)]
+    now = [time.time()]
+    clocked = JobQueue(queue.redis, queue.keys, queue.config, clock=lambda: now[0])
+    for worker_id, lease in (("w-long", 300), ("w-short", 30), ("w-mid", 100)):
+        taken, _ = await Consumer(clocked, worker_id, lease).dequeue(1)
+        assert len(taken) == 1
+        now[0] += 1
+    assert await walk(client, "/jobs/active", limit=1) == ids
+
+
+async def test_completed_and_failed_list_newest_first(
+    client: httpx.AsyncClient, queue: JobQueue
+) -> None:
+    ids = [await enqueue(client, attempts=1) for _ in range(4)]
+    now = [time.time()]
+    clocked = JobQueue(queue.redis, queue.keys, queue.config, clock=lambda: now[0])
+    consumer = Consumer(clocked, "w-1", 30)
+    taken, _ = await consumer.dequeue(4)
+    assert [d.job_id for d in taken] == ids
+    for index, delivery in enumerate(taken):
+        now[0] += 1
+        ok = index % 2 == 0
+        outcome = Outcome(delivery.job_id, completed=ok, payload="null" if ok else "boom")
+        await consumer.finish_many([outcome])
+    assert await walk(client, "/jobs/completed", limit=1) == [ids[2], ids[0]]
+    assert await walk(client, "/jobs/failed", limit=1) == [ids[3], ids[1]]
 
 
 @pytest.mark.parametrize("word", ["failed", "active", "completed", "pending"])

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from api_harness import parse_sse, worker
+from api_harness import free_port, parse_sse, worker
+from redis.asyncio import Redis
+from sse_starlette import ServerSentEvent
+
+from service.api.events import job_event_stream
+from service.queue.keys import QueueKeys
+from service.queue.models import JobSpec
+from service.queue.queue import JobQueue
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +72,82 @@ async def test_cancelling_a_watched_job_ends_its_stream(client: httpx.AsyncClien
     events = parse_sse(response.text)
     assert [name for name, _ in events] == ["status", "end"]
     assert events[-1][1]["status"] == "cancelled"
+
+
+class CuttableProxy:
+    """A TCP relay to the test Redis that can be cut, as a failover or a network fault would."""
+
+    def __init__(self, redis_url: str) -> None:
+        target = urlsplit(redis_url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()  # no new connections: reconnecting fails too
+        for writer in self.writers:
+            writer.close()
+
+
+@pytest.fixture
+async def proxied_queue(
+    redis_url: str, queue: JobQueue
+) -> AsyncIterator[tuple[JobQueue, CuttableProxy]]:
+    """The test queue, reached through a relay the test can cut."""
+    proxy = CuttableProxy(redis_url)
+    port = await proxy.start()
+    redis = Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    try:
+        yield JobQueue(redis, queue.keys, queue.config), proxy
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+
+
+async def test_redis_lost_mid_stream_ends_it_with_an_error_event(
+    queue: JobQueue, proxied_queue: tuple[JobQueue, CuttableProxy]
+) -> None:
+    # The response has started, so no 503 is possible: the stream must say why it ends
+    # instead of breaking off (which clients cannot tell from a network fault).
+    remote, proxy = proxied_queue
+    job = (await queue.enqueue(JobSpec(type="noop"))).job
+    stream = job_event_stream(remote, job.id, max_seconds=60, poll_seconds=0.2)
+    first = await anext(stream)
+    assert first.event == "status"
+    proxy.cut()
+    rest = await asyncio.wait_for(_collect(stream), timeout=30)
+    assert [event.event for event in rest] == ["error"]
+    assert json.loads(rest[0].data)["code"] == "queue_unavailable"
+
+
+async def test_redis_down_before_subscribing_sends_one_error_event(queue_name: str) -> None:
+    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        down = JobQueue(redis, QueueKeys("jqtest", queue_name))
+        events = await _collect(job_event_stream(down, "abc", max_seconds=5, poll_seconds=0.2))
+    finally:
+        await redis.aclose()
+    assert [event.event for event in events] == ["error"]
+
+
+async def _collect(stream: AsyncIterator[ServerSentEvent]) -> list[ServerSentEvent]:
+    return [event async for event in stream]

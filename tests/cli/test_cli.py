@@ -12,7 +12,18 @@ from typing import IO
 
 import httpx
 import pytest
-from api_harness import API_KEY, BIN, ROOT, free_port, service_env, stop_process, worker
+from api_harness import (
+    API_KEY,
+    BIN,
+    ROOT,
+    api_server,
+    delete_queue_sync,
+    free_port,
+    service_env,
+    stop_process,
+    unique_queue,
+    worker,
+)
 
 from service.cli import build_parser, ensure_api_key, sse_events
 from service.settings import Settings
@@ -202,3 +213,66 @@ def iter_lines(stream: IO[str], count: int) -> list[str]:
         if "API key" in line:
             break
     return lines
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "http"])
+def test_a_port_out_of_range_is_a_usage_error(redis_url: str, port: str) -> None:
+    result = run_cli("api", "--port", port, env=service_env(redis_url, "q"), timeout=20)
+    assert result.returncode == 2
+    assert "is not a port number (1-65535)" in result.stderr
+
+
+def test_a_port_in_use_exits_2_with_one_sentence(redis_url: str, server: str) -> None:
+    taken = server.rsplit(":", 1)[1]
+    result = run_cli("api", "--port", taken, env=service_env(redis_url, "q"), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert last_line(result.stderr) == (
+        f"jobqueue: the API could not listen on 127.0.0.1:{taken} (address in use or unknown host)"
+    )
+
+
+def test_a_url_without_http_is_a_usage_error() -> None:
+    result = run_cli("stats", "--url", "127.0.0.1:8000", "--api-key", "k")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "jobqueue: the API URL '127.0.0.1:8000' must start with http:// or https://\n"
+    )
+
+
+def test_a_key_that_cannot_be_sent_is_a_usage_error_not_a_traceback(server: str) -> None:
+    result = run_cli("stats", "--url", server, "--api-key", "schl\u00fcssel")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "jobqueue: the API key holds non-ASCII characters, so it cannot be sent\n"
+    )
+
+
+def test_a_job_id_stays_one_path_segment(server: str) -> None:
+    # Unescaped, `abc?x=1` would ask for job `abc` with a query string.
+    result = run_cli("status", "abc?x=1", env=client_env(server))
+    assert result.returncode == 3
+    assert "no job with id 'abc'" not in result.stderr
+    assert result.stderr.startswith("jobqueue: 422: invalid request: id:")
+
+
+@pytest.mark.slow
+def test_watch_reconnects_when_the_server_closes_the_stream(redis_url: str) -> None:
+    # The server ends every stream after SSE_MAX_SECONDS (1 s here) however long the job runs;
+    # watch must reopen it and still follow a 4 s job to its end.
+    queue = unique_queue()
+    try:
+        with (
+            api_server(redis_url, queue, SSE_MAX_SECONDS="1", SSE_PING_SECONDS="0.5") as base,
+            worker(redis_url, queue),
+        ):
+            data = '{"sleep_seconds": 4, "progress_steps": 4}'
+            result = run_cli("enqueue", "noop", "--data", data, "--watch", env=client_env(base))
+    finally:
+        delete_queue_sync(redis_url, queue)
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stdout
+    assert "100%" in result.stdout

@@ -93,7 +93,17 @@ async def test_slash_redirects_to_the_page(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/ui/static/../routes.py", "/ui/static/%2e%2e/routes.py", "/ui/static/nope.js", "/ui/static/"],
+    [
+        "/ui/static/../routes.py",
+        "/ui/static/%2e%2e/routes.py",
+        "/ui/static/nope.js",
+        "/ui/static/",
+        # Names the file system refuses are missing files too: a NUL byte was a 500, a name
+        # too long (OSError) was reported as "Redis unreachable" (503).
+        "/ui/static/%00",
+        "/ui/static/app%00.js",
+        "/ui/static/" + "a" * 5000,
+    ],
 )
 async def test_nothing_outside_the_static_folder_is_served(
     client: httpx.AsyncClient, path: str

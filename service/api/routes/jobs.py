@@ -10,9 +10,10 @@ from sse_starlette import EventSourceResponse
 from service.api.deps import Authenticated, QueueDep, SettingsDep
 from service.api.errors import responses
 from service.api.events import job_event_stream
+from service.api.routing import TemplateRoute
 from service.api.schemas import (
     JOB_ID_PATTERN,
-    JOB_TYPE_PATTERN,
+    JOB_TYPE_MAX_LENGTH,
     BulkEnqueueRequest,
     BulkEnqueueResponse,
     EnqueuedJob,
@@ -23,6 +24,7 @@ from service.api.schemas import (
     JobTypePublic,
     JobTypesPublic,
     ProgressPublic,
+    non_unicode_fields,
 )
 from service.jobs.registry import REGISTRY
 from service.queue.errors import InvalidJobError, JobQueueError
@@ -30,11 +32,13 @@ from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.states import Priority
 
-router = APIRouter(tags=["jobs"], dependencies=[Authenticated])
-type_router = APIRouter(tags=["jobs"], dependencies=[Authenticated])
+router = APIRouter(tags=["jobs"], dependencies=[Authenticated], route_class=TemplateRoute)
+type_router = APIRouter(tags=["jobs"], dependencies=[Authenticated], route_class=TemplateRoute)
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id.")]
-TypeName = Annotated[str, Path(pattern=JOB_TYPE_PATTERN, description="A registered job type.")]
+TypeName = Annotated[
+    str, Path(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, description="A registered job type.")
+]
 LOG_LINES = 50
 IDEMPOTENT_OK: dict[int | str, dict[str, Any]] = {
     200: {"model": EnqueuedJob, "description": "The idempotency key was seen: the existing job"}
@@ -49,7 +53,9 @@ SSE_OK: dict[int | str, dict[str, Any]] = {
 
 def build_spec(queue: JobQueue, type_name: str, options: EnqueueOptions) -> JobSpec:
     """Validate a request against its job type (404 unknown type, 422 bad data)."""
-    return REGISTRY.get(type_name).build_spec(
+    job_type = REGISTRY.get(type_name)
+    require_unicode(options.data)
+    return job_type.build_spec(
         options.data,
         queue.config,
         priority=Priority.parse(options.priority) if options.priority else None,
@@ -61,6 +67,17 @@ def build_spec(queue: JobQueue, type_name: str, options: EnqueueOptions) -> JobS
         remove_on_complete=options.retention(options.remove_on_complete),
         remove_on_fail=options.retention(options.remove_on_fail),
     )
+
+
+def require_unicode(data: dict[str, Any]) -> None:
+    """422 naming each place in `data` that holds text with no UTF-8 form."""
+    bad = non_unicode_fields(data)
+    if bad:
+        message = "text must be valid Unicode (it holds a lone surrogate escape like \\ud800)"
+        raise InvalidJobError(
+            f"invalid data: {', '.join(bad)}: {message}",
+            {"errors": [{"field": field, "message": message} for field in bad]},
+        )
 
 
 async def _enqueue(queue: JobQueue, spec: JobSpec, response: Response) -> EnqueuedJob:
@@ -145,11 +162,17 @@ async def job_events(
     queue: QueueDep,
     settings: SettingsDep,
 ) -> EventSourceResponse:
-    """Server-Sent Events: the current status, then every change, until the job ends."""
+    """Server-Sent Events: the current status, then every change, until the job ends.
+
+    Events: `status` {id, status, progress, message}, `progress` {id, status, progress,
+    message}, then `end` with the finished job. `error` {code, message, details} ends the
+    stream early when Redis goes away; so does the time limit: reconnect in both cases.
+    """
     await queue.get(id)  # 404 before the stream starts, not inside it
     return EventSourceResponse(
         job_event_stream(queue, id, settings.sse_max_seconds, settings.sse_ping_seconds),
-        ping=int(settings.sse_ping_seconds),
+        # Not int(): a sub-second setting would become 0, which turns pings off altogether.
+        ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

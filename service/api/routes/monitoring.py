@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from service.api.deps import Authenticated, QueueDep, SettingsDep
 from service.api.errors import responses
 from service.api.routes.jobs import TypeName
+from service.api.routing import TemplateRoute
 from service.api.schemas import (
     HealthPublic,
     JobPage,
@@ -25,7 +26,7 @@ from service.metrics.prometheus import render_prometheus
 from service.queue.models import Job, Page
 from service.queue.states import JobState
 
-router = APIRouter(tags=["monitoring"], dependencies=[Authenticated])
+router = APIRouter(tags=["monitoring"], dependencies=[Authenticated], route_class=TemplateRoute)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Jobs per page.")]
 # Cursors are opaque to clients, but their shape is published so a malformed one is a plain

@@ -105,10 +105,21 @@ async def dashboard_slash() -> Response:
 @router.api_route("/ui/static/{file_path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def static_file(request: Request, file_path: str) -> Response:
     """A file of the dashboard (script, style, icon); never anything outside its folder."""
-    candidate = (STATIC_DIR / file_path).resolve()
-    if not candidate.is_relative_to(STATIC_DIR) or not candidate.is_file():
+    candidate = _static_path(file_path)
+    if candidate is None:
         return _not_found("no such dashboard file")
     return _static_response(request, candidate)
+
+
+def _static_path(file_path: str) -> Path | None:
+    # A client picks the name: a NUL byte (ValueError) or a name too long for the file system
+    # (OSError) is just another file that does not exist, never a 500.
+    try:
+        candidate = (STATIC_DIR / file_path).resolve()
+        found = candidate.is_relative_to(STATIC_DIR) and candidate.is_file()
+    except (OSError, ValueError):
+        return None
+    return candidate if found else None
 
 
 class MinuteCounts(BaseModel):
@@ -162,6 +173,7 @@ async def queue_events(queue: QueueDep, settings: SettingsDep) -> EventSourceRes
     """Server-Sent Events: `ready`, then `changes` whenever jobs change state (coalesced)."""
     return EventSourceResponse(
         queue_event_stream(queue, settings.sse_max_seconds),
-        ping=int(settings.sse_ping_seconds),
+        # Not int(): a sub-second setting would become 0, which turns pings off altogether.
+        ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
