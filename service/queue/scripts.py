@@ -63,14 +63,17 @@ class Scripts:
     async def run_many(
         self, redis: Redis, calls: Sequence[tuple[str, Sequence[str], Sequence[ScriptArg]]]
     ) -> list[Any]:
-        """Run many script calls in one round trip; results in call order.
+        """Run many script calls in one round trip, all or none; results in call order.
 
+        Several calls go in MULTI/EXEC: the server runs nothing until EXEC arrives, so a
+        connection that drops halfway through a bulk request leaves nothing half-written.
         redis-py's own pipeline support asks SCRIPT EXISTS before every batch (a second round
         trip); instead we send EVALSHA blind and, only if the server lost its script cache
-        (restart, failover), load the scripts and redo the calls that were refused.
+        (restart, failover), load the scripts and redo the calls that were refused (inside
+        MULTI a refused call changed nothing, so redoing it is safe).
         """
         entries = [self._check(name, keys) for name, keys, _ in calls]
-        pipe = redis.pipeline(transaction=False)
+        pipe = redis.pipeline(transaction=len(calls) > 1)
         for entry, (_, keys, args) in zip(entries, calls, strict=True):
             pipe.evalsha(entry.script.sha, len(keys), *keys, *args)
         results: list[Any] = await pipe.execute(raise_on_error=False)

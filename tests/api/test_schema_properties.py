@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from api_harness import API_KEY
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from service.api.app import create_app
 from service.settings import Settings
@@ -23,6 +23,11 @@ HEADERS = {"X-API-Key": API_KEY}
 # model of the job type named at runtime (422 naming the field), which the static schema cannot
 # express. Every other check runs.
 EXCLUDED = [positive_data_acceptance]
+# /jobs/health answers 503 when the queue is unhealthy (documented in the schema, for uptime
+# checkers that read status codes). Generated enqueues leave pending jobs and no worker runs
+# here, so whether it is unhealthy depends on the order the cases run in, not on the request;
+# its response must still match the schema.
+EXCLUDED_FOR_HEALTH = [*EXCLUDED, not_a_server_error]
 
 # Built from the app object itself: the schema under test is exactly what the app publishes.
 schema = schemathesis.openapi.from_dict(
@@ -48,4 +53,5 @@ def test_no_5xx_and_every_response_matches_the_schema(case: Any, live_api: str) 
             base_url=live_api, headers=HEADERS, excluded_checks=EXCLUDED, timeout=30
         )
         return
-    case.call_and_validate(base_url=live_api, headers=HEADERS, excluded_checks=EXCLUDED)
+    excluded = EXCLUDED_FOR_HEALTH if case.path == "/jobs/health" else EXCLUDED
+    case.call_and_validate(base_url=live_api, headers=HEADERS, excluded_checks=excluded)
