@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from service.queue.queue import (
     SAMPLES_KEPT,
@@ -29,6 +30,10 @@ MAX_STALLS = 3
 SWEEP_BATCH = 500
 # Due delayed jobs promoted per dequeue call (the sweeper promotes the rest).
 PROMOTE_BATCH = 200
+# `now` argument telling the dequeue script to read the server's clock.
+SERVER_CLOCK = -1
+# A worker's own wake-up key outlives a worker killed before it could pop it by this long only.
+WAKE_TTL_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Consumer:
         self.redis = queue.redis
         self.worker_id = worker_id
         self.lease_ms = int(lease_seconds * 1000)
+        self.wake_key = self.keys.worker_wake(worker_id)
         # Key lists of the hot scripts, built once: a worker sends them with every call.
         k = self.keys
         self._event_keys = [k.job_events(""), k.events]
@@ -105,25 +111,44 @@ class Consumer:
 
     async def dequeue(self, max_jobs: int) -> tuple[list[Delivery], int | None]:
         """Take up to `max_jobs` of the best due jobs; also returns the next delayed due ms."""
-        k = self.keys
-        keys = [
-            k.pending, k.delayed, k.active, k.marker, k.sequence, k.type_counts, k.type_limits,
-            k.job_prefix, k.job_events(""), k.events,
-        ]  # fmt: skip
-        args: list[ScriptArg] = [
-            self._now(),
+        reply = await self.scripts.run("dequeue", self._dequeue_keys, self._dequeue_args(max_jobs))
+        return _deliveries(reply)
+
+    async def wait_and_dequeue(
+        self, max_jobs: int, timeout: float
+    ) -> tuple[list[Delivery], int | None]:
+        """Block (no polling) until a producer marks new work, `wake()` is called or `timeout`
+        seconds pass, then take jobs as `dequeue` does, in the same round trip.
+
+        The dequeue call is pipelined behind the blocking pop on one connection, so the server
+        runs it the moment the pop returns: a woken worker spends no second round trip before
+        its job starts. It runs on the server's clock, since it is sent before the wait.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        # BZPOPMIN treats 0 as "forever"; never block unbounded, so shutdown is noticed.
+        pipe.bzpopmin([self.keys.marker, self.wake_key], timeout=max(timeout, 0.01))
+        args = self._dequeue_args(max_jobs, now=SERVER_CLOCK)
+        self.scripts.add_to(pipe, "dequeue", self._dequeue_keys, args)
+        popped, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(popped, Exception):
+            raise popped
+        return _deliveries(await self.scripts.settle(reply, "dequeue", self._dequeue_keys, args))
+
+    async def wake(self) -> None:
+        """End this worker's own blocking wait (`wait_and_dequeue`) now; others sleep on."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.wake_key, {"0": 0})
+        pipe.pexpire(self.wake_key, WAKE_TTL_MS)
+        await pipe.execute()
+
+    def _dequeue_args(self, max_jobs: int, now: int | None = None) -> list[ScriptArg]:
+        return [
+            self._now() if now is None else now,
             self.lease_ms,
             self.worker_id,
             max_jobs,
             PROMOTE_BATCH,
         ]
-        reply = await self.scripts.run("dequeue", keys, args)
-        next_due = int(reply[0])
-        deliveries = [
-            Delivery(reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]))
-            for i in range(1, len(reply), 4)
-        ]
-        return deliveries, (None if next_due < 0 else next_due)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Block (no polling) until a producer marks new work or `timeout` seconds pass."""
@@ -237,9 +262,19 @@ class Consumer:
     async def deregister(self) -> None:
         """Leave the worker registry at once (clean shutdown)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.keys.worker(self.worker_id))
+        pipe.delete(self.keys.worker(self.worker_id), self.wake_key)
         pipe.zrem(self.keys.workers, self.worker_id)
         await pipe.execute()
+
+
+def _deliveries(reply: list[Any]) -> tuple[list[Delivery], int | None]:
+    """The dequeue script's reply: the jobs taken, and the next delayed due ms (if any)."""
+    next_due = int(reply[0])
+    deliveries = [
+        Delivery(reply[i], reply[i + 1], int(reply[i + 2]), int(reply[i + 3]))
+        for i in range(1, len(reply), 4)
+    ]
+    return deliveries, (None if next_due < 0 else next_due)
 
 
 def _fields(report: SweepReport) -> tuple[int, ...]:

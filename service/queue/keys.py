@@ -140,6 +140,11 @@ class QueueKeys:
         """Hash describing one live worker; expires when its heartbeat stops."""
         return self._key("worker", worker_id)
 
+    def worker_wake(self, worker_id: str) -> str:
+        """One worker's own wake-up key, blocked on beside the marker, so the worker can end
+        its own blocking wait at shutdown without waking anyone else."""
+        return self._key("wake", worker_id)
+
     def job_events(self, job_id: str) -> str:
         """Pub/sub channel carrying a job's state and progress changes (for SSE)."""
         return self._key("events", job_id)

@@ -81,11 +81,12 @@ class _Dispatch:
         self.running: set[asyncio.Task[None]] = set()
         self.started = 0
         self._slot_freed = asyncio.Event()
+        self._waking: asyncio.Future[None] | None = None
 
     async def run(self) -> set[asyncio.Task[None]]:
         """Dispatch until told to finish; returns the jobs still running."""
         stopper = asyncio.ensure_future(self.finish_event.wait())
-        stopper.add_done_callback(lambda _: self._slot_freed.set())
+        stopper.add_done_callback(self._on_finish)
         try:
             while not self._should_stop():
                 try:
@@ -95,7 +96,16 @@ class _Dispatch:
                     await _first(asyncio.sleep(REDIS_RETRY_SECONDS), stopper)
         finally:
             stopper.cancel()
+            if self._waking is not None:
+                await self._waking
         return self.running
+
+    def _on_finish(self, stopper: asyncio.Future[Any]) -> None:
+        self._slot_freed.set()
+        if not stopper.cancelled():
+            # An idle wait is never cancelled (it may have taken jobs on the server by then):
+            # it is woken, and whatever it took is handed back with everything else held.
+            self._waking = asyncio.ensure_future(self.runtime.wake())
 
     def _should_stop(self) -> bool:
         return self.finish_event.is_set() or self._allowed_to_start() == 0
@@ -120,7 +130,7 @@ class _Dispatch:
             if taken:
                 return
             if taken == 0:
-                await _first(self.runtime.wait_for_work(), stopper)
+                await self.runtime.wait_and_refill()
                 return
         # Every slot is busy (or the runtime holds all it may): wait for a job to end.
         self._slot_freed.clear()

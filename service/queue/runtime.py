@@ -211,7 +211,25 @@ class WorkerRuntime:
         room = self.concurrency + self.settings.prefetch - len(self.held)
         if room <= 0:
             return None
-        jobs, self._next_due_ms = await self.consumer.dequeue(room)
+        return self._hold(*await self.consumer.dequeue(room))
+
+    async def wait_and_refill(self) -> int:
+        """Wait for work as `wait_for_work` does and take it in the same round trip (see
+        `Consumer.wait_and_dequeue`); returns how many jobs were taken. `wake()` ends the wait.
+        Only for an idle worker's caller that will not cancel it: a cancelled call may leave
+        the jobs it took leased to this worker until their lease expires."""
+        room = self.concurrency + self.settings.prefetch - len(self.held)
+        timeout = self._idle_timeout()
+        if room <= 0 or timeout <= 0:
+            return await self.refill() or 0
+        return self._hold(*await self.consumer.wait_and_dequeue(room, timeout))
+
+    async def wake(self) -> None:
+        """End this worker's own `wait_and_refill` now (shutdown)."""
+        await self._quietly(self.consumer.wake(), "wake the worker's own wait")
+
+    def _hold(self, jobs: list[Delivery], next_due_ms: int | None) -> int:
+        self._next_due_ms = next_due_ms
         for delivery in jobs:
             self.held[delivery.job_id] = Held(delivery)
         self._buffer.extend(jobs)
@@ -237,11 +255,17 @@ class WorkerRuntime:
     async def wait_for_work(self) -> None:
         """Block on the wake-up marker (no polling) until a producer marks work, the next
         delayed job is due, or the idle timeout passes."""
+        timeout = self._idle_timeout()
+        if timeout > 0:
+            await self.consumer.wait_for_work(timeout)
+
+    def _idle_timeout(self) -> float:
+        """Seconds an idle worker blocks: until the next delayed job is due, at most
+        IDLE_BLOCK_SECONDS."""
         timeout = self.settings.idle_block_seconds
         if self._next_due_ms is not None:
             timeout = min(timeout, (self._next_due_ms - now_ms(self.consumer.queue.clock)) / 1000)
-        if timeout > 0:
-            await self.consumer.wait_for_work(timeout)
+        return timeout
 
     # --- running jobs (called by the taskiq middleware and ack) ----------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -67,20 +68,35 @@ class Scripts:
 
         Several calls go in MULTI/EXEC: the server runs nothing until EXEC arrives, so a
         connection that drops halfway through a bulk request leaves nothing half-written.
-        redis-py's own pipeline support asks SCRIPT EXISTS before every batch (a second round
-        trip); instead we send EVALSHA blind and, only if the server lost its script cache
-        (restart, failover), load the scripts and redo the calls that were refused (inside
-        MULTI a refused call changed nothing, so redoing it is safe).
         """
-        entries = [self._check(name, keys) for name, keys, _ in calls]
         pipe = redis.pipeline(transaction=len(calls) > 1)
-        for entry, (_, keys, args) in zip(entries, calls, strict=True):
-            pipe.evalsha(entry.script.sha, len(keys), *keys, *args)
+        for name, keys, args in calls:
+            self.add_to(pipe, name, keys, args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
-        for index, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                name, keys, args = calls[index]
-                results[index] = await self.run(name, keys, args)
-            elif isinstance(result, Exception):
-                raise result
-        return results
+        return [
+            await self.settle(result, *call) for result, call in zip(results, calls, strict=True)
+        ]
+
+    def add_to(
+        self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> None:
+        """Queue a call of script `name` on `pipe`; read its result back with `settle`.
+
+        redis-py's own pipeline support asks SCRIPT EXISTS before every batch (a second round
+        trip); instead the call is sent blind as EVALSHA and `settle` loads the script only if
+        the server had lost its script cache (restart, failover).
+        """
+        entry = self._check(name, keys)
+        pipe.evalsha(entry.script.sha, len(keys), *keys, *args)
+
+    async def settle(
+        self, result: Any, name: str, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> Any:
+        """The result of a call queued with `add_to` (its pipeline run with
+        raise_on_error=False): redone once if the server refused it for an unknown script (a
+        refused call changed nothing, inside MULTI too), raised if it failed."""
+        if isinstance(result, NoScriptError):
+            return await self.run(name, keys, args)
+        if isinstance(result, Exception):
+            raise result
+        return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from taskiq import Context, TaskiqDepends, TaskiqMessage, TaskiqMiddleware, Task
 
 from service.queue.broker import JobQueueBroker
 from service.queue.models import JobSpec
-from service.queue.queue import JobQueue
+from service.queue.queue import JobQueue, build_message, now_ms
 from service.queue.receiver import JobReceiver
 from service.queue.states import JobState
 from service.settings import Settings
@@ -158,6 +159,51 @@ async def test_an_idle_receiver_stops_at_once_though_it_blocks_for_longer(
     started = time.monotonic()
     await listening.stop(within=5)
     assert time.monotonic() - started < 2
+
+
+async def test_jobs_the_shutdown_wake_takes_go_back_to_pending_untouched(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue, redis: Redis
+) -> None:
+    # The idle wait takes jobs in the same round trip as it wakes, so at shutdown it is woken
+    # (not cancelled) and may take some: they must be handed back, not left leased.
+    broker = broker_factory(idle_block_seconds=20)
+
+    @broker.task(task_name="never-run")
+    async def never_run(data: dict[str, Any]) -> None:
+        raise AssertionError("a job taken at shutdown must not run")
+
+    listening = Listening(JobReceiver(broker, max_async_tasks=10))
+    await until(lambda: _registered(redis, queue))
+    await asyncio.sleep(0.3)  # now blocked
+    # A job arrives without waking anyone, so only the shutdown wake can be what takes it.
+    job_id = await _enqueue_without_wake_up(queue, JobSpec(type="never-run"))
+    await asyncio.sleep(0.3)
+    assert (await queue.get(job_id)).state is JobState.PENDING
+    await listening.stop(within=5)
+    await broker.shutdown()
+    job = await queue.get(job_id)
+    assert (job.state, job.attempts_made, job.stalls) == (JobState.PENDING, 0, 0)
+    # It was taken by the wake and handed back, not merely left alone:
+    assert [entry.state for entry in job.timeline] == [
+        JobState.PENDING,
+        JobState.PROCESSING,
+        JobState.PENDING,
+    ]
+    assert int(await redis.zcard(queue.keys.active)) == 0
+    await assert_consistent(redis, queue.keys)
+
+
+async def _enqueue_without_wake_up(queue: JobQueue, spec: JobSpec) -> str:
+    """Enqueue and delete the wake-up marker in one transaction: blocked workers are served
+    only after it, when there is no marker left to pop."""
+    job_id = uuid.uuid4().hex
+    pipe = queue.redis.pipeline(transaction=True)
+    message = build_message(job_id, spec)
+    name, keys, args = queue._enqueue_call(job_id, spec, message, now_ms(time.time))
+    queue.scripts.add_to(pipe, name, keys, args)
+    pipe.delete(queue.keys.marker)
+    await pipe.execute()
+    return job_id
 
 
 async def test_max_tasks_per_child_ends_the_receiver_and_the_rest_go_back_to_pending(

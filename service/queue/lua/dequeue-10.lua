@@ -4,10 +4,16 @@ concurrency limit (type_limits) are skipped while that many of them are processi
 KEYS[1] pending    KEYS[2] delayed      KEYS[3] active        KEYS[4] marker
 KEYS[5] sequence   KEYS[6] type_counts  KEYS[7] type_limits   KEYS[8] job_prefix
 KEYS[9] events_prefix                   KEYS[10] events channel
-ARGV[1] now ms   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max jobs   ARGV[5] promote limit
+ARGV[1] now ms, or -1 for the server's clock (the call was queued behind a blocking pop, so
+        the time it was sent at is stale by however long the pop waited)
+ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max jobs   ARGV[5] promote limit
 Returns {next delayed due ms or -1, id1, msg1, attempt1, pending_since1, id2, ...}.
 ]]
 local now, lease, worker, max_jobs = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if now < 0 then
+  local t = rcall("TIME")
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local pending, type_counts, job_prefix = KEYS[1], KEYS[6], KEYS[8]
 
 promote_due(KEYS[2], pending, KEYS[5], type_counts, job_prefix, now, tonumber(ARGV[5]))
