@@ -41,9 +41,10 @@ image:  ## build the three images locally (needs a Docker engine)
 
 push:  ## build and push the three images to the stack's ECR repositories, then point the stack at them
 	TAG=$$(git rev-parse --short HEAD); \
+	case "$$(pulumi config get cpuArchitecture)" in ARM64) PLATFORM=linux/arm64 ;; *) PLATFORM=linux/amd64 ;; esac; \
 	aws ecr get-login-password | docker login --username AWS --password-stdin $$(pulumi stack output repositoryUrls --json | jq -r .api | cut -d/ -f1); \
 	for role in api worker metrics; do \
-	  docker buildx build -f images/Dockerfile --target $$role --platform linux/amd64 \
+	  docker buildx build -f images/Dockerfile --target $$role --platform $$PLATFORM \
 	    -t $$(pulumi stack output repositoryUrls --json | jq -r .$$role):$$TAG --push . ; \
 	done; \
 	pulumi config set imageTag $$TAG
