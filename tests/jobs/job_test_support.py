@@ -6,8 +6,11 @@ are the real ones; only the taskiq process around the handler is left out.
 
 from __future__ import annotations
 
+import asyncio
 import io
-from typing import Any
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -74,3 +77,58 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+T = TypeVar("T")
+
+
+async def loop_pauses_while(work: Awaitable[T]) -> tuple[T, list[float], float]:
+    """Await `work` while a ticker measures the event loop's pauses (10 ms ticks); returns
+    the result, every pause between ticks, and the seconds the work took."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    try:
+        result = await work
+    finally:
+        done.set()
+        await ticking
+    return result, gaps, time.perf_counter() - started
+
+
+class MailServerHandler:
+    """An aiosmtpd handler that keeps every message it accepts and refuses some recipients the
+    way real servers do: reject@ permanently (550), later@ always and greylist@ on first
+    sight only (451, as greylisting servers answer)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.envelopes: list[Any] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        """Accept or refuse one recipient."""
+        if address.startswith("reject@"):
+            return "550 5.1.1 no such user"
+        first_sight = address not in self.seen
+        self.seen.add(address)
+        if address.startswith("later@") or (address.startswith("greylist@") and first_sight):
+            return "451 4.7.1 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Keep the message."""
+        self.envelopes.append(envelope)
+        return "250 Message accepted"

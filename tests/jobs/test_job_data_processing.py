@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
-from job_test_support import run_job
+from job_test_support import loop_pauses_while, run_job
 
 from service.artifacts import LocalArtifactStore
 from service.jobs.data_processing import DataProcessingPayload, transform
@@ -247,25 +245,7 @@ async def test_parsing_and_writing_a_big_dataset_leave_the_event_loop_free(queue
     store = LocalArtifactStore(job_settings.artifact_dir)
     source = await store.put("inputs/big.csv", text.encode(), "text/csv")
     data = {"dataset": {"uri": source.uri}, "output_format": "csv", "chunk_size": 50_000}
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticking = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    try:
-        result, _ = await run_job(queue, "data-processing", data)
-    finally:
-        done.set()
-        await ticking
-    elapsed = time.perf_counter() - started
+    (result, _), gaps, elapsed = await loop_pauses_while(run_job(queue, "data-processing", data))
     assert (result["rows_in"], result["rows_out"]) == (rows, rows)
     # Parsing 200,000 rows inline stalls the loop for most of a second at once; in a thread
     # each pause is a small share of the run (relative, so a faster machine proves the same).

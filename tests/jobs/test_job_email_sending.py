@@ -12,7 +12,7 @@ import boto3
 import pytest
 from aiosmtpd.controller import Controller
 from botocore.exceptions import ClientError
-from job_test_support import run_job
+from job_test_support import MailServerHandler, run_job
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
@@ -39,25 +39,6 @@ PAYLOAD = {
 }
 
 
-class RecordingHandler:
-    """An SMTP server's brain: keeps every message; refuses reject@ (550) and later@ (451)."""
-
-    def __init__(self) -> None:
-        self.envelopes: list = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("reject@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("later@"):
-            return "451 4.7.1 greylisted, try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,9 +46,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def smtp_server(job_settings, monkeypatch) -> Iterator[RecordingHandler]:
+def smtp_server(job_settings, monkeypatch) -> Iterator[MailServerHandler]:
     """A real SMTP server on localhost, and settings that send to it."""
-    handler = RecordingHandler()
+    handler = MailServerHandler()
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()

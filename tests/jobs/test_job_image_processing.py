@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import time
 
 import pytest
-from job_test_support import encoded, quadrant_image, run_job
+from job_test_support import encoded, loop_pauses_while, quadrant_image, run_job
 from PIL import Image
 
 from service.artifacts import LocalArtifactStore
@@ -153,25 +151,7 @@ async def test_heavy_image_work_leaves_the_event_loop_free(queue, job_settings):
             {"op": "thumbnail", "width": 50, "height": 50},
         ],
     }
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticking = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    try:
-        result, _ = await run_job(queue, "image-processing", data)
-    finally:
-        done.set()
-        await ticking
-    elapsed = time.perf_counter() - started
+    (result, _), gaps, elapsed = await loop_pauses_while(run_job(queue, "image-processing", data))
     assert (result["width"], result["height"]) == (50, 50)
     # Run inline, the work would stall the loop for about all of `elapsed` at once; in a thread
     # every pause of the loop is a small part of it. (Relative, so a faster machine that does

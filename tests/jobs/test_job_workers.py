@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from job_test_support import encoded, quadrant_image
+from job_test_support import MailServerHandler, encoded, quadrant_image
 from redis.asyncio import Redis
 
 from service.jobs.registry import REGISTRY
@@ -70,32 +70,10 @@ async def pool_queue(redis_url: str) -> AsyncIterator[JobQueue]:
     await client.aclose()
 
 
-class GreylistingHandler:
-    """A mail server that answers 451 to the first RCPT of each greylist@ address (as
-    greylisting servers do), 550 to reject@, and keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.envelopes: list = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("reject@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("greylist@") and address not in self.seen:
-            self.seen.add(address)
-            return "451 4.7.1 greylisted, try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-
 @pytest.fixture(scope="module")
-def smtp_server() -> Iterator[tuple[GreylistingHandler, int]]:
+def smtp_server() -> Iterator[tuple[MailServerHandler, int]]:
     """A real SMTP server on localhost for the workers' email jobs."""
-    handler = GreylistingHandler()
+    handler = MailServerHandler()
     with socket.socket() as probe:  # aiosmtpd's start-up check cannot use port 0
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -112,7 +90,7 @@ async def worker_pool(
     redis_url: str,
     pool_queue: JobQueue,
     test_job_types: None,
-    smtp_server: tuple[GreylistingHandler, int],
+    smtp_server: tuple[MailServerHandler, int],
     tmp_path_factory,
 ) -> AsyncIterator[dict[str, str]]:
     """Two worker processes on the pool queue; stopped with SIGTERM (killed if they hang)."""
