@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.jobs.registry import JobType
 from service.metrics.collector import QueueSnapshot
@@ -54,6 +54,19 @@ class BackoffIn(BaseModel):
         le=1,
         description="Fraction of the delay randomized away; `true` = 0.5, `false` = 0.",
     )
+
+    @model_validator(mode="after")
+    def _cap_not_below_delay(self) -> BackoffIn:
+        # A cap below the delay would silently shorten every retry's wait. Unset, the cap
+        # follows a delay above its default instead of cutting it.
+        if "max_delay_seconds" not in self.model_fields_set:
+            self.max_delay_seconds = max(self.max_delay_seconds, self.delay_seconds)
+        elif self.max_delay_seconds < self.delay_seconds:
+            raise ValueError(
+                f"max_delay_seconds ({self.max_delay_seconds:g}) is below delay_seconds "
+                f"({self.delay_seconds:g}): raise the cap or lower the delay"
+            )
+        return self
 
     def to_backoff(self) -> Backoff:
         """The queue layer's Backoff."""

@@ -88,6 +88,7 @@ async def test_unknown_type_is_404_listing_the_known_types(client: httpx.AsyncCl
         ({"type": "noop", "priority": "urgent"}, "priority"),
         ({"type": "noop", "attempts": 0}, "attempts"),
         ({"type": "noop", "backoff": {"type": "linear"}}, "backoff.type"),
+        ({"type": "noop", "backoff": {"delay_seconds": 120, "max_delay_seconds": 60}}, "backoff"),
         ({"type": "noop", "delay_seconds": -5}, "delay_seconds"),
         ({"type": "noop", "colour": "red"}, "colour"),
         ({"data": {}}, "type"),
@@ -101,6 +102,16 @@ async def test_invalid_input_is_422_naming_the_field(
     error = response.json()["error"]
     assert field in [e["field"] for e in error["details"]["errors"]]
     assert (await queue.counts()).by_state[JobState.PENDING] == 0
+
+
+async def test_a_backoff_delay_above_the_default_cap_is_kept_not_cut(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"type": "noop", "backoff": {"type": "fixed", "delay_seconds": 600}}
+    response = await client.post("/jobs/enqueue", json=body)
+    assert response.status_code == 201, response.text
+    detail = (await client.get(f"/jobs/{response.json()['id']}")).json()
+    assert detail["backoff"]["max_delay_seconds"] == 600
 
 
 async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient) -> None:
