@@ -25,6 +25,7 @@ from taskiq.receiver import Receiver
 
 from service.queue.broker import JobQueueBroker
 from service.queue.consumer import Delivery
+from service.queue.queue import REDIS_DOWN
 from service.queue.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ class _Dispatch:
         try:
             while not self._should_stop():
                 try:
-                    await self._step(stopper)
-                except (ConnectionError, OSError, TimeoutError) as exc:
+                    await self._step()
+                except REDIS_DOWN as exc:
                     log.warning("cannot take jobs from Redis (%s); retrying", exc)
                     await _first(asyncio.sleep(REDIS_RETRY_SECONDS), stopper)
         finally:
@@ -115,7 +116,7 @@ class _Dispatch:
         cap = self.receiver.max_tasks_to_execute
         return max(cap - self.started, 0) if cap else None
 
-    async def _step(self, stopper: asyncio.Future[Any]) -> None:
+    async def _step(self) -> None:
         free = self.limit - len(self.running)
         allowed = self._allowed_to_start()
         if allowed is not None:

@@ -31,7 +31,7 @@ from service.queue.consumer import Consumer, Delivery, FinishStatus, Outcome, ne
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext, current_job
 from service.queue.models import Backoff
-from service.queue.queue import JobQueue, now_ms
+from service.queue.queue import REDIS_DOWN, JobQueue, now_ms
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class FinishBatcher:
         for attempt in range(FINISH_RETRIES):
             try:
                 return await self._finish_many(outcomes)
-            except (ConnectionError, OSError, TimeoutError) as exc:
+            except REDIS_DOWN as exc:
                 if attempt == FINISH_RETRIES - 1:
                     raise
                 log.warning("finishing %d jobs failed (%s); retrying", len(outcomes), exc)

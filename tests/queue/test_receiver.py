@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from taskiq import Context, TaskiqDepends, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from service.queue.broker import JobQueueBroker
+from service.queue.consumer import FinishStatus, Outcome
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, build_message, now_ms
 from service.queue.receiver import JobReceiver
+from service.queue.runtime import FinishBatcher
 from service.queue.states import JobState
 from service.settings import Settings
 from tests.support.state import assert_consistent
@@ -238,7 +241,7 @@ async def test_a_redis_error_while_taking_jobs_is_retried_not_fatal(
     assert broker.runtime is not None
     runtime = broker.runtime
     real_refill = runtime.refill
-    failures = [ConnectionError("Redis went away")]
+    failures = [RedisConnectionError("Connection closed by server.")]
 
     async def flaky_refill() -> int | None:
         if failures:
@@ -310,3 +313,20 @@ async def _told(protection: RecordingProtection, busy: bool) -> bool:
 
 async def _registered(redis: Redis, queue: JobQueue) -> bool:
     return int(await redis.zcard(queue.keys.workers)) > 0
+
+
+async def test_a_finish_that_meets_a_redis_blip_is_retried_not_dropped() -> None:
+    # The job ran; if recording its end failed at once, it would be run again after its lease.
+    sent: list[list[Outcome]] = []
+    blips = [RedisConnectionError("Connection closed by server.")]
+
+    async def finish_many(outcomes: list[Outcome]) -> list[int]:
+        sent.append(outcomes)
+        if blips:
+            raise blips.pop()
+        return [FinishStatus.COMPLETED] * len(outcomes)
+
+    batcher = FinishBatcher(finish_many)
+    status = await batcher.submit(Outcome("job-1", completed=True, payload="null"))
+    assert status == FinishStatus.COMPLETED
+    assert [[o.job_id for o in batch] for batch in sent] == [["job-1"], ["job-1"]]
