@@ -15,12 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from service.queue.errors import ErrorCategory, JobQueueError
+from service.queue.queue import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobQueueError, _queue_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Only redis-py's own connection errors: a bare OSError can come from anywhere (a file
-    # name too long, a full disk) and must not be reported as "Redis is unreachable".
-    for exc_type in (RedisConnectionError, RedisTimeoutError):
+    for exc_type in REDIS_DOWN:
         app.add_exception_handler(exc_type, _redis_down)
     app.add_exception_handler(Exception, _unexpected)
 

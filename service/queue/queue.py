@@ -51,7 +51,10 @@ SAMPLES_KEPT = 1000
 # Lists return at most this many jobs per page.
 MAX_PAGE = 500
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# What "the server cannot be reached" looks like from redis-py, which wraps socket errors in
+# these. Not a bare OSError: one can come from anywhere (a file name too long, a full disk) and
+# must not be reported, retried or handed back as "Redis is unreachable".
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 Clock = Callable[[], float]
 ScriptCall = tuple[str, Sequence[str], Sequence[ScriptArg]]

@@ -94,7 +94,8 @@ class _Dispatch:
                     await self._step()
                 except REDIS_DOWN as exc:
                     log.warning("cannot take jobs from Redis (%s); retrying", exc)
-                    await _first(asyncio.sleep(REDIS_RETRY_SECONDS), stopper)
+                    with contextlib.suppress(TimeoutError):  # a finish request ends the pause
+                        await asyncio.wait_for(self.finish_event.wait(), REDIS_RETRY_SECONDS)
         finally:
             stopper.cancel()
             if self._waking is not None:
@@ -150,15 +151,3 @@ class _Dispatch:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         self._slot_freed.set()
-
-
-async def _first(work: Any, stopper: asyncio.Future[Any]) -> None:
-    """Await `work` unless `stopper` completes first, in which case `work` is cancelled."""
-    task = asyncio.ensure_future(work)
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return
-    task.result()

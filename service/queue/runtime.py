@@ -208,7 +208,7 @@ class WorkerRuntime:
     async def refill(self) -> int | None:
         """Dequeue as many jobs as this worker has room for into the buffer. Returns how many
         (0: nothing due, so wait for work), or None when it holds all it may (wait for room)."""
-        room = self.concurrency + self.settings.prefetch - len(self.held)
+        room = self._room_left()
         if room <= 0:
             return None
         return self._hold(*await self.consumer.dequeue(room))
@@ -218,7 +218,7 @@ class WorkerRuntime:
         `Consumer.wait_and_dequeue`); returns how many jobs were taken. `wake()` ends the wait.
         Only for an idle worker's caller that will not cancel it: a cancelled call may leave
         the jobs it took leased to this worker until their lease expires."""
-        room = self.concurrency + self.settings.prefetch - len(self.held)
+        room = self._room_left()
         timeout = self._idle_timeout()
         if room <= 0 or timeout <= 0:
             return await self.refill() or 0
@@ -227,6 +227,10 @@ class WorkerRuntime:
     async def wake(self) -> None:
         """End this worker's own `wait_and_refill` now (shutdown)."""
         await self._quietly(self.consumer.wake(), "wake the worker's own wait")
+
+    def _room_left(self) -> int:
+        """Jobs this worker may still take: its concurrency plus prefetch, less what it holds."""
+        return self.concurrency + self.settings.prefetch - len(self.held)
 
     def _hold(self, jobs: list[Delivery], next_due_ms: int | None) -> int:
         self._next_due_ms = next_due_ms
