@@ -63,6 +63,7 @@ firewall = Firewall(
     prefix,
     FirewallArgs(vpc_id=network.vpc_id, api_port=API_PORT, https=bool(certificate_arn), tags=tags),
 )
+cache_cluster_mode = cfg.require_bool("cacheClusterMode")
 cache = Cache(
     prefix,
     CacheArgs(
@@ -75,7 +76,7 @@ cache = Cache(
         },
         node_type=cfg.require("cacheNodeType"),
         engine_version=cfg.require("cacheEngineVersion"),
-        cluster_mode=cfg.require_bool("cacheClusterMode"),
+        cluster_mode=cache_cluster_mode,
         shards=cfg.require_int("cacheShards"),
         replicas_per_shard=cfg.require_int("cacheReplicas"),
         snapshot_retention_days=cfg.require_int("cacheSnapshotRetentionDays"),
@@ -144,6 +145,8 @@ common_env: dict[str, pulumi.Input[str]] = {
     "REDIS_HOST": cache.endpoint,
     "REDIS_PORT": str(cache.port),
     "REDIS_TLS": "true",
+    # In cluster mode REDIS_HOST is the configuration endpoint; the service finds the queue's slot.
+    "REDIS_CLUSTER": "true" if cache_cluster_mode else "false",
     "QUEUE_NAME": queue_metrics.queue,
     "KEY_PREFIX": cfg.require("keyPrefix"),
     "AWS_REGION": region,

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     redis_password: SecretStr | None = None
     redis_tls: bool = False
+    # The server is a cluster (ElastiCache cluster mode): connect through its configuration
+    # endpoint to whichever primary owns the queue's hash slot, and follow the slot when it moves.
+    redis_cluster: bool = False
     # Where the locally embedded Valkey keeps its append-only file, so queued jobs survive a
     # restart of `jobqueue run`.
     data_dir: Path = Path(".jobqueue")

@@ -2,9 +2,10 @@
 
 Cluster mode is off by default. The queue puts every key of a queue in one hash slot (`{queue}`),
 so its Lua scripts stay single-slot; sharding therefore spreads *different queues* over shards but
-never one busy queue, and it needs a cluster-aware client. One primary with a replica in another
-AZ (Multi-AZ, automatic failover) is the simpler, cheaper shape until one queue outgrows the
-largest node; `cacheClusterMode: true` is there for deployments that run many queues.
+never one busy queue (the service connects to the slot's primary: REDIS_CLUSTER, see
+service/queue/cluster.py). One primary with a replica in another AZ (Multi-AZ, automatic failover)
+is the simpler, cheaper shape until one queue outgrows the largest node; `cacheClusterMode: true`
+is there for deployments that run many queues.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
+from service.queue.cluster import queue_slot_pool
 from service.queue.keys import QueueKeys
 from service.queue.models import Retention
 from service.queue.queue import JobQueue, QueueConfig
@@ -17,15 +20,22 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 def connect(settings: Settings) -> Redis:
-    """A pooled async client for the configured server (TLS with `rediss://` / REDIS_TLS)."""
-    return Redis.from_url(
-        settings.resolved_redis_url(),
-        decode_responses=True,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS + settings.idle_block_seconds,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    """A pooled async client for the configured server (TLS with `rediss://` / REDIS_TLS).
+
+    With REDIS_CLUSTER the server is a cluster's configuration endpoint, and every connection
+    goes to the primary that owns the queue's hash slot (see cluster.py).
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS + settings.idle_block_seconds,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+    url = settings.resolved_redis_url()
+    if not settings.redis_cluster:
+        return Redis.from_url(url, **options)
+    return Redis.from_pool(queue_slot_pool(url, queue_keys(settings).cluster_slot, **options))
 
 
 def queue_config(settings: Settings) -> QueueConfig:
@@ -41,7 +51,11 @@ def queue_config(settings: Settings) -> QueueConfig:
     )
 
 
+def queue_keys(settings: Settings) -> QueueKeys:
+    """The keys of the queue named in settings."""
+    return QueueKeys(prefix=settings.key_prefix, queue=settings.queue_name)
+
+
 def make_queue(settings: Settings, redis: Redis) -> JobQueue:
     """The queue named in settings, on `redis`."""
-    keys = QueueKeys(prefix=settings.key_prefix, queue=settings.queue_name)
-    return JobQueue(redis, keys, queue_config(settings))
+    return JobQueue(redis, queue_keys(settings), queue_config(settings))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.crc import key_slot
+
 
 @dataclass(frozen=True)
 class QueueKeys:
@@ -17,6 +19,11 @@ class QueueKeys:
 
     prefix: str
     queue: str
+
+    @property
+    def cluster_slot(self) -> int:
+        """The one cluster hash slot that every key of this queue maps to."""
+        return key_slot(self._key().encode())
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, "{" + self.queue + "}", *parts))

@@ -207,6 +207,10 @@ def test_cluster_mode_option_shards_the_group() -> None:
     assert run.exports["cacheEndpoint"].startswith("clustercfg.")
     memory_alarms = [a for a in run.of_type(ALARM) if "redis-memory" in a.name]
     assert len(memory_alarms) == 4  # 2 shards x (primary + replica)
+    for role in ("api", "worker", "metrics"):  # the service must follow the queue's slot
+        env = {e["name"]: e["value"] for e in run.container(role)["environment"]}
+        assert env["REDIS_CLUSTER"] == "true"
+        assert env["REDIS_HOST"] == run.exports["cacheEndpoint"]
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -263,6 +267,7 @@ def test_no_secret_value_appears_in_stack_outputs(any_run: ProgramRun) -> None:
 def test_containers_get_the_settings_the_service_reads(dev_run: ProgramRun) -> None:
     env = {e["name"]: e["value"] for e in dev_run.container("worker")["environment"]}
     assert env["REDIS_TLS"] == "true"
+    assert env["REDIS_CLUSTER"] == "false"
     assert env["ENVIRONMENT"] == "dev"
     assert env["REDIS_HOST"] == dev_run.exports["cacheEndpoint"]
     assert env["WORKER_COUNT"] == dev_run.config["jobqueue:workerCount"]

@@ -12,9 +12,17 @@ from redis.asyncio import Redis
 
 from service.queue.models import Backoff, JobSpec
 from service.queue.queue import JobQueue
-from service.queue.states import TERMINAL, JobState
+from service.queue.states import JobState
 from tests.support.state import assert_consistent, assert_no_leaked_keys
-from tests.support.workers import kill_group, running_worker, start_worker, stop_worker, worker_env
+from tests.support.workers import (
+    all_done,
+    kill_group,
+    running_worker,
+    start_worker,
+    stop_worker,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,23 +31,6 @@ PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 
 def probe(seconds: float = 0, **kwargs: object) -> JobSpec:
     return JobSpec(type="probe", data={"seconds": seconds}, **kwargs)  # type: ignore[arg-type]
-
-
-async def wait_until(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll an async predicate until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
-
-
-async def all_done(queue: JobQueue, ids: list[str]) -> bool:
-    jobs = await queue.get_many(ids)
-    return len(jobs) == len(ids) and all(job.state in TERMINAL for job in jobs)
 
 
 async def test_sigkilled_worker_loses_nothing(

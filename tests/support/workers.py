@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,6 +11,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from service.queue.queue import JobQueue
+from service.queue.states import TERMINAL
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_COMMAND = [
@@ -81,3 +85,20 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
             stop_worker(process)
         finally:
             kill_group(process)
+
+
+async def wait_until(predicate, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an async predicate until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def all_done(queue: JobQueue, ids: list[str]) -> bool:
+    jobs = await queue.get_many(ids)
+    return len(jobs) == len(ids) and all(job.state in TERMINAL for job in jobs)
