@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import Connection, SSLConnection, parse_url
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
@@ -34,6 +34,8 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
+
+from service.queue.wire import PackedConnection, PackedSSLConnection, tcp_url_options
 
 # Replies that say "not here, not now": the command was refused, never applied.
 _SLOT_ELSEWHERE = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
@@ -47,11 +49,11 @@ class QueueSlotMovedError(ConnectionError):
     """The queue's slot is served by another node now; the command was not run."""
 
 
-class QueueSlotConnection(Connection):
+class QueueSlotConnection(PackedConnection):
     """A connection to the primary that owns `queue_slot`, not to the configured host, that
     turns redirects into a reconnect."""
 
-    _probe_class: type[Connection] = Connection
+    _probe_class: type[Connection] = PackedConnection
 
     def __init__(self, *, queue_slot: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -91,11 +93,11 @@ class QueueSlotConnection(Connection):
         return owner_of(self.queue_slot, slots, entry_host)
 
 
-class QueueSlotSSLConnection(QueueSlotConnection, SSLConnection):
+class QueueSlotSSLConnection(QueueSlotConnection, PackedSSLConnection):
     """Over TLS (ElastiCache's in-transit encryption): SSLConnection's `_connect` runs after the
     slot lookup, by method order."""
 
-    _probe_class = SSLConnection
+    _probe_class = PackedSSLConnection
 
 
 def owner_of(slot: int, cluster_slots: list[Any], entry_host: str) -> tuple[str, int]:
@@ -119,14 +121,9 @@ def _text(value: str | bytes | None) -> str:
 
 def queue_slot_pool(url: str, queue_slot: int, **options: Any) -> ConnectionPool:
     """A pool whose connections all go to the primary that serves `queue_slot`."""
-    url_options = parse_url(url)
-    scheme_class = url_options.pop("connection_class", Connection)
-    if scheme_class not in (Connection, SSLConnection):
-        raise ValueError("REDIS_CLUSTER needs a redis:// or rediss:// URL, not a unix socket")
+    tls, url_options = tcp_url_options(url)
     return ConnectionPool(
-        connection_class=(
-            QueueSlotSSLConnection if scheme_class is SSLConnection else QueueSlotConnection
-        ),
+        connection_class=QueueSlotSSLConnection if tls else QueueSlotConnection,
         queue_slot=queue_slot,
         retry=Retry(REDIRECT_BACKOFF, REDIRECT_RETRIES, supported_errors=(QueueSlotMovedError,)),
         **{**options, **url_options},

@@ -10,6 +10,7 @@ from service.queue.cluster import queue_slot_pool
 from service.queue.keys import QueueKeys
 from service.queue.models import Retention
 from service.queue.queue import JobQueue, QueueConfig
+from service.queue.wire import packed_pool
 from service.settings import Settings
 
 # Client-side timeouts: a command that takes longer than this against a healthy server means the
@@ -33,9 +34,9 @@ def connect(settings: Settings) -> Redis:
         "health_check_interval": 30,
     }
     url = settings.resolved_redis_url()
-    if not settings.redis_cluster:
-        return Redis.from_url(url, **options)
-    return Redis.from_pool(queue_slot_pool(url, queue_keys(settings).cluster_slot, **options))
+    if settings.redis_cluster:
+        return Redis.from_pool(queue_slot_pool(url, queue_keys(settings).cluster_slot, **options))
+    return Redis.from_pool(packed_pool(url, **options))
 
 
 def queue_config(settings: Settings) -> QueueConfig:
