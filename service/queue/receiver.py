@@ -79,7 +79,11 @@ class _Dispatch:
         self.runtime = runtime
         self.finish_event = finish_event
         self.limit = receiver.task_limit(runtime)
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: set[asyncio.Task[None]] = set()  # every job's callback, until it returns
+        # Jobs whose code is running. A job's slot frees when its code ends, not when its end is
+        # recorded: the finish round trip then overlaps the next jobs' code instead of stalling
+        # the worker (WorkerRuntime's room still counts finishing jobs, so holdings stay bounded).
+        self.executing: set[str] = set()
         self.started = 0
         self._slot_freed = asyncio.Event()
         self._waking: asyncio.Future[None] | None = None
@@ -118,7 +122,7 @@ class _Dispatch:
         return max(cap - self.started, 0) if cap else None
 
     async def _step(self) -> None:
-        free = self.limit - len(self.running)
+        free = self.limit - len(self.executing)
         allowed = self._allowed_to_start()
         if allowed is not None:
             free = min(free, allowed)
@@ -128,10 +132,13 @@ class _Dispatch:
                 for delivery in batch:
                     self._start(delivery)
                 return
+        if self.runtime.buffered == 0:
+            # Fetch the next jobs now, while the ones just started run, so that the round trip
+            # overlaps their code instead of following it.
             taken = await self.runtime.refill()
             if taken:
                 return
-            if taken == 0:
+            if taken == 0 and free > 0:
                 await self.runtime.wait_and_refill()
                 return
         # Every slot is busy (or the runtime holds all it may): wait for a job to end.
@@ -139,15 +146,28 @@ class _Dispatch:
         await self._slot_freed.wait()
 
     def _start(self, delivery: Delivery) -> None:
+        job_id = delivery.job_id
         message = AckableMessage(
-            data=delivery.message.encode(),
-            ack=functools.partial(self.runtime.ack, delivery.job_id),
+            data=delivery.message.encode(), ack=functools.partial(self._ack, job_id)
         )
         task = asyncio.create_task(self.receiver.callback(message))
         self.running.add(task)
-        task.add_done_callback(self._finished)
+        self.executing.add(job_id)
+        task.add_done_callback(functools.partial(self._finished, job_id))
         self.started += 1
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    async def _ack(self, job_id: str) -> None:
+        """taskiq acks once the job's code has ended and its result is kept: free the slot, then
+        record the end."""
+        self._code_ended(job_id)
+        await self.runtime.ack(job_id)
+
+    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
+        self._code_ended(job_id)  # if the callback ended without an ack
         self._slot_freed.set()
+
+    def _code_ended(self, job_id: str) -> None:
+        if job_id in self.executing:
+            self.executing.discard(job_id)
+            self._slot_freed.set()

@@ -142,6 +142,7 @@ class WorkerRuntime:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set whenever a held job is let go
+        self._ending = 0  # held jobs whose code has ended (result kept), being finished
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -200,6 +201,11 @@ class WorkerRuntime:
             elif not taken:
                 await self.wait_for_work()
 
+    @property
+    def buffered(self) -> int:
+        """Jobs dequeued and not yet handed out by `take`."""
+        return len(self._buffer)
+
     def take(self, max_jobs: int) -> list[Delivery]:
         """Up to `max_jobs` already dequeued jobs, oldest first; no I/O."""
         count = min(max_jobs, len(self._buffer))
@@ -229,8 +235,14 @@ class WorkerRuntime:
         await self._quietly(self.consumer.wake(), "wake the worker's own wait")
 
     def _room_left(self) -> int:
-        """Jobs this worker may still take: its concurrency plus prefetch, less what it holds."""
-        return self.concurrency + self.settings.prefetch - len(self.held)
+        """Jobs this worker may still take: its concurrency plus prefetch, less what it holds.
+
+        Up to a concurrency's worth of jobs whose code has ended but whose end is still being
+        written take no room: otherwise every finish round trip would stall the worker with
+        nothing to run (measured: a third of the worker's time idle at 100 concurrent no-ops).
+        """
+        ending = min(self._ending, self.concurrency)
+        return self.concurrency + self.settings.prefetch - (len(self.held) - ending)
 
     def _hold(self, jobs: list[Delivery], next_due_ms: int | None) -> int:
         self._next_due_ms = next_due_ms
@@ -294,9 +306,10 @@ class WorkerRuntime:
     def on_result(self, job_id: str, result: TaskiqResult[Any]) -> None:
         """The job's function returned or raised."""
         held = self.held.get(job_id)
-        if held is not None:
+        if held is not None and held.result is None:
             held.running = False
             held.result = result
+            self._ending += 1
 
     async def ack(self, job_id: str) -> None:
         """Record how the job ended (the taskiq ack of its message)."""
@@ -346,7 +359,9 @@ class WorkerRuntime:
             self._let_go(job_id)
 
     def _let_go(self, job_id: str) -> None:
-        self.held.pop(job_id, None)
+        held = self.held.pop(job_id, None)
+        if held is not None and held.result is not None:
+            self._ending -= 1
         self._room.set()
 
     async def _heartbeat(self) -> None:

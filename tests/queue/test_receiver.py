@@ -120,6 +120,44 @@ async def test_running_jobs_never_exceed_the_lower_of_both_limits(
     assert gauge.peak == expected_peak
 
 
+async def test_a_slot_frees_when_the_code_ends_while_its_end_is_still_being_written(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
+) -> None:
+    broker = broker_factory(worker_concurrency=1, worker_prefetch=0)
+    started: list[str] = []
+
+    @broker.task(task_name="recorded")
+    async def recorded(data: dict[str, Any], context: Context = TaskiqDepends()) -> None:  # noqa: B008
+        started.append(context.message.task_id)
+
+    await broker.startup()
+    assert broker.runtime is not None
+    batcher = broker.runtime._batcher
+    real_finish_many, writes_done = batcher._finish_many, asyncio.Event()
+
+    async def slow_finish_many(outcomes: list[Outcome]) -> list[int]:
+        await writes_done.wait()
+        return await real_finish_many(outcomes)
+
+    batcher._finish_many = slow_finish_many  # type: ignore[method-assign]
+    ids = [r.job.id for r in await queue.enqueue_many([JobSpec(type="recorded")] * 4)]
+    listening = Listening(JobReceiver(broker, max_async_tasks=10, run_startup=False))
+    await until(lambda: _at_least(started, 2))
+    await asyncio.sleep(0.3)
+    # The second job ran while the first one's end was still unwritten; but no more than one
+    # concurrency's worth of ending jobs is let off, so a stalled Redis write bounds holdings.
+    assert len(started) == 2
+    assert (await states(queue, ids)).count(JobState.PROCESSING) == 2
+    writes_done.set()
+    await until(lambda: all_completed(queue, ids))
+    await listening.stop()
+    assert sorted(started) == sorted(ids)
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
 async def test_taskiq_middlewares_and_dependency_injection_still_apply(
     broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
