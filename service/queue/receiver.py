@@ -82,7 +82,8 @@ class _Dispatch:
         self.running: set[asyncio.Task[None]] = set()  # every job's callback, until it returns
         # Jobs whose code is running. A job's slot frees when its code ends, not when its end is
         # recorded: the finish round trip then overlaps the next jobs' code instead of stalling
-        # the worker (WorkerRuntime's room still counts finishing jobs, so holdings stay bounded).
+        # the worker. WorkerRuntime lets at most a concurrency's worth of ending jobs off its
+        # room, so a stalled finish still bounds what the worker holds.
         self.executing: set[str] = set()
         self.started = 0
         self._slot_freed = asyncio.Event()

@@ -187,6 +187,16 @@ def test_cache_is_multi_az_valkey_with_tls_encryption_and_auth(any_run: ProgramR
     assert rg["authTokenUpdateStrategy"] in ("SET", "ROTATE")
 
 
+def test_cache_keeps_job_hashes_compact(any_run: ProgramRun) -> None:
+    rg = any_run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+    group = any_run.one("aws:elasticache/parameterGroup:ParameterGroup")
+    assert rg["parameterGroupName"] == group.state["name"]
+    major = any_run.config["jobqueue:cacheEngineVersion"].split(".")[0]
+    assert group.inputs["family"] == f"valkey{major}"
+    parameters = {p["name"]: p["value"] for p in group.inputs["parameters"]}
+    assert parameters == {"hash-max-listpack-value": "1024"}
+
+
 def test_auth_token_is_stored_in_secrets_manager(dev_run: ProgramRun) -> None:
     token = dev_run.one("random:index/randomPassword:RandomPassword", "auth-token")
     version = dev_run.one("aws:secretsmanager/secretVersion:SecretVersion", "auth-token")
@@ -203,7 +213,9 @@ def test_cluster_mode_option_shards_the_group() -> None:
     assert rg["numNodeGroups"] == 2
     assert rg["replicasPerNodeGroup"] == 1
     assert "numCacheClusters" not in rg
-    assert rg["parameterGroupName"].endswith(".cluster.on")
+    group = run.one("aws:elasticache/parameterGroup:ParameterGroup").inputs
+    parameters = {p["name"]: p["value"] for p in group["parameters"]}
+    assert parameters == {"hash-max-listpack-value": "1024", "cluster-enabled": "yes"}
     assert run.exports["cacheEndpoint"].startswith("clustercfg.")
     memory_alarms = [a for a in run.of_type(ALARM) if "redis-memory" in a.name]
     assert len(memory_alarms) == 4  # 2 shards x (primary + replica)
