@@ -166,9 +166,7 @@ class _Dispatch:
     def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
         self._code_ended(job_id)  # if the callback ended without an ack
-        self._slot_freed.set()
 
     def _code_ended(self, job_id: str) -> None:
-        if job_id in self.executing:
-            self.executing.discard(job_id)
-            self._slot_freed.set()
+        self.executing.discard(job_id)
+        self._slot_freed.set()

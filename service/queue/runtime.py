@@ -142,7 +142,6 @@ class WorkerRuntime:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set whenever a held job is let go
-        self._ending = 0  # held jobs whose code has ended (result kept), being finished
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -241,8 +240,13 @@ class WorkerRuntime:
         written take no room: otherwise every finish round trip would stall the worker with
         nothing to run (measured: a third of the worker's time idle at 100 concurrent no-ops).
         """
-        ending = min(self._ending, self.concurrency)
-        return self.concurrency + self.settings.prefetch - (len(self.held) - ending)
+        ending = sum(1 for held in self.held.values() if held.result is not None)
+        return (
+            self.concurrency
+            + self.settings.prefetch
+            - len(self.held)
+            + min(ending, self.concurrency)
+        )
 
     def _hold(self, jobs: list[Delivery], next_due_ms: int | None) -> int:
         self._next_due_ms = next_due_ms
@@ -306,10 +310,9 @@ class WorkerRuntime:
     def on_result(self, job_id: str, result: TaskiqResult[Any]) -> None:
         """The job's function returned or raised."""
         held = self.held.get(job_id)
-        if held is not None and held.result is None:
+        if held is not None:
             held.running = False
             held.result = result
-            self._ending += 1
 
     async def ack(self, job_id: str) -> None:
         """Record how the job ended (the taskiq ack of its message)."""
@@ -359,9 +362,7 @@ class WorkerRuntime:
             self._let_go(job_id)
 
     def _let_go(self, job_id: str) -> None:
-        held = self.held.pop(job_id, None)
-        if held is not None and held.result is not None:
-            self._ending -= 1
+        self.held.pop(job_id, None)
         self._room.set()
 
     async def _heartbeat(self) -> None:

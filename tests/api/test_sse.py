@@ -18,6 +18,7 @@ from service.api.events import job_event_stream
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
+from tests.support.relay import forward
 
 pytestmark = pytest.mark.slow
 
@@ -96,9 +97,7 @@ class CuttableProxy:
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
+        await forward(reader, writer)
         writer.close()
 
     def cut(self) -> None:

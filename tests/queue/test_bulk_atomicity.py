@@ -15,6 +15,7 @@ from service.queue.errors import QueueUnavailableError
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, build_message, now_ms
 from tests.conftest import queue_keys
+from tests.support.relay import forward
 
 
 class TruncatingRelay:
@@ -34,7 +35,7 @@ class TruncatingRelay:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
-        answers = asyncio.create_task(self._answers(up_reader, writer))
+        answers = asyncio.create_task(forward(up_reader, writer))
         try:
             while self.forwarded < self.limit and (data := await reader.read(65536)):
                 data = data[: self.limit - self.forwarded]
@@ -48,13 +49,6 @@ class TruncatingRelay:
                 side.close()
             assert self.server is not None
             self.server.close()  # no reconnecting: the fault lasts
-
-    @staticmethod
-    async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
 
 
 @pytest.mark.parametrize("cut_at", [0.1, 0.5, 0.99])

@@ -56,7 +56,7 @@ def probe(seconds: float = 0) -> JobSpec:
     return JobSpec(type="probe", data={"seconds": seconds})
 
 
-async def owner_client(cluster: ValkeyCluster, queue: JobQueue) -> Redis:
+def owner_client(cluster: ValkeyCluster, queue: JobQueue) -> Redis:
     return Redis(port=cluster.owner(queue.keys.cluster_slot).port, decode_responses=True)
 
 
@@ -80,7 +80,7 @@ async def test_queue_and_worker_reach_the_slot_owner_through_any_node(
     jobs = await cluster_queue.get_many([*bulk, single, delayed])
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     assert all(job.attempts_made == 1 and job.stalls == 0 for job in jobs)
-    owner = await owner_client(cluster, cluster_queue)
+    owner = owner_client(cluster, cluster_queue)
     await assert_consistent(owner, cluster_queue.keys)
     await assert_no_leaked_keys(owner, cluster_queue.keys)
     await owner.aclose()
@@ -106,7 +106,7 @@ async def test_a_migrated_slot_is_followed_and_no_job_is_lost_or_run_twice(
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     # A migration refuses every script until it ends (see cluster.py): nothing ran twice.
     assert {(job.attempts_made, job.stalls) for job in jobs} == {(1, 0)}
-    owner = await owner_client(cluster, cluster_queue)
+    owner = owner_client(cluster, cluster_queue)
     assert await _runs_per_job(owner, cluster_queue, before + after) == {1}
     assert source.client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     await assert_consistent(owner, cluster_queue.keys)

