@@ -172,6 +172,10 @@ class WorkerInfo(BaseModel):
     failed: int
     concurrency: int
     current_jobs: list[str]
+    # The worker's own stall detector: it had room, due jobs were pending and it took none for
+    # a while. `stalled` is the verdict at the last heartbeat; `stalls` counts them since start.
+    stalled: bool = False
+    stalls: int = 0
 
 
 def from_ms(value: str | int | float | None) -> datetime | None:

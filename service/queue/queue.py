@@ -510,6 +510,8 @@ def _worker_from_hash(row: dict[str, str]) -> WorkerInfo:
         failed=int(row.get("failed", 0)),
         concurrency=int(row.get("concurrency", 0)),
         current_jobs=json.loads(row.get("jobs", "[]")),
+        stalled=row.get("stalled", "0") == "1",
+        stalls=int(row.get("stalls", 0)),
     )
 
 
