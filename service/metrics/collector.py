@@ -49,6 +49,11 @@ class QueueSnapshot(BaseModel):
     run_p50_ms: float
     run_p99_ms: float
     workers: list[WorkerInfo]
+    # Scaling inputs (see backlog_of and backlog_per_task): defaults only for hand-built snapshots.
+    backlog: int = 0
+    live_tasks: int = 0
+    backlog_per_task: float = 0.0
+    stalled_workers: int = 0
     # The period the *_last_period counters cover: [period_started_at, +period_seconds).
     period_seconds: float = 60.0
     period_started_at: datetime | None = None
@@ -85,6 +90,28 @@ def sliding_last_minute(rows: MinuteCounters, now: float) -> dict[str, int]:
     return {name: current[name] + round(previous[name] * (1 - elapsed)) for name in COUNTER_NAMES}
 
 
+def backlog_of(counts: QueueCounts) -> int:
+    """What the worker fleet must still work through: pending due jobs plus leased jobs.
+
+    Leased jobs are the active sorted set: jobs running and jobs a receiver prefetched but has
+    not started. Counting pending alone reads zero while the fleet is busy, so the fleet would
+    scale in under load and out again when the next batch lands (a flap). Delayed jobs are not
+    due yet: they become backlog when they are promoted to pending.
+    """
+    return counts.by_state.get(JobState.PENDING, 0) + counts.by_state.get(JobState.PROCESSING, 0)
+
+
+def live_tasks(workers: Sequence[WorkerInfo]) -> int:
+    """Worker tasks with a live process: on ECS (awsvpc) each task has its own host name."""
+    return len({worker.host for worker in workers})
+
+
+def backlog_per_task(backlog: int, tasks: int) -> float:
+    """The worker autoscaling metric; with no live task the whole backlog counts as one task's,
+    so the metric stays above target and the policy keeps adding capacity."""
+    return backlog / max(tasks, 1)
+
+
 async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapshot:
     """Read depth, flow, workers and latencies; QueueUnavailableError if Redis is down."""
     minutes = period_minutes(period_seconds)
@@ -99,6 +126,8 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     waits = [wait for wait, _ in samples]
     runs = [run for _, run in samples]
     first_minute = rows[0][0]
+    backlog = backlog_of(counts)
+    tasks = live_tasks(workers)
     return QueueSnapshot(
         taken_at=datetime.fromtimestamp(now, tz=UTC),
         counts=counts,
@@ -113,6 +142,10 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
         run_p50_ms=percentile(runs, 0.50),
         run_p99_ms=percentile(runs, 0.99),
         workers=workers,
+        backlog=backlog,
+        live_tasks=tasks,
+        backlog_per_task=backlog_per_task(backlog, tasks),
+        stalled_workers=sum(1 for worker in workers if worker.stalled),
         period_seconds=minutes * MINUTE_SECONDS,
         period_started_at=datetime.fromtimestamp(first_minute * MINUTE_SECONDS, tz=UTC),
     )

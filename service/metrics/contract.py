@@ -72,6 +72,25 @@ BACKLOG_PER_WORKER = MetricSpec(
     Unit.COUNT,
     "QueueDepth / max(LiveWorkers, 1): the target-tracking metric of worker autoscaling.",
 )
+QUEUE_BACKLOG = MetricSpec(
+    "QueueBacklog",
+    Unit.COUNT,
+    "Pending due jobs plus jobs leased by workers (running or prefetched): what the fleet must "
+    "still work through. Delayed jobs are not due, so they are not backlog yet.",
+)
+LIVE_WORKER_TASKS = MetricSpec(
+    "LiveWorkerTasks", Unit.COUNT, "Worker tasks (hosts) with at least one live worker process."
+)
+BACKLOG_PER_TASK = MetricSpec(
+    "BacklogPerTask",
+    Unit.COUNT,
+    "QueueBacklog / max(LiveWorkerTasks, 1): the target-tracking metric of worker autoscaling.",
+)
+STALLED_WORKERS = MetricSpec(
+    "StalledWorkers",
+    Unit.COUNT,
+    "Live worker processes whose stall detector says they had room and due jobs but took none.",
+)
 JOB_WAIT_P50 = MetricSpec("JobWaitTimeP50", Unit.MILLISECONDS, "Median enqueue-to-start time.")
 JOB_WAIT_P99 = MetricSpec("JobWaitTimeP99", Unit.MILLISECONDS, "99th pct enqueue-to-start time.")
 JOB_RUN_P50 = MetricSpec("JobRunTimeP50", Unit.MILLISECONDS, "Median run time of completed jobs.")
@@ -94,6 +113,10 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     JOBS_RETRIED,
     LIVE_WORKERS,
     BACKLOG_PER_WORKER,
+    QUEUE_BACKLOG,
+    LIVE_WORKER_TASKS,
+    BACKLOG_PER_TASK,
+    STALLED_WORKERS,
     JOB_WAIT_P50,
     JOB_WAIT_P99,
     JOB_RUN_P50,

@@ -79,6 +79,10 @@ def _flow_datums(snapshot: QueueSnapshot) -> list[Datum]:
         Datum(c.JOBS_RETRIED, snapshot.retried_last_period, at=at),
         Datum(c.LIVE_WORKERS, snapshot.live_workers),
         Datum(c.BACKLOG_PER_WORKER, snapshot.backlog_per_worker),
+        Datum(c.QUEUE_BACKLOG, snapshot.backlog),
+        Datum(c.LIVE_WORKER_TASKS, snapshot.live_tasks),
+        Datum(c.BACKLOG_PER_TASK, snapshot.backlog_per_task),
+        Datum(c.STALLED_WORKERS, snapshot.stalled_workers),
     ]
 
 

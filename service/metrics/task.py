@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
+from service import healthcheck
 from service.jobs import load_job_types
 from service.metrics import canary
 from service.metrics.collector import collect
@@ -49,6 +50,11 @@ AWS_READ_TIMEOUT_SECONDS = 15
 
 REDIS_ERRORS = (QueueUnavailableError, RedisError)
 AWS_ERRORS = (ClientError, BotoCoreError)
+
+# The container health record of a publish holds this many periods: one failed period (a Redis
+# blip, a throttled PutMetricData) must not get the task replaced, but a loop that has not
+# published for this long is stuck and a fresh task is the cure (service/healthcheck.py).
+HEALTH_FRESH_PERIODS = 5
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 
@@ -91,7 +97,16 @@ class MetricsLoop:
         except AWS_ERRORS:
             log.exception("metrics: publishing %d data points failed", len(datums))
             return False
+        self._record_health(f"published {len(datums)} data points")
         return True
+
+    def _record_health(self, detail: str) -> None:
+        """Tell the container health check this process publishes (only a success counts)."""
+        healthcheck.record(
+            "metrics",
+            fresh_for=HEALTH_FRESH_PERIODS * self.period + TICK_OFFSET_SECONDS,
+            detail=detail,
+        )
 
     async def _canary(self, now: float) -> list[Datum]:
         if self.canary_config is None:
@@ -128,6 +143,9 @@ class MetricsLoop:
 
     async def run(self, stop: asyncio.Event, sleep: AsyncSleep) -> None:
         """Tick at every period boundary until `stop` is set; `sleep` must return early on stop."""
+        # Healthy from the start: the first publish is at most a period away, well inside the
+        # record's lifetime, so the health check needs no long start period.
+        self._record_health("started, first publish at the next period boundary")
         while not stop.is_set():
             await sleep(self.seconds_to_next_tick())
             if stop.is_set():

@@ -50,10 +50,18 @@ class KnownState:
     live_workers: int = 2
     wait_ms: tuple[float, float] = (2000.0, 3000.0)  # p50, p99
     run_ms: tuple[float, float] = (200.0, 300.0)
+    # worker-a and worker-b run in two tasks (hosts); worker-b's stall detector has fired.
+    live_tasks: int = 2
+    stalled_workers: int = 1
 
     @property
     def depth(self) -> int:
         return sum(self.depth_by_priority.values())
+
+    @property
+    def backlog(self) -> int:
+        """Pending due jobs plus the one leased (running) job; delayed ones are not due."""
+        return self.depth + self.active
 
 
 def spec(job_type: str, priority: Priority = Priority.NORMAL, **options: object) -> JobSpec:
@@ -101,18 +109,21 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
     clock.set(T0 - 30)
     await queue.enqueue_many([spec("zeta", delay_seconds=600) for _ in range(2)])
     clock.set(T0 + 5)
-    await heartbeat(queue, "worker-a")
-    await heartbeat(queue, "worker-b")
+    await heartbeat(queue, "worker-a", host="task-a")
+    await heartbeat(queue, "worker-b", host="task-b", stalled=True)
     return KnownState(
         depth_by_priority={"low": 1, "normal": 2, "high": 3, "critical": 4},
         depth_by_type={"alpha": 3, "beta": 7, "delta": 0, "epsilon": 0, "gamma": 0, "zeta": 0},
     )
 
 
-async def heartbeat(queue: JobQueue, worker_id: str) -> None:
+async def heartbeat(
+    queue: JobQueue, worker_id: str, host: str = "test", *, stalled: bool = False
+) -> None:
     """Register a live worker for a minute of real time."""
     info: dict[str, str | int] = {
-        "id": worker_id, "host": "test", "pid": 1, "started": int(T0 * 1000), "concurrency": 10,
+        "id": worker_id, "host": host, "pid": 1, "started": int(T0 * 1000), "concurrency": 10,
+        "stalled": "1" if stalled else "0", "stalls": 1 if stalled else 0,
     }  # fmt: skip
     await Consumer(queue, worker_id, lease_seconds=30).heartbeat(info, [], ttl_ms=60_000)
 
