@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     keep_failed_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     # Log lines a job may append; older lines are dropped beyond this.
     max_log_lines: int = Field(default=200, ge=1, le=10_000)
+    # Enqueues are refused (503 queue_full) once Redis uses more than this share of its
+    # maxmemory. Under `noeviction` a full Redis refuses every write, heartbeats and finishing
+    # jobs included; stopping new work at 90% keeps 10% for what is already accepted (results,
+    # counters, heartbeats). 10% of the cache's smallest node is still far above one 1 MiB bulk
+    # request. 1 = only Redis's own limit; no effect where maxmemory is unset.
+    enqueue_max_memory_share: float = Field(default=0.9, gt=0, le=1)
 
     # --- AWS ---------------------------------------------------------------------------------
     aws_region: str = "us-east-1"

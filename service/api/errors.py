@@ -28,6 +28,10 @@ STATUS_BY_CATEGORY: dict[ErrorCategory, int] = {
     ErrorCategory.CONFLICT: 409,
     ErrorCategory.INVALID: 422,
     ErrorCategory.UNAVAILABLE: 503,
+    # 503, not 507: a full queue is transient (workers drain it), and client retry policies
+    # honour Retry-After on 503 (urllib3's Retry does so for 413, 429 and 503 only). The code
+    # `queue_full` tells it apart from an unreachable Redis.
+    ErrorCategory.FULL: 503,
 }
 # Redis failover on ElastiCache takes tens of seconds; asking clients to wait a few seconds
 # before retrying spreads their retries instead of hammering a recovering server.
@@ -89,11 +93,13 @@ def error_response(
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-def unavailable_response(message: str, details: dict[str, Any] | None = None) -> JSONResponse:
-    """503 with Retry-After: the queue's Redis cannot be reached and nothing was changed."""
+def unavailable_response(
+    message: str, details: dict[str, Any] | None = None, code: str = "queue_unavailable"
+) -> JSONResponse:
+    """503 with Retry-After: Redis cannot be reached, or is full; nothing was changed."""
     return error_response(
         503,
-        "queue_unavailable",
+        code,
         message,
         details,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
@@ -104,7 +110,7 @@ async def _queue_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobQueueError)
     status = STATUS_BY_CATEGORY[exc.category]
     if status == 503:
-        return unavailable_response(exc.message, exc.details)
+        return unavailable_response(exc.message, exc.details, exc.code)
     return error_response(status, exc.code, exc.message, exc.details)
 
 
@@ -204,7 +210,11 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key"},
     422: {"model": ErrorBody, "description": "A field is invalid; `details.errors` names it"},
-    503: {"model": ErrorBody, "description": "Redis is unreachable; retry after `Retry-After`"},
+    503: {
+        "model": ErrorBody,
+        "description": "Redis is unreachable (`queue_unavailable`) or near its memory limit "
+        "(`queue_full`); nothing was changed; retry after `Retry-After`",
+    },
 }
 
 

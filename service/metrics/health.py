@@ -5,7 +5,11 @@ Checks:
 - redis: reachable (else unhealthy, and nothing else can be judged) and its round-trip latency;
 - workers: work waiting (pending or processing) with no live worker is unhealthy;
 - oldest_pending: how long the longest-waiting job has waited;
-- failure_rate: failed / (completed + failed) over a window of minutes, once enough jobs finished.
+- failure_rate: failed / (completed + failed) over a window of minutes, once enough jobs finished;
+- memory: Redis memory against the point where enqueues stop (ENQUEUE_MAX_MEMORY_SHARE of
+  maxmemory): unhealthy while enqueues are refused, degraded within 10% of that point;
+- stalled_workers: a live worker's stall detector says it has room, due jobs wait, and it takes
+  none (degraded: the others still work).
 The overall status is the worst check's.
 """
 
@@ -19,13 +23,16 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from service.queue.errors import QueueUnavailableError
-from service.queue.models import QueueCounts
+from service.queue.models import MemoryUsage, QueueCounts, WorkerInfo
 from service.queue.queue import JobQueue
 from service.queue.states import JobState
 from service.settings import Settings
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 _RANK: dict[HealthStatus, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+# Degraded once memory is within this fraction of where enqueues stop: time to act before
+# clients see 503 queue_full.
+MEMORY_WARNING_FRACTION = 0.9
 
 
 class CheckResult(BaseModel):
@@ -114,6 +121,51 @@ def check_failure_rate(throughput: dict[str, int], settings: Settings) -> CheckR
     return CheckResult(name="failure_rate", status=status, detail=detail, value=rate)
 
 
+def check_memory(memory: MemoryUsage) -> CheckResult:
+    """Unhealthy while enqueues are refused for memory; degraded close to that point."""
+    used, limit = memory.used_bytes, memory.enqueue_limit_bytes
+    if not limit:
+        return CheckResult(
+            name="memory",
+            status="healthy",
+            detail=f"Redis uses {used} bytes; no maxmemory set, so no enqueue limit",
+            value=used,
+        )
+    share = used / limit
+    status: HealthStatus = "healthy"
+    if memory.refusing_enqueues:
+        status = "unhealthy"
+    elif share > MEMORY_WARNING_FRACTION:
+        status = "degraded"
+    verdict = "enqueues refused" if memory.refusing_enqueues else "enqueues accepted"
+    return CheckResult(
+        name="memory",
+        status=status,
+        detail=f"Redis uses {used} of {memory.max_bytes} bytes; enqueues stop above {limit} "
+        f"(ENQUEUE_MAX_MEMORY_SHARE): {verdict}",
+        value=used,
+    )
+
+
+def check_stalled_workers(workers: Sequence[WorkerInfo]) -> CheckResult:
+    """Degraded when any live worker reports itself stalled at its last heartbeat."""
+    stalled = [w.id for w in workers if w.stalled]
+    if stalled:
+        return CheckResult(
+            name="stalled_workers",
+            status="degraded",
+            detail=f"{len(stalled)} of {len(workers)} live worker(s) stalled: "
+            + ", ".join(stalled[:10]),
+            value=len(stalled),
+        )
+    return CheckResult(
+        name="stalled_workers",
+        status="healthy",
+        detail=f"none of {len(workers)} live worker(s) stalled",
+        value=0,
+    )
+
+
 def unreachable(exc: Exception) -> HealthReport:
     """The report when Redis cannot be read: unhealthy, saying why."""
     check = CheckResult(
@@ -126,10 +178,11 @@ async def check_health(queue: JobQueue, settings: Settings) -> HealthReport:
     """Run every check against the live queue; never raises (Redis down -> unhealthy)."""
     try:
         latency = await queue.ping()
-        counts, throughput, workers = await asyncio.gather(
+        counts, throughput, workers, memory = await asyncio.gather(
             queue.counts(),
             queue.throughput(settings.health_failure_window_minutes),
             queue.workers(),
+            queue.memory(),
         )
     except (QueueUnavailableError, RedisError) as exc:
         return unreachable(exc)
@@ -138,5 +191,7 @@ async def check_health(queue: JobQueue, settings: Settings) -> HealthReport:
         check_workers(counts, len(workers)),
         check_oldest_pending(counts, settings),
         check_failure_rate(throughput, settings),
+        check_memory(memory),
+        check_stalled_workers(workers),
     ]
     return HealthReport(status=worst([c.status for c in checks]), checks=checks)

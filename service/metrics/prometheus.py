@@ -17,6 +17,7 @@ from service.jobs.registry import REGISTRY
 from service.metrics.collector import QueueSnapshot
 from service.metrics.contract import MetricSpec, Unit
 from service.metrics.datums import Datum, snapshot_datums
+from service.queue.models import MemoryUsage
 
 PREFIX = "jobqueue_"
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -59,10 +60,45 @@ class _SnapshotCollector:
         return list(families.values())
 
 
+class _MemoryCollector:
+    """Redis memory and the enqueue limit: not in the CloudWatch contract (ElastiCache
+    publishes its own memory metrics there), but a Prometheus scrape has no other source."""
+
+    def __init__(self, memory: MemoryUsage, queue_name: str) -> None:
+        self._memory = memory
+        self._queue = queue_name
+
+    def collect(self) -> Iterable[Metric]:
+        memory = self._memory
+        gauges = [
+            ("redis_memory_used_bytes", "Memory Redis uses (INFO used_memory).", memory.used_bytes),
+            ("redis_memory_max_bytes", "Redis maxmemory; 0 = none set.", memory.max_bytes),
+            (
+                "enqueue_memory_limit_bytes",
+                "Used memory above which enqueues are refused; 0 = never.",
+                memory.enqueue_limit_bytes,
+            ),
+            (
+                "enqueues_refused",
+                "1 while enqueues are refused because Redis memory is above the limit.",
+                int(memory.refusing_enqueues),
+            ),
+        ]
+        families = []
+        for name, description, value in gauges:
+            family = GaugeMetricFamily(PREFIX + name, description, labels=["queue"])
+            family.add_metric([self._queue], float(value))
+            families.append(family)
+        return families
+
+
 def render_prometheus(
-    snapshot: QueueSnapshot, queue_name: str, job_types: Iterable[str] | None = None
+    snapshot: QueueSnapshot,
+    queue_name: str,
+    job_types: Iterable[str] | None = None,
+    memory: MemoryUsage | None = None,
 ) -> tuple[bytes, str]:
-    """The exposition body and its content type for one snapshot.
+    """The exposition body and its content type for one snapshot (and Redis memory, if read).
 
     `job_types` None means the types registered in this process (the API loads them all), so
     a scrape shows the same per-type series the metrics task publishes to CloudWatch.
@@ -70,4 +106,6 @@ def render_prometheus(
     types = REGISTRY.names() if job_types is None else job_types
     registry = CollectorRegistry()
     registry.register(_SnapshotCollector(snapshot_datums(snapshot, types), queue_name))
+    if memory is not None:
+        registry.register(_MemoryCollector(memory, queue_name))
     return generate_latest(registry), CONTENT_TYPE_LATEST

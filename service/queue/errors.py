@@ -13,6 +13,8 @@ class ErrorCategory(StrEnum):
     CONFLICT = "conflict"
     INVALID = "invalid"
     UNAVAILABLE = "unavailable"
+    # Redis is near its memory limit: new jobs are refused so accepted ones can still finish.
+    FULL = "full"
 
 
 class JobQueueError(Exception):
@@ -67,6 +69,16 @@ class QueueUnavailableError(JobQueueError):
 
     category = ErrorCategory.UNAVAILABLE
     code = "queue_unavailable"
+
+
+class QueueFullError(JobQueueError):
+    """Redis is near (or at) its memory limit: no job was enqueued; retry once workers have
+    drained the queue or retention has removed finished jobs.
+
+    `details` has `used_memory_bytes` and `limit_bytes` when the queue's own check refused."""
+
+    category = ErrorCategory.FULL
+    code = "queue_full"
 
 
 class PermanentJobError(Exception):

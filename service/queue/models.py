@@ -178,6 +178,27 @@ class WorkerInfo(BaseModel):
     stalls: int = 0
 
 
+class MemoryUsage(BaseModel):
+    """Redis memory against its limit (INFO memory), and the point where enqueues stop."""
+
+    used_bytes: int
+    # Redis's maxmemory; 0 = none set (the server grows until its host runs out).
+    max_bytes: int
+    # Enqueues are refused above this (ENQUEUE_MAX_MEMORY_SHARE of maxmemory); 0 = never.
+    enqueue_limit_bytes: int
+
+    @classmethod
+    def of(cls, used: int, maxmemory: int, share: float) -> MemoryUsage:
+        """The reading for `used` of `maxmemory` with enqueues refused above `share` of it."""
+        limit = int(maxmemory * share) if maxmemory and share > 0 else 0
+        return cls(used_bytes=used, max_bytes=maxmemory, enqueue_limit_bytes=limit)
+
+    @property
+    def refusing_enqueues(self) -> bool:
+        """Whether an enqueue now would be refused for memory."""
+        return bool(self.enqueue_limit_bytes) and self.used_bytes > self.enqueue_limit_bytes
+
+
 def from_ms(value: str | int | float | None) -> datetime | None:
     """A Redis millisecond timestamp as an aware UTC datetime."""
     if value is None or value == "":

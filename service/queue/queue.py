@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq.message import TaskiqMessage
 
@@ -23,6 +24,7 @@ from service.queue.errors import (
     InvalidRequestError,
     InvalidTransitionError,
     JobNotFoundError,
+    QueueFullError,
     QueueUnavailableError,
 )
 from service.queue.keys import QueueKeys
@@ -31,6 +33,7 @@ from service.queue.models import (
     EnqueueResult,
     Job,
     JobSpec,
+    MemoryUsage,
     Page,
     QueueCounts,
     Retention,
@@ -71,6 +74,8 @@ class QueueConfig:
         default_factory=lambda: Retention(count=50_000, age_seconds=7 * 24 * 3600)
     )
     max_log_lines: int = 200
+    # Enqueues stop above this share of Redis's maxmemory (see Settings); 0 = no check.
+    enqueue_max_memory_share: float = 0.9
 
 
 def now_ms(clock: Clock) -> int:
@@ -111,18 +116,30 @@ class JobQueue:
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def _enqueue_call(self, job_id: str, spec: JobSpec, message: str, now: int) -> ScriptCall:
+    def _enqueue_call(self, jobs: Sequence[tuple[str, JobSpec, str]], now: int) -> ScriptCall:
+        """One `enqueue` call for (job id, spec, taskiq message) triples: all or none."""
         k = self.keys
-        due = now + int(spec.delay_seconds * 1000)
         keys = [
             k.job_prefix, k.pending, k.delayed, k.marker, k.sequence, k.type_counts,
             k.type_index_prefix, k.idempotency_prefix, k.job_events(""), k.events,
         ]  # fmt: skip
-        args: list[ScriptArg] = [
-            job_id, spec.type, int(spec.priority), message, now, due, spec.attempts,
-            spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
-        ]  # fmt: skip
+        args: list[ScriptArg] = [now, self.config.enqueue_max_memory_share]
+        for job_id, spec, message in jobs:
+            due = now + int(spec.delay_seconds * 1000)
+            args += [
+                job_id, spec.type, int(spec.priority), message, due, spec.attempts,
+                spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
+            ]  # fmt: skip
         return "enqueue", keys, args
+
+    async def _run_enqueue(
+        self, jobs: Sequence[tuple[str, JobSpec, str]], now: int
+    ) -> list[tuple[str, bool, str]]:
+        """(job id, created, state) per job; QueueFullError when memory is above the limit."""
+        reply = await self._guard(self.scripts.run(*self._enqueue_call(jobs, now)))
+        if reply[0] == "full":
+            raise _memory_refusal(int(reply[1]), int(reply[2]), self.config)
+        return [(reply[i], bool(reply[i + 1]), reply[i + 2]) for i in range(1, len(reply), 3)]
 
     async def enqueue(self, spec: JobSpec, job_id: str | None = None) -> EnqueueResult:
         """Add one job. With an idempotency key already used, returns that job (created=False)."""
@@ -131,32 +148,47 @@ class JobQueue:
     async def enqueue_many(
         self, specs: Sequence[JobSpec], job_ids: Sequence[str] | None = None
     ) -> list[EnqueueResult]:
-        """Add many jobs in one round trip; each is atomic on its own."""
+        """Add many jobs in one script call: all of them or, on any failure, none.
+
+        QueueFullError when Redis memory is above ENQUEUE_MAX_MEMORY_SHARE of maxmemory.
+        """
         ids = list(job_ids) if job_ids else [uuid.uuid4().hex for _ in specs]
         now = now_ms(self.clock)
-        calls = [
-            self._enqueue_call(job_id, spec, build_message(job_id, spec), now)
+        jobs = [
+            (job_id, spec, build_message(job_id, spec))
             for job_id, spec in zip(ids, specs, strict=True)
         ]
-        replies = await self._guard(self.scripts.run_many(self.redis, calls))
+        replies = await self._run_enqueue(jobs, now)
+        # An id this call generated can exist already only if this very call wrote it: the
+        # connection's retry resent a script whose reply was lost. That job is new all the same.
+        created = [made or (not job_ids and found == job_id)
+                   for (found, made, _), job_id in zip(replies, ids, strict=True)]  # fmt: skip
         # New jobs are described from what was sent (no read-back round trip); only jobs an
         # idempotency key resolved to an earlier enqueue are read from Redis.
-        earlier = {reply[0] for reply in replies if not reply[1]}
+        earlier = {found for (found, _, _), new in zip(replies, created, strict=True) if not new}
         existing = {job.id: job for job in await self.get_many(list(earlier))}
         results = []
-        for job_id, spec, reply in zip(ids, specs, replies, strict=True):
-            if reply[1]:
-                job = _new_job(job_id, spec, JobState(reply[2]), now)
+        for job_id, spec, (found, _, state), new in zip(ids, specs, replies, created, strict=True):
+            if new:
+                job = _new_job(job_id, spec, JobState(state), now)
                 results.append(EnqueueResult(job=job, created=True))
-            elif reply[0] in existing:
-                results.append(EnqueueResult(job=existing[reply[0]], created=False))
+            elif found in existing:
+                results.append(EnqueueResult(job=existing[found], created=False))
         return results
 
     async def enqueue_message(self, job_id: str, spec: JobSpec, message: str) -> bool:
-        """Add a job whose taskiq message was already built (the broker's `kick`)."""
-        call = self._enqueue_call(job_id, spec, message, now_ms(self.clock))
-        reply = await self._guard(self.scripts.run(*call))
-        return bool(reply[1])
+        """Add a job whose taskiq message was already built (the broker's `kick`);
+        QueueFullError when Redis memory is above the limit."""
+        replies = await self._run_enqueue([(job_id, spec, message)], now_ms(self.clock))
+        return replies[0][1]
+
+    async def memory(self) -> MemoryUsage:
+        """Redis's used memory and limits, and where this queue stops taking jobs."""
+        info = await self._guard(self.redis.info("memory"))
+        return MemoryUsage.of(
+            int(info["used_memory"]), int(info.get("maxmemory", 0)),
+            self.config.enqueue_max_memory_share,
+        )  # fmt: skip
 
     # --- read ----------------------------------------------------------------------------------
 
@@ -408,7 +440,8 @@ class JobQueue:
         await self._guard(pipe.execute())
 
     async def _guard(self, awaitable: Any) -> Any:
-        """Await a Redis call, turning connection failures into QueueUnavailableError."""
+        """Await a Redis call, turning connection failures into QueueUnavailableError and
+        Redis's own out-of-memory refusal into QueueFullError."""
         try:
             return await awaitable
         except REDIS_DOWN as exc:
@@ -416,6 +449,24 @@ class JobQueue:
                 "the queue's Redis server is unreachable; nothing was changed",
                 {"reason": str(exc)},
             ) from exc
+        except OutOfMemoryError as exc:
+            # Every script checks memory before its first write, so a refused one wrote nothing.
+            raise QueueFullError(
+                "the queue's Redis server is out of memory (maxmemory reached); nothing was "
+                "changed: retry later, once workers have drained the queue",
+                {"reason": str(exc)},
+            ) from exc
+
+
+def _memory_refusal(used: int, maxmemory: int, config: QueueConfig) -> QueueFullError:
+    limit = int(maxmemory * config.enqueue_max_memory_share)
+    return QueueFullError(
+        f"the queue is full: Redis uses {used / maxmemory:.0%} of its {maxmemory} bytes of "
+        f"memory and jobs are refused above {config.enqueue_max_memory_share:.0%} "
+        "(ENQUEUE_MAX_MEMORY_SHARE), so the jobs already queued can still finish; nothing was "
+        "enqueued: retry later, once workers have drained the queue",
+        {"used_memory_bytes": used, "limit_bytes": limit, "maxmemory_bytes": maxmemory},
+    )
 
 
 # --- decoding ------------------------------------------------------------------------------------

@@ -183,3 +183,36 @@ async def test_metrics_is_prometheus_text(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE" in response.text
+
+
+async def test_health_names_a_worker_whose_heartbeat_says_it_stalled(
+    client: httpx.AsyncClient, queue: JobQueue
+) -> None:
+    # The registry entry as the worker's heartbeat writes it (consumer.py), with the stall
+    # detector's verdict in `stalled` / `stalls`.
+    now = int(time.time() * 1000)
+    info: dict[str, str | int] = {
+        "id": "w-stuck", "host": "box", "pid": 42, "started": now - 60_000, "concurrency": 10,
+        "processed": 3, "failed": 0, "stalled": "1", "stalls": 2,
+    }  # fmt: skip
+    await Consumer(queue, "w-stuck", lease_seconds=30).heartbeat(info, [], ttl_ms=60_000)
+
+    response = await client.get("/jobs/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    check = next(c for c in body["checks"] if c["name"] == "stalled_workers")
+    assert (check["status"], check["value"]) == ("degraded", 1)
+    assert "w-stuck" in check["detail"]
+
+
+async def test_health_and_metrics_report_redis_memory(client: httpx.AsyncClient) -> None:
+    health = (await client.get("/jobs/health")).json()
+    metrics = (await client.get("/metrics")).text
+
+    memory = next(c for c in health["checks"] if c["name"] == "memory")
+    assert memory["status"] in ("healthy", "degraded", "unhealthy")
+    assert memory["value"] > 0
+    for name in ("redis_memory_used_bytes", "redis_memory_max_bytes", "enqueues_refused"):
+        assert f"# TYPE jobqueue_{name} gauge" in metrics

@@ -80,13 +80,8 @@ def _packed(client: Redis, queue: JobQueue, specs: list[JobSpec]) -> list[bytes]
     """The bytes the bulk enqueue's commands take on the wire (ids and times differ from the
     real request's in value, not in length, so the size is that of the request to a few bytes)."""
     connection = client.connection_pool.make_connection()
-    now = now_ms(time.time)
-    calls = [
-        queue._enqueue_call(job_id, spec, build_message(job_id, spec), now)
-        for job_id, spec in ((uuid.uuid4().hex, spec) for spec in specs)
-    ]
-    commands = [
-        ("EVALSHA", queue.scripts._check(name, keys).script.sha, len(keys), *keys, *args)
-        for name, keys, args in calls
-    ]
-    return connection.pack_commands(commands)
+    jobs = [(job_id, spec, build_message(job_id, spec)) for job_id, spec in
+            ((uuid.uuid4().hex, spec) for spec in specs)]  # fmt: skip
+    name, keys, args = queue._enqueue_call(jobs, now_ms(time.time))
+    sha = queue.scripts._check(name, keys).script.sha
+    return connection.pack_commands([("EVALSHA", sha, len(keys), *keys, *args)])

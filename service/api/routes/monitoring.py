@@ -75,7 +75,9 @@ async def workers(queue: QueueDep) -> WorkersPublic:
 )
 async def metrics(queue: QueueDep, settings: SettingsDep) -> Response:
     """Prometheus exposition of the same numbers the metrics task sends to CloudWatch."""
-    body, content_type = render_prometheus(await collect(queue), settings.queue_name)
+    snapshot = await collect(queue)
+    memory = await queue.memory()
+    body, content_type = render_prometheus(snapshot, settings.queue_name, memory=memory)
     return Response(content=body, media_type=content_type)
 
 
