@@ -1,7 +1,9 @@
 """The job queue on AWS: reads the stack config, wires the components, exports the endpoints.
 
-Run with `pulumi up` from the repository root (Pulumi.yaml: `main: infra/`). Every key read here
-is set in Pulumi.dev.yaml and documented in docs/cloud-deployment.md.
+Run with `pulumi up` from the repository root (Pulumi.yaml: `main: infra/`). Only `aws:region`
+is required; every other key, its default and its meaning is in infra/config.py (and listed in
+docs/cloud-deployment.md). The images are built and pushed by the program itself unless
+`imageTag` names an already pushed build.
 """
 
 from __future__ import annotations
@@ -9,12 +11,20 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.access_logs import AccessLogs, AccessLogsArgs
+from infra.components.alerts import Alerts, AlertsArgs
 from infra.components.api_service import ApiService, ApiServiceArgs
 from infra.components.app_secrets import AppSecrets, AppSecretsArgs
 from infra.components.artifacts import Artifacts, ArtifactsArgs
-from infra.components.cache import Cache, CacheArgs
+from infra.components.cache import REDIS_PORT, Cache, CacheArgs
 from infra.components.cluster import Cluster, ClusterArgs
-from infra.components.containers import ContainerSpec, TaskSize
+from infra.components.containers import (
+    ContainerSpec,
+    HealthCheck,
+    TaskSize,
+    http_health_check,
+    role_health_check,
+)
 from infra.components.firewall import Firewall, FirewallArgs
 from infra.components.iam import (
     Iam,
@@ -24,12 +34,14 @@ from infra.components.iam import (
     metrics_task_statements,
     worker_task_statements,
 )
+from infra.components.images import Images, ImagesArgs
 from infra.components.metrics import QueueMetrics
 from infra.components.metrics_service import MetricsService, MetricsServiceArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.observability import AlarmThresholds, Observability, ObservabilityArgs
 from infra.components.registry import Registry, RegistryArgs
-from infra.components.workers import WorkerScaling, WorkerService, WorkerServiceArgs
+from infra.components.workers import WorkerService, WorkerServiceArgs
+from infra.config import KEYS, ConfigError, StackSettings, TaskSettings, read_stack_settings
 from service.metrics.contract import NAMESPACE
 from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
@@ -37,86 +49,109 @@ ROLES = ("api", "worker", "metrics")
 API_PORT = 8000
 # Fargate's maximum, the same constant the worker validates SHUTDOWN_GRACE_SECONDS against.
 WORKER_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
+ACCESS_LOG_RETENTION_DAYS = 90
 
-cfg = pulumi.Config()
-region = pulumi.Config("aws").require("region")
+
+def load_settings() -> StackSettings:
+    """The stack's settings; a bad key stops the program with a message naming it."""
+    config = pulumi.Config()
+    values = {
+        f"jobqueue:{key.name}": raw for key in KEYS if (raw := config.get(key.name)) is not None
+    }
+    try:
+        return read_stack_settings(values, pulumi.get_stack(), pulumi.Config("aws").get("region"))
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+s = load_settings()
 account_id = aws.get_caller_identity().account_id
-environment = cfg.require("environment")
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
 tags = {"Project": pulumi.get_project(), "Stack": pulumi.get_stack(), "ManagedBy": "pulumi"}
-queue_metrics = QueueMetrics(queue=cfg.require("queueName"), environment=environment)
-certificate_arn = cfg.get("certificateArn") or None
-architecture = cfg.require("cpuArchitecture")
+queue_metrics = QueueMetrics(queue=s.queue_name, environment=s.environment)
 
 # --- Foundations ------------------------------------------------------------------------------
+alerts = Alerts(
+    prefix, AlertsArgs(account_id=account_id, alert_email=s.alarms.alert_email, tags=tags)
+)
 network = Network(
     prefix,
     NetworkArgs(
-        cidr=cfg.require("vpcCidr"),
-        az_count=cfg.require_int("azCount"),
-        nat_per_az=cfg.require_bool("natPerAz"),
-        region=region,
+        cidr=s.network.cidr,
+        az_count=s.network.az_count,
+        nat_per_az=s.network.nat_per_az,
+        region=s.region,
+        flow_logs=s.network.flow_logs,
+        flow_log_retention_days=s.network.flow_log_retention_days,
         tags=tags,
     ),
 )
 firewall = Firewall(
     prefix,
-    FirewallArgs(vpc_id=network.vpc_id, api_port=API_PORT, https=bool(certificate_arn), tags=tags),
-)
-cache_cluster_mode = cfg.require_bool("cacheClusterMode")
-cache = Cache(
-    prefix,
-    CacheArgs(
+    FirewallArgs(
         vpc_id=network.vpc_id,
-        subnet_ids=network.private_subnet_ids,
-        client_security_group_ids={
-            "api": firewall.api_sg_id,
-            "worker": firewall.worker_sg_id,
-            "metrics": firewall.metrics_sg_id,
-        },
-        node_type=cfg.require("cacheNodeType"),
-        engine_version=cfg.require("cacheEngineVersion"),
-        cluster_mode=cache_cluster_mode,
-        shards=cfg.require_int("cacheShards"),
-        replicas_per_shard=cfg.require_int("cacheReplicas"),
-        snapshot_retention_days=cfg.require_int("cacheSnapshotRetentionDays"),
+        vpc_cidr=network.vpc_cidr,
+        api_port=API_PORT,
+        cache_port=REDIS_PORT,
+        https=s.edge.certificate_arn is not None,
+        internet_facing=s.edge.internet_facing,
         tags=tags,
     ),
 )
-registry = Registry(
-    prefix, RegistryArgs(roles=ROLES, keep_images=cfg.require_int("ecrKeepImages"), tags=tags)
+cache = Cache(
+    prefix,
+    CacheArgs(
+        subnet_ids=network.private_subnet_ids,
+        security_group_id=firewall.cache_sg_id,
+        notification_topic_arn=alerts.topic_arn,
+        node_type=s.cache.node_type,
+        engine_version=s.cache.engine_version,
+        cluster_mode=s.cache.cluster_mode,
+        shards=s.cache.shards,
+        replicas_per_shard=s.cache.replicas,
+        snapshot_retention_days=s.cache.snapshot_retention_days,
+        tags=tags,
+    ),
 )
-artifacts = Artifacts(
-    prefix, ArtifactsArgs(retention_days=cfg.require_int("artifactRetentionDays"), tags=tags)
+registry = Registry(prefix, RegistryArgs(roles=ROLES, keep_images=s.ecr_keep_images, tags=tags))
+images = Images(
+    prefix,
+    ImagesArgs(
+        repository_urls=registry.repository_urls,
+        registry_id=registry.registry_id,
+        cpu_architecture=s.cpu_architecture,
+        image_tag=s.image_tag,
+    ),
 )
+artifacts = Artifacts(prefix, ArtifactsArgs(retention_days=s.artifact_retention_days, tags=tags))
 app_secrets = AppSecrets(prefix, AppSecretsArgs(tags=tags))
 cluster = Cluster(
     prefix,
     ClusterArgs(
         roles=ROLES,
-        log_retention_days=cfg.require_int("logRetentionDays"),
-        container_insights=cfg.require_bool("containerInsights"),
+        log_retention_days=s.log_retention_days,
+        container_insights=s.container_insights,
         tags=tags,
     ),
 )
 
 # --- IAM --------------------------------------------------------------------------------------
-email_from = cfg.require("emailFrom")
-ses_identity = cfg.require("sesIdentity")
-ses_arn = f"arn:aws:ses:{region}:{account_id}:identity/"
 secret_arns = {
     "api": [cache.auth_secret_arn, app_secrets.api_keys_secret_arn],
     "worker": [cache.auth_secret_arn],
     "metrics": [cache.auth_secret_arn],
 }
+ses_identities = (
+    f"arn:aws:ses:{s.region}:{account_id}:identity/*" if s.email.sender is not None else None
+)
 task_statements = {
     "api": api_task_statements(artifacts.bucket_arn),
     "worker": worker_task_statements(
         artifacts.bucket_arn,
-        [ses_arn + ses_identity, ses_arn + email_from],
-        email_from,
+        ses_identities,
+        s.email.sender,
         pulumi.Output.concat(
-            f"arn:aws:ecs:{region}:{account_id}:task/", cluster.cluster_name, "/*"
+            f"arn:aws:ecs:{s.region}:{account_id}:task/", cluster.cluster_name, "/*"
         ),
     ),
     "metrics": metrics_task_statements(NAMESPACE),
@@ -139,50 +174,75 @@ iam = Iam(
 )
 
 # --- Containers -------------------------------------------------------------------------------
-image_tag = cfg.require("imageTag")
 common_env: dict[str, pulumi.Input[str]] = {
-    "ENVIRONMENT": environment,
+    "ENVIRONMENT": s.environment,
     "REDIS_HOST": cache.endpoint,
     "REDIS_PORT": str(cache.port),
     "REDIS_TLS": "true",
     # In cluster mode REDIS_HOST is the configuration endpoint; the service finds the queue's slot.
-    "REDIS_CLUSTER": "true" if cache_cluster_mode else "false",
-    "QUEUE_NAME": queue_metrics.queue,
-    "KEY_PREFIX": cfg.require("keyPrefix"),
-    "AWS_REGION": region,
+    "REDIS_CLUSTER": "true" if s.cache.cluster_mode else "false",
+    "QUEUE_NAME": s.queue_name,
+    "KEY_PREFIX": s.key_prefix,
+    "AWS_REGION": s.region,
 }
+if s.job_modules:
+    # The API validates and the workers run these types; the metrics task gives each a series.
+    common_env["JOB_MODULES"] = ",".join(s.job_modules)
 app_env: dict[str, pulumi.Input[str]] = {
     **common_env,
     "ARTIFACT_BUCKET": artifacts.bucket_name,
+    # SES always: with no sender configured the worker has no SES permission, so an email job
+    # fails (and says so) while everything else deploys and runs.
     "EMAIL_BACKEND": "ses",
-    "EMAIL_FROM": email_from,
 }
-shutdown_grace = cfg.require_float("shutdownGraceSeconds")
-worker_concurrency = cfg.require_int("workerConcurrency")
+if s.email.sender is not None:
+    app_env["EMAIL_FROM"] = s.email.sender
 
 
-def container(role: str, env: dict[str, pulumi.Input[str]], **extra: object) -> ContainerSpec:
-    """The container of one role, from its ECR repository at the configured tag."""
+def container(
+    role: str,
+    env: dict[str, pulumi.Input[str]],
+    health_check: HealthCheck,
+    *,
+    port: int | None = None,
+    stop_timeout: int | None = None,
+) -> ContainerSpec:
+    """The container of one role, from its image (built here or the configured tag)."""
     secrets: dict[str, pulumi.Input[str]] = {"REDIS_PASSWORD": cache.auth_secret_arn}
     if role == "api":
         secrets["API_KEYS"] = app_secrets.api_keys_secret_arn
     return ContainerSpec(
         name=role,
-        image=pulumi.Output.concat(registry.repository_urls[role], ":", image_tag),
-        region=region,
+        image=images.uris[role],
+        region=s.region,
         log_group=cluster.log_group_names[role],
         environment=env,
         secrets=secrets,
-        **extra,  # type: ignore[arg-type]
+        health_check=health_check,
+        port=port,
+        stop_timeout=stop_timeout,
     )
 
 
-def size(role: str) -> TaskSize:
-    """The configured Fargate size of one role."""
-    return TaskSize(cfg.require_int(f"{role}Cpu"), cfg.require_int(f"{role}Memory"), architecture)
+def size(task: TaskSettings) -> TaskSize:
+    """The Fargate size of one role."""
+    return TaskSize(task.cpu, task.memory, s.cpu_architecture)
 
 
 # --- Services ---------------------------------------------------------------------------------
+access_logs = (
+    AccessLogs(
+        f"{prefix}-alb-logs",
+        AccessLogsArgs(
+            region=s.region,
+            account_id=account_id,
+            retention_days=ACCESS_LOG_RETENTION_DAYS,
+            tags=tags,
+        ),
+    )
+    if s.edge.access_logs
+    else None
+)
 api = ApiService(
     f"{prefix}-api",
     ApiServiceArgs(
@@ -196,29 +256,25 @@ api = ApiService(
         container=container(
             "api",
             {**app_env, "HOST": "0.0.0.0", "PORT": str(API_PORT)},  # noqa: S104 - in-container
+            http_health_check(API_PORT, "/healthz"),
             port=API_PORT,
-            health_check_path="/healthz",
         ),
-        size=size("api"),
+        size=size(s.api.size),
         execution_role_arn=iam.execution_role_arns["api"],
         task_role_arn=iam.task_role_arns["api"],
-        min_count=cfg.require_int("apiMinCount"),
-        max_count=cfg.require_int("apiMaxCount"),
-        cpu_target_percent=cfg.require_float("apiCpuTargetPercent"),
-        requests_per_target=cfg.require_int("apiRequestsPerTarget"),
-        certificate_arn=certificate_arn,
+        min_count=s.api.min_count,
+        max_count=s.api.max_count,
+        cpu_target_percent=s.api.cpu_target_percent,
+        requests_per_target=s.api.requests_per_target,
+        certificate_arn=s.edge.certificate_arn,
+        internet_facing=s.edge.internet_facing,
+        alarm_topic_arn=alerts.topic_arn,
+        api_5xx_per_5_minutes=s.alarms.api_5xx_per_5_minutes,
+        access_logs=access_logs,
         tags=tags,
     ),
 )
-canary_enabled = cfg.require_bool("canaryEnabled")
-worker_scaling = WorkerScaling(
-    min_count=cfg.require_int("workerMinCount"),
-    max_count=cfg.require_int("workerMaxCount"),
-    acceptable_wait_seconds=cfg.require_float("acceptableWaitSeconds"),
-    average_job_seconds=cfg.require_float("averageJobSeconds"),
-    concurrency=worker_concurrency,
-    canary_enabled=canary_enabled,
-)
+w = s.worker
 workers = WorkerService(
     f"{prefix}-worker",
     WorkerServiceArgs(
@@ -230,20 +286,23 @@ workers = WorkerService(
             "worker",
             {
                 **app_env,
-                "WORKER_COUNT": str(cfg.require_int("workerCount")),
-                "WORKER_CONCURRENCY": str(worker_concurrency),
-                "SHUTDOWN_GRACE_SECONDS": f"{shutdown_grace:g}",
-                "LEASE_SECONDS": f"{cfg.require_float('leaseSeconds'):g}",
+                "WORKER_COUNT": str(w.count),
+                "WORKER_CONCURRENCY": str(w.concurrency),
+                "SHUTDOWN_GRACE_SECONDS": f"{w.shutdown_grace_seconds:g}",
+                "LEASE_SECONDS": f"{w.lease_seconds:g}",
+                "TASK_PROTECTION_MINUTES": str(w.protection_minutes),
             },
+            role_health_check("worker"),
             stop_timeout=WORKER_STOP_TIMEOUT,
         ),
-        size=size("worker"),
+        size=size(w.size),
         execution_role_arn=iam.execution_role_arns["worker"],
         task_role_arn=iam.task_role_arns["worker"],
-        scaling=worker_scaling,
+        scaling=w.scaling,
         metrics=queue_metrics,
-        shutdown_grace_seconds=shutdown_grace,
-        use_spot=cfg.require_bool("workerUseSpot"),
+        shutdown_grace_seconds=w.shutdown_grace_seconds,
+        alarm_topic_arn=alerts.topic_arn,
+        use_spot=w.use_spot,
         tags=tags,
     ),
 )
@@ -259,10 +318,11 @@ metrics_task = MetricsService(
                 **common_env,
                 "CLOUDWATCH_ENABLED": "true",
                 "METRICS_PERIOD_SECONDS": str(queue_metrics.period_seconds),
-                "CANARY_ENABLED": "true" if canary_enabled else "false",
+                "CANARY_ENABLED": "true" if s.canary_enabled else "false",
             },
+            role_health_check("metrics"),
         ),
-        size=size("metrics"),
+        size=size(s.metrics_size),
         execution_role_arn=iam.execution_role_arns["metrics"],
         task_role_arn=iam.task_role_arns["metrics"],
         tags=tags,
@@ -274,31 +334,36 @@ observability = Observability(
     prefix,
     ObservabilityArgs(
         metrics=queue_metrics,
-        region=region,
+        region=s.region,
         load_balancer_arn_suffix=api.load_balancer_arn_suffix,
         target_group_arn_suffix=api.target_group_arn_suffix,
         cache_node_ids=cache.node_ids,
-        backlog_target=worker_scaling.backlog_target,
+        backlog_target=w.scaling.target_backlog_per_task,
         thresholds=AlarmThresholds(
-            oldest_pending_age_seconds=cfg.require_float("alarmOldestPendingAgeSeconds"),
-            failure_rate_percent=cfg.require_float("alarmFailureRatePercent"),
-            api_5xx_per_5_minutes=cfg.require_float("alarmApi5xxPer5Minutes"),
-            redis_memory_percent=cfg.require_float("alarmRedisMemoryPercent"),
-            canary_latency_seconds=cfg.require_float("alarmCanaryLatencySeconds"),
+            oldest_pending_age_seconds=s.alarms.oldest_pending_age_seconds,
+            failure_rate_percent=s.alarms.failure_rate_percent,
+            redis_memory_percent=s.alarms.redis_memory_percent,
+            canary_latency_seconds=s.alarms.canary_latency_seconds,
         ),
-        canary_enabled=canary_enabled,
-        alert_email=cfg.get("alertEmail") or None,
+        canary_enabled=s.canary_enabled,
+        alarm_topic_arn=alerts.topic_arn,
+        service_arn_prefix=pulumi.Output.concat(
+            f"arn:aws:ecs:{s.region}:{account_id}:service/", cluster.cluster_name, "/"
+        ),
         tags=tags,
     ),
 )
 
 pulumi.export("apiUrl", api.url)
+pulumi.export("apiInternal", api.internal)
 pulumi.export("dashboardUrl", observability.dashboard_url)
 pulumi.export("repositoryUrls", registry.repository_urls)
+pulumi.export("imageUris", images.uris)
 pulumi.export("cacheEndpoint", cache.endpoint)
 pulumi.export("cachePort", cache.port)
 pulumi.export("artifactBucket", artifacts.bucket_name)
-pulumi.export("alarmTopicArn", observability.alarm_topic_arn)
+pulumi.export("alarmTopicArn", alerts.topic_arn)
 pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("apiServiceName", api.service_name)
 pulumi.export("workerServiceName", workers.service_name)
 pulumi.export("metricsServiceName", metrics_task.service_name)

@@ -1,13 +1,24 @@
-"""The HTTP API: Fargate tasks behind a public Application Load Balancer."""
+"""The HTTP API: Fargate tasks behind an Application Load Balancer.
+
+The load balancer is on the internet only with TLS (a certificate: HTTPS with a TLS 1.2+ policy,
+port 80 only redirects) or when `allowPublicPlainHttp` says so by name; otherwise it is internal,
+reachable inside the VPC and from peered networks, so API keys never cross the internet in
+cleartext by default. The service's deployments roll back on the circuit breaker and on its two
+deployment alarms (5xx responses, no healthy target), which also page.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.access_logs import AccessLogs
 from infra.components.containers import ContainerSpec, TaskSize, fargate_task_definition
+
+ALB_NAMESPACE = "AWS/ApplicationELB"
 
 # Modern TLS only (1.2 minimum, 1.3 preferred).
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -33,6 +44,11 @@ class ApiServiceArgs:
     cpu_target_percent: float
     requests_per_target: int
     certificate_arn: str | None
+    internet_facing: bool
+    alarm_topic_arn: pulumi.Input[str]
+    api_5xx_per_5_minutes: float
+    # The bucket ALB access logs go to; None = no access logs.
+    access_logs: AccessLogs | None = None
     # Short, because in-flight API requests are short; the default 300 s slows every deploy.
     deregistration_delay_seconds: int = 15
     tags: dict[str, str] = field(default_factory=dict)
@@ -51,6 +67,7 @@ class ApiService(pulumi.ComponentResource):
     load_balancer_arn_suffix: pulumi.Output[str]
     target_group_arn_suffix: pulumi.Output[str]
     service_name: pulumi.Output[str]
+    deployment_alarm_names: list[str]
 
     def __init__(
         self, name: str, args: ApiServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -63,18 +80,31 @@ class ApiService(pulumi.ComponentResource):
         lb = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
-            internal=False,
-            subnets=args.public_subnet_ids,
+            internal=not args.internet_facing,
+            subnets=args.public_subnet_ids if args.internet_facing else args.private_subnet_ids,
             security_groups=[args.alb_sg_id],
             drop_invalid_header_fields=True,
+            access_logs=(
+                aws.lb.LoadBalancerAccessLogsArgs(
+                    bucket=args.access_logs.bucket_name, prefix="alb", enabled=True
+                )
+                if args.access_logs
+                else None
+            ),
             tags=args.tags,
-            opts=self._child,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # ELB checks it may write to the bucket when logging is switched on.
+                depends_on=[args.access_logs] if args.access_logs else None,
+            ),
         )
         target_group = self._target_group()
         listener = self._listeners(lb, target_group)
+        self.deployment_alarm_names = self._deployment_alarms(lb, target_group)
         service = self._service(target_group, listener)
         self._autoscaling(service, lb, target_group)
         scheme = "https" if args.certificate_arn else "http"
+        self.internal = not args.internet_facing
         self.url = pulumi.Output.concat(scheme, "://", lb.dns_name)
         self.load_balancer_arn_suffix = lb.arn_suffix
         self.target_group_arn_suffix = target_group.arn_suffix
@@ -167,6 +197,10 @@ class ApiService(pulumi.ComponentResource):
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                 enable=True, rollback=True
             ),
+            # A deployment whose tasks start but serve errors (or nothing) rolls back too.
+            alarms=aws.ecs.ServiceAlarmsArgs(
+                alarm_names=self.deployment_alarm_names, enable=True, rollback=True
+            ),
             health_check_grace_period_seconds=30,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=args.private_subnet_ids,
@@ -189,6 +223,59 @@ class ApiService(pulumi.ComponentResource):
                 ignore_changes=["desired_count"],
             ),
         )
+
+    def _deployment_alarms(self, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup) -> list[str]:
+        """5xx responses and no healthy target: they page, and roll a deployment back."""
+        args = self._args
+        errors = self._paging_alarm(
+            "5xx",
+            f"More than {args.api_5xx_per_5_minutes:g} API 5xx responses in 5 minutes",
+            comparison_operator="GreaterThanThreshold",
+            threshold=args.api_5xx_per_5_minutes,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                _alb_query("target", "HTTPCode_Target_5XX_Count", {"LoadBalancer": lb.arn_suffix}),
+                _alb_query("elb", "HTTPCode_ELB_5XX_Count", {"LoadBalancer": lb.arn_suffix}),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="errors",
+                    expression="FILL(target, 0) + FILL(elb, 0)",
+                    label="API 5xx",
+                    return_data=True,
+                ),
+            ],
+        )
+        no_targets = self._paging_alarm(
+            "no-healthy-targets",
+            "The API has no healthy target: every request fails",
+            namespace=ALB_NAMESPACE,
+            metric_name="HealthyHostCount",
+            dimensions={"LoadBalancer": lb.arn_suffix, "TargetGroup": tg.arn_suffix},
+            statistic="Minimum",
+            period=60,
+            evaluation_periods=2,
+            threshold=1,
+            comparison_operator="LessThanThreshold",
+            # The ALB publishes HealthyHostCount every minute while it exists: no data is no
+            # target at all.
+            treat_missing_data="breaching",
+        )
+        return [errors, no_targets]
+
+    def _paging_alarm(self, suffix: str, description: str, **metric: Any) -> str:
+        """An alarm notifying the on-call topic; its name is fixed so ECS can watch it."""
+        name = f"{self._name}-{suffix}"
+        aws.cloudwatch.MetricAlarm(
+            name,
+            name=name,
+            alarm_description=description,
+            alarm_actions=[self._args.alarm_topic_arn],
+            ok_actions=[self._args.alarm_topic_arn],
+            tags=self._args.tags,
+            opts=self._child,
+            **metric,
+        )
+        return name
 
     def _autoscaling(
         self, service: aws.ecs.Service, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup
@@ -230,3 +317,19 @@ class ApiService(pulumi.ComponentResource):
                 target_tracking_scaling_policy_configuration=config,
                 opts=self._child,
             )
+
+
+def _alb_query(
+    query_id: str, metric_name: str, dimensions: dict[str, pulumi.Input[str]]
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id,
+        return_data=False,
+        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+            namespace=ALB_NAMESPACE,
+            metric_name=metric_name,
+            dimensions=dimensions,
+            period=300,
+            stat="Sum",
+        ),
+    )

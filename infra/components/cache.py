@@ -21,15 +21,20 @@ REDIS_PORT = 6379
 # 64, so every job hash would be a hashtable. At 1024 a queued job is a compact listpack: ~40%
 # less memory per job (docs/benchmarks.md). Lookups stay cheap: a job hash has ~20 fields.
 HASH_MAX_LISTPACK_VALUE = 1024
+# The queue's data must never be evicted: a job hash with a TTL (a finished job kept for its
+# retention) is still referenced from a state set, and an evicted pending job is a lost job.
+# With noeviction a full node refuses writes (OOM errors) and the API answers 503, which clients
+# retry; the memory alarm pages long before that.
+MAXMEMORY_POLICY = "noeviction"
 
 
 @dataclass
 class CacheArgs:
     """Shape and placement of the replication group."""
 
-    vpc_id: pulumi.Input[str]
     subnet_ids: list[pulumi.Output[str]]
-    client_security_group_ids: dict[str, pulumi.Output[str]]
+    security_group_id: pulumi.Input[str]
+    notification_topic_arn: pulumi.Input[str]
     node_type: str
     engine_version: str
     cluster_mode: bool
@@ -37,6 +42,11 @@ class CacheArgs:
     replicas_per_shard: int
     snapshot_retention_days: int
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keeps_snapshots(self) -> bool:
+        """Where daily snapshots are kept, deleting the group keeps a final one too."""
+        return self.snapshot_retention_days > 0
 
     def __post_init__(self) -> None:
         if self.replicas_per_shard < 1:
@@ -89,7 +99,7 @@ class Cache(pulumi.ComponentResource):
             secret_string=token.result,
             opts=self._child,
         )
-        group = self._replication_group(token.result, self._security_group())
+        group = self._replication_group(token.result)
         self.port = REDIS_PORT
         self.endpoint = (
             group.configuration_endpoint_address
@@ -101,34 +111,16 @@ class Cache(pulumi.ComponentResource):
         self.node_ids = [pulumi.Output.concat(group.id, s) for s in args.node_ids_suffixes]
         self.register_outputs({"endpoint": self.endpoint, "auth_secret_arn": self.auth_secret_arn})
 
-    def _security_group(self) -> aws.ec2.SecurityGroup:
-        group = aws.ec2.SecurityGroup(
-            f"{self._name}-sg",
-            vpc_id=self._args.vpc_id,
-            description="Valkey: reachable only from the job queue's task security groups",
-            tags={**self._args.tags, "Name": f"{self._name}-cache"},
-            opts=self._child,
-        )
-        for role, client_sg in self._args.client_security_group_ids.items():
-            aws.vpc.SecurityGroupIngressRule(
-                f"{self._name}-from-{role}",
-                security_group_id=group.id,
-                referenced_security_group_id=client_sg,
-                ip_protocol="tcp",
-                from_port=REDIS_PORT,
-                to_port=REDIS_PORT,
-                description=f"Valkey from {role} tasks",
-                opts=self._child,
-            )
-        return group
-
     def _parameter_group(self) -> aws.elasticache.ParameterGroup:
-        """The engine's defaults, but compact job hashes (and cluster mode when it is on)."""
+        """The engine's defaults, but no eviction, compact job hashes (and cluster mode)."""
         args = self._args
         parameters = [
             aws.elasticache.ParameterGroupParameterArgs(
+                name="maxmemory-policy", value=MAXMEMORY_POLICY
+            ),
+            aws.elasticache.ParameterGroupParameterArgs(
                 name="hash-max-listpack-value", value=str(HASH_MAX_LISTPACK_VALUE)
-            )
+            ),
         ]
         if args.cluster_mode:  # a custom group starts from the cluster-mode-disabled defaults
             parameters.append(
@@ -137,15 +129,13 @@ class Cache(pulumi.ComponentResource):
         return aws.elasticache.ParameterGroup(
             f"{self._name}-valkey-params",
             family=f"valkey{args.engine_version.split('.')[0]}",
-            description="jobqueue: compact job hashes",
+            description="jobqueue: never evict, compact job hashes",
             parameters=parameters,
             tags=args.tags,
             opts=self._child,
         )
 
-    def _replication_group(
-        self, token: pulumi.Output[str], group: aws.ec2.SecurityGroup
-    ) -> aws.elasticache.ReplicationGroup:
+    def _replication_group(self, token: pulumi.Output[str]) -> aws.elasticache.ReplicationGroup:
         args = self._args
         subnets = aws.elasticache.SubnetGroup(
             f"{self._name}-subnets", subnet_ids=args.subnet_ids, tags=args.tags, opts=self._child
@@ -170,8 +160,13 @@ class Cache(pulumi.ComponentResource):
             # during a change so running tasks are not cut off mid-rotation.
             auth_token_update_strategy="ROTATE",  # noqa: S106 - a mode, not a secret
             subnet_group_name=subnets.name,
-            security_group_ids=[group.id],
+            security_group_ids=[args.security_group_id],
             snapshot_retention_limit=args.snapshot_retention_days,
+            # A `pulumi destroy` (or a replacement) keeps the queue's last state where snapshots
+            # are kept at all.
+            final_snapshot_identifier=f"{self._name}-final" if args.keeps_snapshots else None,
+            # Failovers, node replacements and maintenance reach the on-call topic.
+            notification_topic_arn=args.notification_topic_arn,
             auto_minor_version_upgrade=True,
             apply_immediately=False,
             num_cache_clusters=None if cluster else args.replicas_per_shard + 1,

@@ -27,7 +27,8 @@ class ContainerSpec:
     secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     port: int | None = None
     stop_timeout: int | None = None
-    health_check_path: str | None = None
+    # The container health check: a command the image can run (exit 0 = healthy).
+    health_check: HealthCheck | None = None
 
     def __post_init__(self) -> None:
         leaked = SECRET_ENV_NAMES & self.environment.keys()
@@ -35,20 +36,42 @@ class ContainerSpec:
             raise ValueError(f"{sorted(leaked)} must be passed as ECS secrets, not environment")
 
 
-def _health_check(port: int, path: str) -> dict[str, Any]:
-    # The slim image has no curl; Python's stdlib is always there.
+@dataclass(frozen=True)
+class HealthCheck:
+    """An ECS container health check: `command` in exec form, run inside the container."""
+
+    command: tuple[str, ...]
+    interval: int = 30
+    timeout: int = 10
+    retries: int = 3
+    start_period: int = 60
+
+    def definition(self) -> dict[str, Any]:
+        """The container definition's `healthCheck` block."""
+        return {
+            "command": ["CMD", *self.command],
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "startPeriod": self.start_period,
+        }
+
+
+def http_health_check(port: int, path: str) -> HealthCheck:
+    """GET `path` on the container's own port: the slim image has no curl, Python's stdlib is
+    always there (the image's PATH puts the venv's python first)."""
     probe = (
         "import sys,urllib.request;"
         f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}{path}',timeout=3)"
         ".status==200 else 1)"
     )
-    return {
-        "command": ["CMD", "python", "-c", probe],
-        "interval": 15,
-        "timeout": 5,
-        "retries": 3,
-        "startPeriod": 20,
-    }
+    return HealthCheck(("python", "-c", probe), interval=15, timeout=5, start_period=20)
+
+
+def role_health_check(role: str) -> HealthCheck:
+    """`python -m service.healthcheck ROLE`: each process's own record is fresh and healthy
+    (the worker's heartbeat, the metrics task's last publish; service/healthcheck.py)."""
+    return HealthCheck(("python", "-m", "service.healthcheck", role))
 
 
 def container_definitions(spec: ContainerSpec) -> pulumi.Output[str]:
@@ -80,8 +103,8 @@ def container_definitions(spec: ContainerSpec) -> pulumi.Output[str]:
     if spec.stop_timeout is not None:
         # SIGTERM -> SIGKILL window; the worker's grace must fit in it (see WorkerServiceArgs).
         container["stopTimeout"] = spec.stop_timeout
-    if spec.port is not None and spec.health_check_path is not None:
-        container["healthCheck"] = _health_check(spec.port, spec.health_check_path)
+    if spec.health_check is not None:
+        container["healthCheck"] = spec.health_check.definition()
     return pulumi.Output.json_dumps([container])
 
 

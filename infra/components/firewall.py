@@ -1,7 +1,15 @@
-"""Security groups: only the load balancer is reachable from the internet.
+"""Security groups: what may reach what, for the load balancer, the three roles and the cache.
 
-Groups reference each other rather than CIDRs, so a task's address never matters and a new
-task is reachable exactly as its service's group allows.
+Groups reference each other rather than CIDRs, so a task's address never matters and a new task
+is reachable exactly as its service's group allows. Egress is per role and per need:
+
+- every task: HTTPS (443) to AWS APIs (ECR, CloudWatch, Secrets Manager, S3, SES, the ECS agent's
+  backend) through the NAT gateways; AWS publishes no stable CIDRs for them, so 0.0.0.0/0:443;
+- every task: the cache port, to the cache's group only;
+- the workers: SMTP submission to the configured SMTP port, only when one is configured;
+- the load balancer: the API port, to the API tasks' group only.
+
+The cache group has no egress at all (Valkey answers on the connections it accepted).
 """
 
 from __future__ import annotations
@@ -12,25 +20,34 @@ import pulumi
 import pulumi_aws as aws
 
 ANYWHERE_V4 = "0.0.0.0/0"
+HTTPS_PORT = 443
+HTTP_PORT = 80
+TASK_ROLES = ("api", "worker", "metrics")
 
 
 @dataclass
 class FirewallArgs:
-    """Which ports are open."""
+    """Which ports are open, and to whom."""
 
     vpc_id: pulumi.Input[str]
+    vpc_cidr: str
     api_port: int
+    cache_port: int
     https: bool
+    # False: the load balancer is internal and accepts only the VPC's own range.
+    internet_facing: bool
+    smtp_port: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class Firewall(pulumi.ComponentResource):
-    """One security group per role: ALB, API, workers, metrics task."""
+    """One security group per role (ALB, API, workers, metrics) and one for the cache."""
 
     alb_sg_id: pulumi.Output[str]
     api_sg_id: pulumi.Output[str]
     worker_sg_id: pulumi.Output[str]
     metrics_sg_id: pulumi.Output[str]
+    cache_sg_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
@@ -40,34 +57,52 @@ class Firewall(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        alb, api, worker, metrics = (
-            self._group(role) for role in ("alb", "api", "worker", "metrics")
+        alb = self._group("alb")
+        tasks = {role: self._group(role) for role in TASK_ROLES}
+        cache = self._group("cache")
+        self._edge(alb, tasks["api"])
+        for role, group in tasks.items():
+            self._task_egress(role, group, cache)
+        if args.smtp_port is not None:
+            self._egress(
+                "worker-smtp", tasks["worker"], args.smtp_port, "SMTP submission", ANYWHERE_V4
+            )
+        self.alb_sg_id = alb.id
+        self.api_sg_id = tasks["api"].id
+        self.worker_sg_id = tasks["worker"].id
+        self.metrics_sg_id = tasks["metrics"].id
+        self.cache_sg_id = cache.id
+        self.register_outputs(
+            {
+                "alb_sg_id": alb.id,
+                "api_sg_id": self.api_sg_id,
+                "worker_sg_id": self.worker_sg_id,
+                "metrics_sg_id": self.metrics_sg_id,
+                "cache_sg_id": cache.id,
+            }
         )
-        public_ports = [80, 443] if args.https else [80]
-        for port in public_ports:
+
+    def _edge(self, alb: aws.ec2.SecurityGroup, api: aws.ec2.SecurityGroup) -> None:
+        args = self._args
+        # Port 80 stays open with TLS too: it only answers a redirect to HTTPS.
+        ports = [HTTP_PORT, HTTPS_PORT] if args.https else [HTTP_PORT]
+        source = ANYWHERE_V4 if args.internet_facing else args.vpc_cidr
+        for port in ports:
             # The ALB is IPv4-only (its default address type), so no ::/0 rule is needed.
             aws.vpc.SecurityGroupIngressRule(
-                f"{name}-alb-in-{port}",
+                f"{self._name}-alb-in-{port}",
                 security_group_id=alb.id,
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
-                cidr_ipv4=ANYWHERE_V4,
-                description="Public HTTP(S) to the load balancer",
+                cidr_ipv4=source,
+                description="Clients to the load balancer"
+                + ("" if args.internet_facing else " (inside the VPC)"),
                 opts=self._child,
             )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-alb-to-api",
-            security_group_id=alb.id,
-            referenced_security_group_id=api.id,
-            ip_protocol="tcp",
-            from_port=args.api_port,
-            to_port=args.api_port,
-            description="Load balancer to API tasks",
-            opts=self._child,
-        )
+        self._egress("alb-to-api", alb, args.api_port, "Load balancer to API tasks", api)
         aws.vpc.SecurityGroupIngressRule(
-            f"{name}-api-from-alb",
+            f"{self._name}-api-from-alb",
             security_group_id=api.id,
             referenced_security_group_id=alb.id,
             ip_protocol="tcp",
@@ -76,28 +111,42 @@ class Firewall(pulumi.ComponentResource):
             description="API tasks accept traffic only from the load balancer",
             opts=self._child,
         )
-        for role, group in (("api", api), ("worker", worker), ("metrics", metrics)):
-            # Tasks reach Redis, ECR, CloudWatch, S3, SES and Secrets Manager through NAT; they
-            # accept nothing inbound except the API from the ALB.
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-{role}-out",
-                security_group_id=group.id,
-                ip_protocol="-1",
-                cidr_ipv4=ANYWHERE_V4,
-                description="Outbound to AWS APIs and Redis",
-                opts=self._child,
-            )
-        self.alb_sg_id = alb.id
-        self.api_sg_id = api.id
-        self.worker_sg_id = worker.id
-        self.metrics_sg_id = metrics.id
-        self.register_outputs(
-            {
-                "alb_sg_id": alb.id,
-                "api_sg_id": api.id,
-                "worker_sg_id": worker.id,
-                "metrics_sg_id": metrics.id,
-            }
+
+    def _task_egress(
+        self, role: str, group: aws.ec2.SecurityGroup, cache: aws.ec2.SecurityGroup
+    ) -> None:
+        port = self._args.cache_port
+        self._egress(f"{role}-https", group, HTTPS_PORT, "AWS APIs over HTTPS", ANYWHERE_V4)
+        self._egress(f"{role}-to-cache", group, port, "Valkey", cache)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-cache-from-{role}",
+            security_group_id=cache.id,
+            referenced_security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=f"Valkey from {role} tasks",
+            opts=self._child,
+        )
+
+    def _egress(
+        self,
+        suffix: str,
+        group: aws.ec2.SecurityGroup,
+        port: int,
+        description: str,
+        to: aws.ec2.SecurityGroup | str,
+    ) -> None:
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-{suffix}",
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=to if isinstance(to, str) else None,
+            referenced_security_group_id=None if isinstance(to, str) else to.id,
+            description=description,
+            opts=self._child,
         )
 
     def _group(self, role: str) -> aws.ec2.SecurityGroup:

@@ -148,25 +148,32 @@ def api_task_statements(bucket_arn: pulumi.Input[str]) -> list[Statement]:
 
 def worker_task_statements(
     bucket_arn: pulumi.Input[str],
-    ses_identity_arns: list[str],
-    email_from: str,
+    ses_identities_arn: str | None,
+    email_from: str | None,
     task_arn_pattern: pulumi.Input[str],
 ) -> list[Statement]:
     """Read job inputs and write outputs, send mail as the configured sender, protect its task.
 
     Only what the service calls: no DeleteObject (the bucket's lifecycle rule expires outputs),
     only SendRawEmail (service/email_backends.py), only the agent's PUT (UpdateTaskProtection).
+    SES authorizes a send against every identity it involves: the sender's, and in the SES
+    sandbox each recipient's too, so the resource is the account's identities and the condition
+    on the sender address is the fence. No sender configured: no SES permission at all.
     """
-    return [
+    statements = [
         *_artifact_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
-        statement(
-            ["ses:SendRawEmail"],
-            list(ses_identity_arns),
-            {"StringEquals": {"ses:FromAddress": email_from}},
-        ),
         # The agent's task-protection endpoint calls this with the task role's credentials.
         statement(["ecs:UpdateTaskProtection"], [task_arn_pattern]),
     ]
+    if ses_identities_arn and email_from:
+        statements.append(
+            statement(
+                ["ses:SendRawEmail"],
+                [ses_identities_arn],
+                {"StringEquals": {"ses:FromAddress": email_from}},
+            )
+        )
+    return statements
 
 
 def metrics_task_statements(namespace: str) -> list[Statement]:

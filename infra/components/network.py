@@ -1,8 +1,14 @@
-"""The VPC: public subnets for the load balancer and NAT, private subnets for every task."""
+"""The VPC: public subnets for the load balancer and NAT, private subnets for every task.
+
+Zones are chosen by zone ID among the region's standard zones (opt-in status
+`opt-in-not-required`): zone names are shuffled per account, and the full list includes Local
+Zones and Wavelength Zones, where ElastiCache and NAT gateways are not offered.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 import pulumi
@@ -23,6 +29,8 @@ class NetworkArgs:
     az_count: int
     nat_per_az: bool
     region: str
+    flow_logs: bool = True
+    flow_log_retention_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -36,6 +44,7 @@ class Network(pulumi.ComponentResource):
     """A VPC over 2-3 AZs with public and private subnets and NAT (one, or one per AZ)."""
 
     vpc_id: pulumi.Output[str]
+    vpc_cidr: str
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
 
@@ -61,6 +70,18 @@ class Network(pulumi.ComponentResource):
         private = [
             self._subnet(az, str(blocks[PRIVATE_OFFSET + i]), "private") for i, az in enumerate(azs)
         ]
+        # Adopt the VPC's default security group and leave it without rules: anything launched
+        # without a group of its own then reaches nothing and is reachable from nothing.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=self._vpc.id,
+            ingress=[],
+            egress=[],
+            tags={**args.tags, "Name": f"{name}-default-unused"},
+            opts=self._child,
+        )
+        if args.flow_logs:
+            self._flow_logs()
         self._route_public(public)
         nat_ids = self._nat_gateways(public)
         route_table_ids = [self._route_private(i, s, nat_ids) for i, s in enumerate(private)]
@@ -76,6 +97,7 @@ class Network(pulumi.ComponentResource):
             opts=self._child,
         )
         self.vpc_id = self._vpc.id
+        self.vpc_cidr = args.cidr
         self.public_subnet_ids = [s.id for s in public]
         self.private_subnet_ids = [s.id for s in private]
         self.register_outputs(
@@ -87,22 +109,93 @@ class Network(pulumi.ComponentResource):
         )
 
     def _availability_zones(self) -> list[str]:
+        """Zone IDs (e.g. use1-az1) of the first standard zones, sorted so the choice is stable."""
         zones = aws.get_availability_zones(
-            state="available", opts=pulumi.InvokeOptions(parent=self)
-        ).names
+            state="available",
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(
+                    name="opt-in-status", values=["opt-in-not-required"]
+                ),
+                aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"]),
+            ],
+            opts=pulumi.InvokeOptions(parent=self),
+        ).zone_ids
         if len(zones) < self._args.az_count:
-            raise ValueError(f"the region has only {len(zones)} available AZs")
-        return list(zones[: self._args.az_count])
+            raise ValueError(
+                f"jobqueue:azCount = {self._args.az_count}, but {self._args.region} has only "
+                f"{len(zones)} standard availability zones"
+            )
+        return sorted(zones)[: self._args.az_count]
 
-    def _subnet(self, az: str, cidr: str, tier: str) -> aws.ec2.Subnet:
+    def _subnet(self, zone_id: str, cidr: str, tier: str) -> aws.ec2.Subnet:
         return aws.ec2.Subnet(
-            f"{self._name}-{tier}-{az}",
+            f"{self._name}-{tier}-{zone_id}",
             vpc_id=self._vpc.id,
-            availability_zone=az,
+            availability_zone_id=zone_id,
             cidr_block=cidr,
-            # Only the public tier hands out public IPs; tasks never get one.
-            map_public_ip_on_launch=tier == "public",
-            tags={**self._args.tags, "Name": f"{self._name}-{tier}-{az}", "Tier": tier},
+            # No subnet hands out public IPs: the NAT gateways have Elastic IPs and the load
+            # balancer its own addresses, so nothing launched here becomes public by accident.
+            map_public_ip_on_launch=False,
+            tags={**self._args.tags, "Name": f"{self._name}-{tier}-{zone_id}", "Tier": tier},
+            opts=self._child,
+        )
+
+    def _flow_logs(self) -> None:
+        """Every accepted and rejected flow to CloudWatch Logs, kept for the configured days."""
+        group = aws.cloudwatch.LogGroup(
+            f"{self._name}-flow-logs",
+            name=f"/vpc/{self._name}/flow-logs",
+            retention_in_days=self._args.flow_log_retention_days,
+            tags=self._args.tags,
+            opts=self._child,
+        )
+        role = aws.iam.Role(
+            f"{self._name}-flow-logs",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            tags=self._args.tags,
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-flow-logs",
+            role=role.id,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": [
+                                "logs:CreateLogStream",
+                                "logs:PutLogEvents",
+                                "logs:DescribeLogStreams",
+                            ],
+                            "Resource": [pulumi.Output.concat(group.arn, ":*")],
+                        }
+                    ],
+                }
+            ),
+            opts=self._child,
+        )
+        aws.ec2.FlowLog(
+            f"{self._name}-flow-log",
+            vpc_id=self._vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=self._args.tags,
             opts=self._child,
         )
 

@@ -1,4 +1,11 @@
-"""The on-call view: a CloudWatch dashboard, alarms, and the SNS topic they notify."""
+"""The on-call view: a CloudWatch dashboard and the alarms that are not a service's own.
+
+The services own their deployment alarms (API 5xx and no healthy target, stalled workers), so
+ECS can roll back on them; everything pages through the Alerts topic. Missing data is judged by
+one alarm, `metrics-silent`, which waits longer than a metrics-task deploy takes (it stops the
+old publisher before starting the new one: 2-3 silent minutes); the other alarms on published
+metrics keep their state through a gap instead of paging on every deploy.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +18,17 @@ import pulumi_aws as aws
 from infra.components.metrics import QueueMetrics
 from service.metrics.contract import (
     ACTIVE_JOBS,
-    BACKLOG_PER_WORKER,
+    BACKLOG_PER_TASK,
     CANARY_LATENCY,
     JOBS_COMPLETED,
     JOBS_FAILED,
     LIVE_WORKERS,
     OLDEST_PENDING_AGE,
     PRIORITY_DIMENSION_VALUES,
+    QUEUE_BACKLOG,
     QUEUE_DEPTH,
     QUEUE_DEPTH_BY_PRIORITY,
+    STALLED_WORKERS,
 )
 
 ALB_NAMESPACE = "AWS/ApplicationELB"
@@ -34,10 +43,12 @@ class AlarmThresholds:
 
     oldest_pending_age_seconds: float
     failure_rate_percent: float
-    api_5xx_per_5_minutes: float
     redis_memory_percent: float
     canary_latency_seconds: float
     no_workers_minutes: int = 10
+    # Longer than a metrics-task deploy's gap, short enough that a dead publisher is noticed
+    # before the scaling policy has flown blind for long.
+    metrics_silent_minutes: int = 10
 
 
 @dataclass
@@ -52,15 +63,16 @@ class ObservabilityArgs:
     backlog_target: float
     thresholds: AlarmThresholds
     canary_enabled: bool
-    alert_email: str | None = None
+    alarm_topic_arn: pulumi.Input[str]
+    # arn:aws:ecs:<region>:<account>:service/<cluster>/ : the events name the service.
+    service_arn_prefix: pulumi.Input[str]
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class Observability(pulumi.ComponentResource):
-    """Dashboard, alarms and an SNS topic with an optional e-mail subscription."""
+    """Dashboard, alarms, and the failed-deployment event rule."""
 
     dashboard_url: pulumi.Output[str]
-    alarm_topic_arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
@@ -70,16 +82,7 @@ class Observability(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        topic = aws.sns.Topic(f"{name}-alarms", tags=args.tags, opts=self._child)
-        if args.alert_email:
-            aws.sns.TopicSubscription(
-                f"{name}-alarms-email",
-                topic=topic.arn,
-                protocol="email",
-                endpoint=args.alert_email,
-                opts=self._child,
-            )
-        self._actions = [topic.arn]
+        self._actions = [args.alarm_topic_arn]
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
             dashboard_name=name,
@@ -87,16 +90,15 @@ class Observability(pulumi.ComponentResource):
             opts=self._child,
         )
         self._queue_alarms()
+        self._canary_alarm()
         self._platform_alarms()
-        self.alarm_topic_arn = topic.arn
+        self._deployment_events()
         self.dashboard_url = pulumi.Output.concat(
             f"https://{args.region}.console.aws.amazon.com/cloudwatch/home?region={args.region}"
             "#dashboards/dashboard/",
             dashboard.dashboard_name,
         )
-        self.register_outputs(
-            {"dashboard_url": self.dashboard_url, "alarm_topic_arn": self.alarm_topic_arn}
-        )
+        self.register_outputs({"dashboard_url": self.dashboard_url})
 
     # --- dashboard -------------------------------------------------------------------------
 
@@ -113,8 +115,8 @@ class Observability(pulumi.ComponentResource):
                 {},
             ),
             (
-                "Backlog per worker (scaling metric)",
-                [m.widget_metric(BACKLOG_PER_WORKER)],
+                "Backlog per worker task (scaling metric)",
+                [m.widget_metric(BACKLOG_PER_TASK)],
                 "Average",
                 {
                     "annotations": {
@@ -130,8 +132,13 @@ class Observability(pulumi.ComponentResource):
                 {},
             ),
             (
-                "Live workers and active jobs",
-                [m.widget_metric(LIVE_WORKERS), m.widget_metric(ACTIVE_JOBS)],
+                "Live and stalled workers, active jobs, backlog",
+                [
+                    m.widget_metric(LIVE_WORKERS),
+                    m.widget_metric(STALLED_WORKERS),
+                    m.widget_metric(ACTIVE_JOBS),
+                    m.widget_metric(QUEUE_BACKLOG),
+                ],
                 "Maximum",
                 {},
             ),
@@ -223,7 +230,21 @@ class Observability(pulumi.ComponentResource):
             datapoints_to_alarm=3,
             threshold=t.oldest_pending_age_seconds,
             comparison_operator="GreaterThanThreshold",
-            # The metrics task publishes zeros every minute; silence means it is down.
+            # Silence is metrics-silent's to judge; a deploy's gap must not page here.
+            treat_missing_data="missing",
+        )
+        self._alarm(
+            "metrics-silent",
+            f"The metrics task published nothing for {t.metrics_silent_minutes} minutes: "
+            "worker scaling and every queue alarm are blind",
+            namespace=m.namespace,
+            metric_name=QUEUE_DEPTH.name,
+            dimensions=m.dimensions(QUEUE_DEPTH),
+            statistic="SampleCount",
+            period=m.period_seconds,
+            evaluation_periods=t.metrics_silent_minutes,
+            threshold=1,
+            comparison_operator="LessThanThreshold",
             treat_missing_data="breaching",
         )
         self._alarm(
@@ -258,42 +279,36 @@ class Observability(pulumi.ComponentResource):
                 ),
             ],
         )
-        if self._args.canary_enabled:
-            self._alarm(
-                "canary-latency",
-                f"The canary job took more than {t.canary_latency_seconds:g} s end to end",
-                namespace=m.namespace,
-                metric_name=CANARY_LATENCY.name,
-                dimensions=m.dimensions(CANARY_LATENCY),
-                statistic="Maximum",
-                period=m.period_seconds,
-                evaluation_periods=3,
-                threshold=t.canary_latency_seconds,
-                comparison_operator="GreaterThanThreshold",
-                # The canary is enabled: no data means no job completed at all.
-                treat_missing_data="breaching",
-            )
+
+    def _canary_alarm(self) -> None:
+        m, t = self._args.metrics, self._args.thresholds
+        if not self._args.canary_enabled:
+            return
+        self._alarm(
+            "canary-latency",
+            f"The canary job took more than {t.canary_latency_seconds:g} s end to end",
+            namespace=m.namespace,
+            metric_name=CANARY_LATENCY.name,
+            dimensions=m.dimensions(CANARY_LATENCY),
+            statistic="Maximum",
+            period=m.period_seconds,
+            # 3 of 5 minutes: a canary that waited through one worker deploy does not page.
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            threshold=t.canary_latency_seconds,
+            comparison_operator="GreaterThanThreshold",
+            # A stuck canary raises the metric (the oldest waiting canary's age), it does not
+            # silence it; silence is a metrics-task deploy or outage (metrics-silent's job).
+            treat_missing_data="missing",
+        )
 
     def _platform_alarms(self) -> None:
         args, t = self._args, self._args.thresholds
-        lb = args.load_balancer_arn_suffix
-        self._alarm(
-            "api-5xx",
-            f"More than {t.api_5xx_per_5_minutes:g} API 5xx responses in 5 minutes",
-            comparison_operator="GreaterThanThreshold",
-            threshold=t.api_5xx_per_5_minutes,
-            evaluation_periods=1,
-            treat_missing_data="notBreaching",
-            metric_queries=[
-                _alb_query("target", "HTTPCode_Target_5XX_Count", lb),
-                _alb_query("elb", "HTTPCode_ELB_5XX_Count", lb),
-                _expression("errors", "FILL(target, 0) + FILL(elb, 0)", "API 5xx"),
-            ],
-        )
         for i, node in enumerate(args.cache_node_ids):
             self._alarm(
                 f"redis-memory-{i + 1}",
-                f"Valkey node memory above {t.redis_memory_percent:g}%: jobs may be refused",
+                f"Valkey node memory above {t.redis_memory_percent:g}%: at 100% it refuses "
+                "writes (noeviction) and enqueues fail with 503",
                 namespace=CACHE_NAMESPACE,
                 metric_name="DatabaseMemoryUsagePercentage",
                 dimensions={"CacheClusterId": node},
@@ -304,6 +319,43 @@ class Observability(pulumi.ComponentResource):
                 comparison_operator="GreaterThanThreshold",
                 treat_missing_data="missing",
             )
+            self._alarm(
+                f"redis-evictions-{i + 1}",
+                "Valkey evicted keys: queue data is being lost (maxmemory-policy is not "
+                "noeviction on this node)",
+                namespace=CACHE_NAMESPACE,
+                metric_name="Evictions",
+                dimensions={"CacheClusterId": node},
+                statistic="Sum",
+                period=300,
+                evaluation_periods=1,
+                threshold=0,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+            )
+
+    def _deployment_events(self) -> None:
+        """A deployment the circuit breaker or a deployment alarm rolled back pages too."""
+        rule = aws.cloudwatch.EventRule(
+            f"{self._name}-deployment-failed",
+            description="ECS deployments of this stack's services that failed",
+            event_pattern=pulumi.Output.json_dumps(
+                {
+                    "source": ["aws.ecs"],
+                    "detail-type": ["ECS Deployment State Change"],
+                    "resources": [{"prefix": self._args.service_arn_prefix}],
+                    "detail": {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+                }
+            ),
+            tags=self._args.tags,
+            opts=self._child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{self._name}-deployment-failed",
+            rule=rule.name,
+            arn=self._args.alarm_topic_arn,
+            opts=self._child,
+        )
 
 
 def _expression(
@@ -311,20 +363,4 @@ def _expression(
 ) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
     return aws.cloudwatch.MetricAlarmMetricQueryArgs(
         id=query_id, expression=expression, label=label, return_data=True
-    )
-
-
-def _alb_query(
-    query_id: str, metric_name: str, lb: pulumi.Input[str]
-) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
-    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
-        id=query_id,
-        return_data=False,
-        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
-            namespace=ALB_NAMESPACE,
-            metric_name=metric_name,
-            dimensions={"LoadBalancer": lb},
-            period=300,
-            stat="Sum",
-        ),
     )

@@ -56,6 +56,7 @@ class Registry(pulumi.ComponentResource):
 
     repository_urls: dict[str, pulumi.Output[str]]
     repository_arns: dict[str, pulumi.Output[str]]
+    registry_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
@@ -90,4 +91,5 @@ class Registry(pulumi.ComponentResource):
             )
             self.repository_urls[role] = repo.repository_url
             self.repository_arns[role] = repo.arn
+            self.registry_id = repo.registry_id
         self.register_outputs({"repository_urls": self.repository_urls})

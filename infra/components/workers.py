@@ -1,10 +1,15 @@
 """The workers: a Fargate service scaled on queue backlog (AWS's "backlog per task" pattern).
 
-Target tracking keeps BacklogPerWorker near `acceptable wait / average job time x concurrency`
-(how many pending jobs one worker process can clear within the acceptable wait). Target tracking
-cannot leave zero tasks (its formula multiplies the current count), so a step policy adds a task
-when jobs are pending while no worker is alive. Scale-in never kills a busy task: workers hold
-ECS task scale-in protection while they run jobs (service/ecs_protection.py).
+Target tracking keeps BacklogPerTask (pending due jobs plus leased jobs, per live worker task)
+near `acceptable wait x measured jobs per second per task` (infra/scaling.py, which the
+simulator replays). Target tracking cannot leave zero tasks (its formula multiplies the current
+count), so a step policy adds a task when jobs are pending while no worker is alive.
+
+Scale-in never kills a busy task: workers hold ECS task scale-in protection while they hold jobs
+(service/ecs_protection.py), bounded by TASK_PROTECTION_MINUTES so a hung worker cannot pin its
+task. Protection also holds rolling deployments: ECS does not stop a protected task, so the old
+revision's busy tasks finish their jobs (at most the bound) while the new ones start beside them
+(maximum 200%); minimum healthy 100% keeps the fleet's capacity through the deploy.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from pulumi_aws import appautoscaling
 
 from infra.components.containers import ContainerSpec, TaskSize, fargate_task_definition
 from infra.components.metrics import QueueMetrics
-from service.metrics.contract import BACKLOG_PER_WORKER, LIVE_WORKERS, QUEUE_DEPTH
+from infra.scaling import FROM_ZERO_COOLDOWN_SECONDS, ScalingPlan
+from service.metrics.contract import BACKLOG_PER_TASK, LIVE_WORKERS, QUEUE_DEPTH, STALLED_WORKERS
 from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 MetricQuery = appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgsDict  # noqa: E501
@@ -27,40 +33,10 @@ FARGATE_MAX_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
 # Time the worker needs after its grace to hand unfinished jobs back and exit: taskiq's broker
 # shutdown (service.worker.BROKER_SHUTDOWN_SECONDS, 10 s) plus process exit.
 HANDBACK_MARGIN_SECONDS = 15
-
-
-@dataclass
-class WorkerScaling:
-    """Autoscaling bounds and target."""
-
-    min_count: int
-    max_count: int
-    acceptable_wait_seconds: float
-    average_job_seconds: float
-    concurrency: int
-    # The metrics task's canary enqueues a job every period, which needs a worker to run it.
-    canary_enabled: bool = False
-    scale_in_cooldown: int = 300
-    scale_out_cooldown: int = 60
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_count <= self.max_count or self.max_count < 1:
-            raise ValueError("workerMinCount must be >= 0 and <= workerMaxCount (>= 1)")
-        if self.acceptable_wait_seconds <= 0 or self.average_job_seconds <= 0:
-            raise ValueError("acceptableWaitSeconds and averageJobSeconds must be positive")
-        if self.canary_enabled and self.min_count == 0:
-            # With no standing worker each canary waits for a cold start (1-2 min): the fleet
-            # never rests at zero anyway, and every cold start pages the canary-latency alarm.
-            raise ValueError(
-                "canaryEnabled needs workerMinCount >= 1: the canary is a job every minute, so "
-                "scaling to zero only makes each canary wait for a task to start (and page)"
-            )
-
-    @property
-    def backlog_target(self) -> float:
-        """Pending jobs per worker process that it clears within the acceptable wait."""
-        per_process = self.acceptable_wait_seconds / self.average_job_seconds * self.concurrency
-        return round(max(per_process, 1.0), 2)
+# A stalled worker (room, due jobs, none taken) for this many minutes pages and rolls back a
+# deployment: the one failure a running, heartbeating worker can have that the health check and
+# the circuit breaker cannot see.
+STALLED_MINUTES = 3
 
 
 @dataclass
@@ -75,9 +51,10 @@ class WorkerServiceArgs:
     size: TaskSize
     execution_role_arn: pulumi.Input[str]
     task_role_arn: pulumi.Input[str]
-    scaling: WorkerScaling
+    scaling: ScalingPlan
     metrics: QueueMetrics
     shutdown_grace_seconds: float
+    alarm_topic_arn: pulumi.Input[str]
     use_spot: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -97,6 +74,7 @@ class WorkerService(pulumi.ComponentResource):
     """The worker service, its scalable target and both scaling policies."""
 
     service_name: pulumi.Output[str]
+    deployment_alarm_names: list[str]
 
     def __init__(
         self, name: str, args: WorkerServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -106,14 +84,15 @@ class WorkerService(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
+        self.deployment_alarm_names = [self._stalled_alarm()]
         service = self._service()
         target = aws.appautoscaling.Target(
             f"{name}-scaling",
             service_namespace="ecs",
             scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
-            min_capacity=args.scaling.min_count,
-            max_capacity=args.scaling.max_count,
+            min_capacity=args.scaling.min_tasks,
+            max_capacity=args.scaling.max_tasks,
             opts=self._child,
         )
         self._backlog_policy(target)
@@ -140,13 +119,17 @@ class WorkerService(pulumi.ComponentResource):
             capacity_provider_strategies=[
                 aws.ecs.ServiceCapacityProviderStrategyArgs(capacity_provider=provider, weight=1)
             ],
-            desired_count=args.scaling.min_count,
-            # Workers are interchangeable and hand jobs back on SIGTERM, so a deploy may stop
-            # old tasks before new ones are up; protected (busy) tasks are left to finish.
-            deployment_minimum_healthy_percent=50,
+            desired_count=args.scaling.min_tasks,
+            # 100/200: new tasks start beside the old ones, which stop once idle (protected busy
+            # tasks are left to finish, up to the protection bound), so a deploy never lowers
+            # the fleet's capacity while a backlog waits.
+            deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                 enable=True, rollback=True
+            ),
+            alarms=aws.ecs.ServiceAlarmsArgs(
+                alarm_names=self.deployment_alarm_names, enable=True, rollback=True
             ),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=args.private_subnet_ids,
@@ -160,18 +143,19 @@ class WorkerService(pulumi.ComponentResource):
 
     def _backlog_policy(self, target: aws.appautoscaling.Target) -> None:
         args = self._args
-        dims = args.metrics.dimensions(BACKLOG_PER_WORKER)
-        # One metric query (no math): the metrics task already divides depth by live workers,
-        # so the dashboard and the policy read the same published series.
+        dims = args.metrics.dimensions(BACKLOG_PER_TASK)
+        # One metric query (no math): the metrics task already divides the backlog by the live
+        # tasks (service.metrics.collector), so the dashboard, the simulator and the policy read
+        # the same number.
         backlog: MetricQuery = {
             "id": "backlog",
-            "label": "Pending jobs per live worker process",
+            "label": "Backlog (pending due + leased) per live worker task",
             "return_data": True,
             "metric_stat": {
                 "stat": "Average",
                 "metric": {
                     "namespace": args.metrics.namespace,
-                    "metric_name": BACKLOG_PER_WORKER.name,
+                    "metric_name": BACKLOG_PER_TASK.name,
                     "dimensions": [{"name": k, "value": v} for k, v in dims.items()],
                 },
             },
@@ -183,13 +167,40 @@ class WorkerService(pulumi.ComponentResource):
             scalable_dimension=target.scalable_dimension,
             resource_id=target.resource_id,
             target_tracking_scaling_policy_configuration={
-                "target_value": args.scaling.backlog_target,
+                "target_value": args.scaling.target_backlog_per_task,
                 "customized_metric_specification": {"metrics": [backlog]},
-                "scale_in_cooldown": args.scaling.scale_in_cooldown,
-                "scale_out_cooldown": args.scaling.scale_out_cooldown,
+                "scale_in_cooldown": args.scaling.scale_in_cooldown_seconds,
+                "scale_out_cooldown": args.scaling.scale_out_cooldown_seconds,
             },
             opts=self._child,
         )
+
+    def _stalled_alarm(self) -> str:
+        m = self._args.metrics
+        name = f"{self._name}-stalled"
+        aws.cloudwatch.MetricAlarm(
+            name,
+            name=name,
+            alarm_description=(
+                f"A worker process took no job for {STALLED_MINUTES} minutes while it had room "
+                "and due jobs were pending"
+            ),
+            namespace=m.namespace,
+            metric_name=STALLED_WORKERS.name,
+            dimensions=m.dimensions(STALLED_WORKERS),
+            statistic="Maximum",
+            period=m.period_seconds,
+            evaluation_periods=STALLED_MINUTES,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            # Silence of the metrics task has its own alarm; here it proves nothing.
+            treat_missing_data="notBreaching",
+            alarm_actions=[self._args.alarm_topic_arn],
+            ok_actions=[self._args.alarm_topic_arn],
+            tags=self._args.tags,
+            opts=self._child,
+        )
+        return name
 
     def _scale_from_zero(self, target: aws.appautoscaling.Target) -> None:
         step = aws.appautoscaling.Policy(
@@ -203,7 +214,7 @@ class WorkerService(pulumi.ComponentResource):
                 "metric_aggregation_type": "Maximum",
                 # Long enough for a task to start and its workers to heartbeat, so one pending
                 # job does not add a task per minute while the first one boots.
-                "cooldown": 180,
+                "cooldown": FROM_ZERO_COOLDOWN_SECONDS,
                 "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
             },
             opts=self._child,

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_docker_build  # noqa: F401 - loaded before the program, like pulumi_aws's modules
 import pytest
 import yaml
 from pulumi.runtime import settings as pulumi_settings
+
+from infra.config import StackSettings, read_stack_settings
 
 # pulumi-aws warns at import time about its *own* deprecated classes (e.g. ec2.EncryptionControl),
 # which pytest's `filterwarnings = error` would turn into failures. Import the SDK modules the
@@ -75,13 +78,42 @@ class ProgramRun:
     stack: str = "dev"
     # (type token, name) -> ResourceOptions.ignore_changes, filled before registration.
     ignore_changes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # Every invoke the program made: (token, arguments).
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (type token, name) -> the parent's (type token, name), from the resource options.
+    parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
 
     def record_options(
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:
         """A stack transformation that only watches: keeps what the mocks cannot see."""
         self.ignore_changes[(args.type_, args.name)] = list(args.opts.ignore_changes or [])
+        parent = args.opts.parent
+        # The root stack is every top-level resource's parent but is not part of URNs.
+        self.parents[(args.type_, args.name)] = (
+            (parent._type, parent._name)
+            if parent is not None and parent._type != "pulumi:pulumi:Stack"
+            else None
+        )
         return None
+
+    def urn(self, typ: str, name: str) -> str:
+        """The URN the engine gives the resource: its ancestors' types, then its own, and name."""
+        chain = [typ]
+        parent = self.parents.get((typ, name))
+        while parent is not None:
+            chain.insert(0, parent[0])
+            parent = self.parents.get(parent)
+        return f"urn:pulumi:{self.stack}::{PROJECT}::{'$'.join(chain)}::{name}"
+
+    def urns(self) -> list[str]:
+        """Every resource's URN, components included (they are registered too)."""
+        return [self.urn(r.typ, r.name) for r in self.resources]
+
+    @property
+    def settings(self) -> StackSettings:
+        """The typed settings the program derived from this run's config."""
+        return read_stack_settings(self.config, self.stack, self.config.get("aws:region"))
 
     @property
     def prefix(self) -> str:
@@ -132,6 +164,11 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     }
     if typ == "aws:ecr/repository:Repository":
         extra["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{physical}"
+        extra["registryId"] = ACCOUNT
+    elif typ == "docker-build:index:Image":
+        # The pushed tag with the digest the registry returned: what tasks must run.
+        extra["ref"] = f"{inputs['tags'][0]}@sha256:{'0' * 63}1"
+        extra["digest"] = f"sha256:{'0' * 63}1"
     elif typ == "aws:lb/loadBalancer:LoadBalancer":
         extra["dnsName"] = f"{name}.us-east-1.elb.amazonaws.com"
         extra["arnSuffix"] = f"app/{name}/0123456789abcdef"
@@ -166,6 +203,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.run.invokes.append((args.token, dict(args.args)))
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "authorizationToken": SECRET_SENTINEL + "ecr-token",
+                "userName": "AWS",
+                "password": SECRET_SENTINEL + "ecr-password",
+                "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com",
+                "expiresAt": "2030-01-01T00:00:00Z",
+                "id": ACCOUNT,
+            }
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
@@ -174,10 +221,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "AIDA",
             }
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            # Zone names map to different zone IDs in every account: the order here is not the
+            # zone IDs' order on purpose.
             names = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
             return {
                 "names": names,
-                "zoneIds": [f"use1-az{i}" for i in range(1, 5)],
+                "zoneIds": ["use1-az4", "use1-az6", "use1-az1", "use1-az2"],
                 "id": "us-east-1",
             }
         raise AssertionError(f"unexpected invoke {args.token}")
@@ -189,16 +238,21 @@ def dev_config() -> dict[str, str]:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in doc["config"].items()}
 
 
+def region_only_config() -> dict[str, str]:
+    """A new stack after `pulumi config set aws:region ...` and nothing else."""
+    return {"aws:region": "us-east-1"}
+
+
 def prod_config() -> dict[str, str]:
-    """A prod-like stack: 3 AZs, NAT per AZ, HTTPS, larger nodes, alerts by e-mail."""
+    """A prod-like stack: 3 AZs, HTTPS, larger nodes, alerts by e-mail, CI-built images."""
     return {
         **dev_config(),
-        "jobqueue:environment": "prod",
         "jobqueue:azCount": "3",
-        "jobqueue:natPerAz": "true",
         "jobqueue:cacheNodeType": "cache.r7g.large",
-        "jobqueue:cacheSnapshotRetentionDays": "7",
         "jobqueue:cpuArchitecture": "ARM64",
+        "jobqueue:imageTag": "git-0123abc",
+        "jobqueue:emailFrom": "jobs@example.com",
+        "jobqueue:jobModules": "acme_jobs.billing,acme_jobs.reports",
         "jobqueue:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
         "jobqueue:apiCpu": "512",
         "jobqueue:apiMemory": "1024",

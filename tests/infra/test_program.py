@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from typing import Any
 
@@ -50,10 +49,12 @@ def test_dev_inventory_has_one_of_each_concern(dev_run: ProgramRun) -> None:
     assert components == sorted(
         f"jobqueue:infra:{c}"
         for c in (
+            "Alerts",
             "Network",
             "Firewall",
             "Cache",
             "Registry",
+            "Images",
             "Artifacts",
             "AppSecrets",
             "Cluster",
@@ -73,8 +74,9 @@ def test_dev_inventory_has_one_of_each_concern(dev_run: ProgramRun) -> None:
     assert count(dev_run, TASK_DEF) == 3
     assert count(dev_run, "aws:lb/loadBalancer:LoadBalancer") == 1
     assert count(dev_run, "aws:lb/listener:Listener") == 1  # no certificate: HTTP only
-    assert count(dev_run, "aws:cloudwatch/logGroup:LogGroup") == 3
-    assert count(dev_run, "aws:iam/role:Role") == 6  # execution + task role per service
+    assert count(dev_run, "aws:cloudwatch/logGroup:LogGroup") == 4  # 3 services + flow logs
+    assert count(dev_run, "aws:iam/role:Role") == 7  # execution + task role per service, flow logs
+    assert count(dev_run, "docker-build:index:Image") == 3  # built and pushed by `pulumi up`
     assert count(dev_run, "aws:cloudwatch/dashboard:Dashboard") == 1
     assert count(dev_run, "aws:sns/topicSubscription:TopicSubscription") == 0
 
@@ -82,7 +84,7 @@ def test_dev_inventory_has_one_of_each_concern(dev_run: ProgramRun) -> None:
 def test_prod_spreads_over_three_azs_with_nat_per_az(prod_run: ProgramRun) -> None:
     subnets = prod_run.of_type("aws:ec2/subnet:Subnet")
     assert len(subnets) == 6
-    assert len({s.inputs["availabilityZone"] for s in subnets}) == 3
+    assert len({s.inputs["availabilityZoneId"] for s in subnets}) == 3
     assert count(prod_run, "aws:ec2/natGateway:NatGateway") == 3
     private_tables = [
         r for r in prod_run.of_type("aws:ec2/routeTable:RouteTable") if "-private-" in r.name
@@ -93,10 +95,15 @@ def test_prod_spreads_over_three_azs_with_nat_per_az(prod_run: ProgramRun) -> No
 def test_prod_inventory_adds_https_nat_per_az_and_the_alert_subscription(
     prod_run: ProgramRun, dev_run: ProgramRun
 ) -> None:
-    """The prod-like stack declares the same concerns; only the options change the counts."""
+    """The prod-like stack declares the same concerns; only the options change the counts.
+
+    It deploys a CI-built tag, so it builds no image, and it keeps ALB access logs."""
     subscription = "aws:sns/topicSubscription:TopicSubscription"
+    image = "docker-build:index:Image"
     kinds = {r.typ for r in prod_run.resources}
-    assert kinds == {r.typ for r in dev_run.resources} | {subscription}
+    assert kinds == (
+        {r.typ for r in dev_run.resources} | {subscription, "jobqueue:infra:AccessLogs"}
+    ) - {image}
     assert count(prod_run, "aws:ec2/vpc:Vpc") == 1
     assert count(prod_run, "aws:ec2/natGateway:NatGateway") == 3
     assert count(prod_run, "aws:ec2/eip:Eip") == 3
@@ -105,8 +112,8 @@ def test_prod_inventory_adds_https_nat_per_az_and_the_alert_subscription(
     assert count(prod_run, SERVICE) == 3
     assert count(prod_run, TASK_DEF) == 3
     assert count(prod_run, "aws:lb/listener:Listener") == 2  # HTTPS + HTTP->HTTPS redirect
-    assert count(prod_run, "aws:cloudwatch/logGroup:LogGroup") == 3
-    assert count(prod_run, "aws:iam/role:Role") == 6
+    assert count(prod_run, "aws:cloudwatch/logGroup:LogGroup") == 4
+    assert count(prod_run, "aws:iam/role:Role") == 7
     assert count(prod_run, "aws:cloudwatch/dashboard:Dashboard") == 1
     assert count(prod_run, subscription) == 1
     assert count(prod_run, ALARM) == count(dev_run, ALARM)  # same alarms, same node count
@@ -131,18 +138,52 @@ def test_tasks_run_in_private_subnets_without_public_ips(any_run: ProgramRun) ->
 # --- network security -------------------------------------------------------------------------
 
 
-def test_only_the_alb_accepts_traffic_from_anywhere(any_run: ProgramRun) -> None:
+def test_only_an_internet_facing_alb_accepts_traffic_from_anywhere(any_run: ProgramRun) -> None:
+    """With a certificate (prod) the ALB is public on 80 (redirect) and 443; without one (dev)
+    it is internal and accepts only the VPC's range: no API key crosses the internet in clear."""
     alb_sg = any_run.one("aws:ec2/securityGroup:SecurityGroup", "-alb")
+    alb = any_run.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    alb_rules = [
+        r for r in any_run.of_type(SG_INGRESS) if r.inputs["securityGroupId"] == alb_sg.resource_id
+    ]
     open_rules = [
         r
         for r in any_run.of_type(SG_INGRESS)
         if r.inputs.get("cidrIpv4") in ANYWHERE or r.inputs.get("cidrIpv6") in ANYWHERE
     ]
-    assert open_rules, "the ALB must be reachable"
-    assert {r.inputs["securityGroupId"] for r in open_rules} == {alb_sg.resource_id}
-    assert {r.inputs["fromPort"] for r in open_rules} <= {80, 443}
+    public = {
+        s.resource_id for s in any_run.of_type("aws:ec2/subnet:Subnet") if "-public-" in s.name
+    }
+    private = {
+        s.resource_id for s in any_run.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name
+    }
+    if any_run.stack == "prod":
+        assert alb["internal"] is False
+        assert set(alb["subnets"]) == public
+        assert {r.inputs["securityGroupId"] for r in open_rules} == {alb_sg.resource_id}
+        assert {r.inputs["fromPort"] for r in open_rules} == {80, 443}
+    else:
+        assert alb["internal"] is True
+        assert set(alb["subnets"]) == private
+        assert open_rules == []
+        assert {r.inputs["cidrIpv4"] for r in alb_rules} == {"10.40.0.0/16"}
+        assert {r.inputs["fromPort"] for r in alb_rules} == {80}
+        assert any_run.exports["apiInternal"] is True
     for sg in any_run.of_type("aws:ec2/securityGroup:SecurityGroup"):
         assert not sg.inputs.get("ingress"), "inline rules would bypass this check"
+        assert not sg.inputs.get("egress"), "inline rules would bypass the egress checks"
+
+
+def test_plain_http_on_the_internet_only_when_asked_for_by_name() -> None:
+    run = run_program({**dev_config(), "jobqueue:allowPublicPlainHttp": "true"}, stack="demo")
+    alb = run.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert alb["internal"] is False
+    (listener,) = run.of_type("aws:lb/listener:Listener")
+    assert listener.inputs["protocol"] == "HTTP"
+    assert {
+        r.inputs["cidrIpv4"] for r in run.of_type(SG_INGRESS) if r.inputs.get("fromPort") == 80
+    } == {"0.0.0.0/0"}
+    assert run.exports["apiUrl"].startswith("http://")
 
 
 def test_https_listener_and_redirect_when_a_certificate_is_configured(prod_run: ProgramRun) -> None:
@@ -191,10 +232,10 @@ def test_cache_keeps_job_hashes_compact(any_run: ProgramRun) -> None:
     rg = any_run.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
     group = any_run.one("aws:elasticache/parameterGroup:ParameterGroup")
     assert rg["parameterGroupName"] == group.state["name"]
-    major = any_run.config["jobqueue:cacheEngineVersion"].split(".")[0]
+    major = any_run.settings.cache.engine_version.split(".")[0]
     assert group.inputs["family"] == f"valkey{major}"
     parameters = {p["name"]: p["value"] for p in group.inputs["parameters"]}
-    assert parameters == {"hash-max-listpack-value": "1024"}
+    assert parameters == {"hash-max-listpack-value": "1024", "maxmemory-policy": "noeviction"}
 
 
 def test_auth_token_is_stored_in_secrets_manager(dev_run: ProgramRun) -> None:
@@ -215,7 +256,11 @@ def test_cluster_mode_option_shards_the_group() -> None:
     assert "numCacheClusters" not in rg
     group = run.one("aws:elasticache/parameterGroup:ParameterGroup").inputs
     parameters = {p["name"]: p["value"] for p in group["parameters"]}
-    assert parameters == {"hash-max-listpack-value": "1024", "cluster-enabled": "yes"}
+    assert parameters == {
+        "hash-max-listpack-value": "1024",
+        "maxmemory-policy": "noeviction",
+        "cluster-enabled": "yes",
+    }
     assert run.exports["cacheEndpoint"].startswith("clustercfg.")
     memory_alarms = [a for a in run.of_type(ALARM) if "redis-memory" in a.name]
     assert len(memory_alarms) == 4  # 2 shards x (primary + replica)
@@ -241,7 +286,7 @@ def test_each_image_repository_scans_on_push_and_expires_old_images(any_run: Pro
         for p in any_run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
     }
     assert set(policies) == {r.inputs["name"] for r in repos}
-    keep = int(any_run.config["jobqueue:ecrKeepImages"])
+    keep = any_run.settings.ecr_keep_images
     for policy in policies.values():
         rules = sorted(policy["rules"], key=lambda r: r["rulePriority"])
         assert rules[0]["selection"]["tagStatus"] == "untagged"
@@ -282,9 +327,11 @@ def test_containers_get_the_settings_the_service_reads(dev_run: ProgramRun) -> N
     assert env["REDIS_CLUSTER"] == "false"
     assert env["ENVIRONMENT"] == "dev"
     assert env["REDIS_HOST"] == dev_run.exports["cacheEndpoint"]
-    assert env["WORKER_COUNT"] == dev_run.config["jobqueue:workerCount"]
-    assert env["WORKER_CONCURRENCY"] == dev_run.config["jobqueue:workerConcurrency"]
-    assert env["SHUTDOWN_GRACE_SECONDS"] == dev_run.config["jobqueue:shutdownGraceSeconds"]
+    worker = dev_run.settings.worker
+    assert env["WORKER_COUNT"] == str(worker.count) == "2"
+    assert env["WORKER_CONCURRENCY"] == str(worker.concurrency) == "10"
+    assert env["SHUTDOWN_GRACE_SECONDS"] == f"{worker.shutdown_grace_seconds:g}" == "90"
+    assert env["TASK_PROTECTION_MINUTES"] == str(worker.protection_minutes) == "15"
     assert env["ARTIFACT_BUCKET"] == dev_run.exports["artifactBucket"]
     assert env["EMAIL_BACKEND"] == "ses"
     metrics_env = {e["name"]: e["value"] for e in dev_run.container("metrics")["environment"]}
@@ -328,7 +375,7 @@ def test_put_metric_data_is_conditioned_on_the_contract_namespace(any_run: Progr
 
 
 def test_s3_access_is_limited_to_the_artifact_bucket(any_run: ProgramRun) -> None:
-    bucket_arn = any_run.one("aws:s3/bucket:Bucket").state["arn"]
+    bucket_arn = any_run.one("aws:s3/bucket:Bucket", f"{any_run.prefix}-bucket").state["arn"]
     for _name, stmt in _statements(any_run):
         if any(a.startswith("s3:") for a in _as_list(stmt["Action"])):
             assert all(r in (bucket_arn, f"{bucket_arn}/*") for r in _as_list(stmt["Resource"]))
@@ -350,12 +397,12 @@ def _task_role_grants(run: ProgramRun) -> dict[str, set[tuple[str, str]]]:
 def test_task_roles_grant_exactly_what_the_service_calls(any_run: ProgramRun) -> None:
     """API: artifact downloads; workers: artifacts, SES SendRawEmail, task protection; metrics:
     PutMetricData. ListBucket makes a missing artifact a 404, not an AccessDenied 5xx."""
-    bucket = any_run.one("aws:s3/bucket:Bucket").state["arn"]
+    bucket = any_run.one("aws:s3/bucket:Bucket", f"{any_run.prefix}-bucket").state["arn"]
     objects = f"{bucket}/*"
-    identity = (
-        f"arn:aws:ses:us-east-1:123456789012:identity/{any_run.config['jobqueue:sesIdentity']}"
-    )
-    sender = f"arn:aws:ses:us-east-1:123456789012:identity/{any_run.config['jobqueue:emailFrom']}"
+    # The sender's identity and, in the SES sandbox, each recipient's: the account's identities,
+    # fenced by the sender address (a separate test); no sender configured, no SES at all.
+    identities = "arn:aws:ses:us-east-1:123456789012:identity/*"
+    ses = {("ses:SendRawEmail", identities)} if any_run.settings.email.sender else set()
     tasks = f"arn:aws:ecs:us-east-1:123456789012:task/{any_run.prefix}-cluster/*"
     assert _task_role_grants(any_run) == {
         "api": {("s3:GetObject", objects), ("s3:ListBucket", bucket)},
@@ -363,9 +410,8 @@ def test_task_roles_grant_exactly_what_the_service_calls(any_run: ProgramRun) ->
             ("s3:GetObject", objects),
             ("s3:PutObject", objects),
             ("s3:ListBucket", bucket),
-            ("ses:SendRawEmail", identity),
-            ("ses:SendRawEmail", sender),
             ("ecs:UpdateTaskProtection", tasks),
+            *ses,
         },
         "metrics": {("cloudwatch:PutMetricData", "*")},
     }
@@ -398,29 +444,38 @@ def test_only_worker_tasks_may_set_their_scale_in_protection(any_run: ProgramRun
 
 
 def test_log_groups_have_retention(any_run: ProgramRun) -> None:
-    days = int(any_run.config["jobqueue:logRetentionDays"])
+    settings = any_run.settings
     for group in any_run.of_type("aws:cloudwatch/logGroup:LogGroup"):
-        assert group.inputs["retentionInDays"] == days
+        expected = (
+            settings.network.flow_log_retention_days
+            if "flow-logs" in group.name
+            else settings.log_retention_days
+        )
+        assert group.inputs["retentionInDays"] == expected, group.name
+    assert any_run.config.get("jobqueue:logRetentionDays", "30") == str(settings.log_retention_days)
 
 
 def test_artifact_bucket_is_private_and_encrypted(any_run: ProgramRun) -> None:
-    block = any_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
-    assert all(
-        block[k]
-        for k in (
-            "blockPublicAcls",
-            "blockPublicPolicy",
-            "ignorePublicAcls",
-            "restrictPublicBuckets",
+    buckets = {b.resource_id for b in any_run.of_type("aws:s3/bucket:Bucket")}
+    blocks = any_run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert {b.inputs["bucket"] for b in blocks} == buckets
+    for block in blocks:
+        assert all(
+            block.inputs[k]
+            for k in (
+                "blockPublicAcls",
+                "blockPublicPolicy",
+                "ignorePublicAcls",
+                "restrictPublicBuckets",
+            )
         )
-    )
-    sse = any_run.one(
+    sses = any_run.of_type(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-    ).inputs
-    assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in (
-        "AES256",
-        "aws:kms",
     )
+    assert {s.inputs["bucket"] for s in sses} == buckets
+    for sse in sses:
+        rule = sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]
+        assert rule["sseAlgorithm"] in ("AES256", "aws:kms")
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -442,13 +497,14 @@ def test_every_service_rolls_back_a_failed_deployment(any_run: ProgramRun) -> No
 
 def test_worker_stop_timeout_leaves_room_for_the_grace(any_run: ProgramRun) -> None:
     worker = any_run.container("worker")
-    grace = float(any_run.config["jobqueue:shutdownGraceSeconds"])
+    grace = any_run.settings.worker.shutdown_grace_seconds
     assert worker["stopTimeout"] == 120
     assert grace <= worker["stopTimeout"] - 15
 
 
 def test_grace_too_long_for_stop_timeout_fails_with_a_clear_message() -> None:
-    with pytest.raises(ValueError, match=r"shutdownGraceSeconds=110 must be <= stopTimeout"):
+    message = r"jobqueue:shutdownGraceSeconds = '110' is not valid: it must be a number in 0\.\.105"
+    with pytest.raises(Exception, match=message):
         run_program({**dev_config(), "jobqueue:shutdownGraceSeconds": "110"}, stack="badgrace")
 
 
@@ -477,23 +533,34 @@ def test_autoscaled_services_ignore_desired_count_after_creation(any_run: Progra
 
 def test_worker_scaling_bounds_come_from_config(any_run: ProgramRun) -> None:
     target = any_run.one("aws:appautoscaling/target:Target", "-worker-")
-    assert target.inputs["minCapacity"] == int(any_run.config["jobqueue:workerMinCount"])
-    assert target.inputs["maxCapacity"] == int(any_run.config["jobqueue:workerMaxCount"])
+    plan = any_run.settings.worker.scaling
+    assert target.inputs["minCapacity"] == plan.min_tasks
+    assert target.inputs["maxCapacity"] == plan.max_tasks
+    assert (plan.min_tasks, plan.max_tasks) == {"dev": (1, 4), "prod": (1, 50)}[any_run.stack]
 
 
-def test_worker_backlog_target_is_acceptable_wait_over_job_time(dev_run: ProgramRun) -> None:
+def test_worker_backlog_target_is_acceptable_wait_times_task_throughput(
+    dev_run: ProgramRun,
+) -> None:
+    """Dev defaults: 60 s acceptable wait x (2 processes x 10 jobs / 10 s) = 120 jobs per task."""
     policy = dev_run.one(POLICY, "-worker-backlog")
     config = policy.inputs["targetTrackingScalingPolicyConfiguration"]
-    c = dev_run.config
-    expected = (
-        float(c["jobqueue:acceptableWaitSeconds"])
-        / float(c["jobqueue:averageJobSeconds"])
-        * int(c["jobqueue:workerConcurrency"])
-    )
-    assert config["targetValue"] == pytest.approx(expected)
+    assert config["targetValue"] == pytest.approx(60 * 2 * 10 / 10)
+    assert config["scaleOutCooldown"] == 120
+    assert config["scaleInCooldown"] == 300
     (query,) = config["customizedMetricSpecification"]["metrics"]
-    assert query["metricStat"]["metric"]["metricName"] == "BacklogPerWorker"
+    assert query["metricStat"]["metric"]["metricName"] == "BacklogPerTask"
+    assert query["metricStat"]["stat"] == "Average"
     assert query["returnData"] is True
+
+
+def test_a_measured_task_throughput_sets_the_backlog_target() -> None:
+    run = run_program(
+        {**dev_config(), "jobqueue:taskJobsPerSecond": "5", "jobqueue:acceptableWaitSeconds": "30"},
+        stack="measured",
+    )
+    config = run.one(POLICY, "-worker-backlog").inputs["targetTrackingScalingPolicyConfiguration"]
+    assert config["targetValue"] == pytest.approx(150)
 
 
 def test_workers_scale_from_zero_on_pending_jobs(dev_run: ProgramRun) -> None:
@@ -508,7 +575,7 @@ def test_workers_scale_from_zero_on_pending_jobs(dev_run: ProgramRun) -> None:
 
 
 def test_canary_with_workers_able_to_reach_zero_is_refused() -> None:
-    with pytest.raises(ValueError, match="canaryEnabled needs workerMinCount >= 1"):
+    with pytest.raises(Exception, match="workerMinCount = 0 is not valid while canaryEnabled"):
         run_program(
             {**dev_config(), "jobqueue:workerMinCount": "0", "jobqueue:canaryEnabled": "true"},
             stack="coldcanary",
@@ -537,7 +604,7 @@ def test_the_worker_accepts_its_container_settings_and_stops_in_time(any_run: Pr
     container = any_run.container("worker")
     env = {e["name"].lower(): e["value"] for e in container["environment"]}
     settings = Settings(_env_file=None, **env, redis_password="from-ecs-secrets")
-    assert settings.environment == any_run.config["jobqueue:environment"]
+    assert settings.environment == any_run.stack
     assert settings.redis_tls is True
     assert container["stopTimeout"] == FARGATE_MAX_STOP_TIMEOUT_SECONDS
     assert settings.shutdown_grace_seconds + BROKER_SHUTDOWN_SECONDS < container["stopTimeout"]
@@ -587,7 +654,8 @@ def _contract_refs(run: ProgramRun) -> list[tuple[str, str, dict[str, str]]]:
 def test_every_queue_metric_used_is_one_the_metrics_task_publishes(any_run: ProgramRun) -> None:
     refs = _contract_refs(any_run)
     assert len(refs) > 15
-    queue, env = any_run.config["jobqueue:queueName"], any_run.config["jobqueue:environment"]
+    queue, env = any_run.settings.queue_name, any_run.settings.environment
+    assert (queue, env) == ("default", any_run.stack)
     for where, name, dims in refs:
         assert name in METRICS_BY_NAME, f"{where} reads {name}, which nobody publishes"
         spec = METRICS_BY_NAME[name]
@@ -677,36 +745,7 @@ def test_dashboard_body_follows_the_cloudwatch_widget_structure(any_run: Program
         assert topic in joined, topic
 
 
-# --- config -----------------------------------------------------------------------------------
-
-
-def _config_keys_read_by_program() -> set[str]:
-    tree = ast.parse((ROOT / "infra" / "__main__.py").read_text())
-    keys = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr.startswith(("require", "get"))
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "cfg"
-            and node.args
-        ):
-            arg = node.args[0]
-            if isinstance(arg, ast.Constant):
-                keys.add(f"jobqueue:{arg.value}")
-            elif isinstance(arg, ast.JoinedStr):  # f"{role}Cpu" and friends
-                suffix = "".join(str(v.value) for v in arg.values if isinstance(v, ast.Constant))
-                keys |= {f"jobqueue:{role}{suffix}" for role in ("api", "worker", "metrics")}
-    return keys
-
-
-def test_dev_stack_sets_every_config_key_the_program_reads() -> None:
-    keys = _config_keys_read_by_program()
-    assert len(keys) > 40
-    missing = keys - set(dev_config())
-    assert not missing
-    assert "aws:region" in dev_config()
+# --- project ---------------------------------------------------------------------------------
 
 
 def test_pulumi_project_points_at_the_program() -> None:

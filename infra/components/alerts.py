@@ -1,0 +1,76 @@
+"""The on-call topic: every alarm, ElastiCache event and failed ECS deployment notifies it.
+
+Created before everything that notifies it (the cache's events, the services' deployment
+alarms), so no component has to wait for the dashboard to exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+# EventBridge needs the topic's permission to publish; CloudWatch alarms and ElastiCache
+# publish as the account and need none.
+EVENTS_PRINCIPAL = "events.amazonaws.com"
+
+
+@dataclass
+class AlertsArgs:
+    """Who gets told."""
+
+    account_id: str
+    alert_email: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Alerts(pulumi.ComponentResource):
+    """An SNS topic, its policy and an optional e-mail subscription."""
+
+    topic_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: AlertsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        """Create the topic, its policy and the subscription."""
+        super().__init__("jobqueue:infra:Alerts", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        topic = aws.sns.Topic(f"{name}-alarms", tags=args.tags, opts=child)
+        aws.sns.TopicPolicy(
+            f"{name}-alarms",
+            arn=topic.arn,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AccountPublishes",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"},
+                            "Action": "sns:Publish",
+                            "Resource": topic.arn,
+                        },
+                        {
+                            "Sid": "EventBridgeRulesOfThisAccount",
+                            "Effect": "Allow",
+                            "Principal": {"Service": EVENTS_PRINCIPAL},
+                            "Action": "sns:Publish",
+                            "Resource": topic.arn,
+                            "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}},
+                        },
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        if args.alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alarms-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=args.alert_email,
+                opts=child,
+            )
+        self.topic_arn = topic.arn
+        self.register_outputs({"topic_arn": topic.arn})
