@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
+from service.api.request_checks import RequestChecksMiddleware, install_access_log_scrubbing
 from service.api.routes import health, jobs, monitoring
 from service.api.routing import let_fixed_paths_win
 from service.jobs import load_job_types
@@ -27,10 +28,19 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Enqueue jobs, follow them, and watch the queue.
 
-Every route except `/healthz` and `/readyz` needs an API key, sent as `X-API-Key: <key>` or
-`Authorization: Bearer <key>`. Errors always have the body
-`{"error": {"code": ..., "message": ..., "details": {...}}}`; 503 responses carry `Retry-After`.
-Lists are paginated: pass `next_cursor` back as `cursor` until it is null.
+Every route needs an API key, sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`,
+except these public ones: `/healthz` and `/readyz` (for load balancers; without a key `/readyz`
+says only "not ready"), this documentation (`/docs`, `/redoc`, `/openapi.json`: it holds no
+data, and client generators read it) and the dashboard's static page (`/ui`, which calls this
+API with the key the operator types in). A key in the URL's query string is refused with 400:
+URLs get logged.
+
+Request bodies are JSON in UTF-8 (anything else is a 400) of at most `MAX_BODY_BYTES`; a job's
+`data` may nest at most 64 levels deep. Errors always have the body
+`{"error": {"code": ..., "message": ..., "details": {...}}}`; 503 responses carry `Retry-After`
+(`queue_unavailable`: Redis is unreachable; `queue_full`: Redis is near its memory limit and
+new jobs are refused until workers drain the queue). Lists are paginated: pass `next_cursor`
+back as `cursor` until it is null.
 """
 
 
@@ -88,6 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.api_keys = load_api_keys(settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestChecksMiddleware)  # outermost: a key in the URL goes no further
+    install_access_log_scrubbing()
     install_error_handlers(app)
     # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they win for their own methods;
     # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").

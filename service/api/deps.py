@@ -52,6 +52,15 @@ def key_matches(presented: str, keys: list[bytes]) -> bool:
     return matched
 
 
+def has_valid_key(request: Request) -> bool:
+    """Whether the request carries a configured key (for routes that are public but say more
+    to a caller with a key)."""
+    header_key = request.headers.get("x-api-key")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    presented = header_key or (token.strip() if scheme.lower() == "bearer" else None)
+    return presented is not None and key_matches(presented, request.app.state.api_keys)
+
+
 def require_api_key(
     request: Request,
     header_key: Annotated[str | None, Security(_api_key_header)],

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
+from service.jobs.registry import MAX_DATA_DEPTH
 from service.queue.errors import ErrorCategory, JobQueueError
 from service.queue.queue import REDIS_DOWN
 
@@ -79,6 +80,18 @@ class ApiError(StarletteHTTPException):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+class NotReadyError(ApiError):
+    """503 for a caller without a key: the reason stays with operators."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "not_ready",
+            "not ready",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
 
 def error_response(
@@ -182,6 +195,15 @@ def allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        # FastAPI's body parser gave up on nesting deeper than Python's recursion limit.
+        return error_response(
+            422,
+            "validation_error",
+            f"invalid request: the JSON body nests too deeply to read; a job's `data` may "
+            f"nest at most {MAX_DATA_DEPTH} levels",
+            {"errors": [{"field": "", "in": "body", "message": "nested too deeply"}]},
+        )
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": allowed_methods(request)}

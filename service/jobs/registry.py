@@ -7,6 +7,7 @@ backoff, timeout, concurrency limit) apply unless a job overrides them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ P = TypeVar("P", bound=BaseModel)
 Handler = Callable[[Any, JobContext], Awaitable[Any]]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
+# How deep a job's `data` may nest (objects and arrays; `{"a": [1]}` is 2 levels). Far above any
+# real payload, far below the 255 levels where pydantic's serializer gives up (the 500 of issue
+# 12) and Python's JSON parser's recursion limit.
+MAX_DATA_DEPTH = 64
 # Fixed API paths that sit where a job type name would (`/jobs/{type}/jobs`, `/{type}/enqueue`):
 # a type may not be named like them, so routing can never be ambiguous.
 RESERVED_NAMES = frozenset(
@@ -60,9 +65,15 @@ class JobType:
     description: str
 
     def validate_payload(self, data: dict[str, Any]) -> BaseModel:
-        """The payload as the model; InvalidJobError naming each bad field otherwise."""
+        """The payload as the model; InvalidJobError naming each bad field otherwise.
+
+        Strict, and from JSON: `"5"` is not a number and `1` is not `true`, exactly as the
+        published schema says, while JSON's own forms (arrays for tuples, strings for enums and
+        datetimes) are read as JSON clients send them.
+        """
+        check_depth(data)
         try:
-            return self.payload_model.model_validate(data)
+            return self._parse(data)
         except ValidationError as exc:
             errors = [
                 {"field": ".".join(str(p) for p in ("data", *err["loc"])), "message": err["msg"]}
@@ -73,6 +84,16 @@ class JobType:
                 + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                 {"errors": errors},
             ) from exc
+
+    def _parse(self, data: dict[str, Any]) -> BaseModel:
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # a Python caller's datetime, set, NaN...
+            raise InvalidJobError(
+                f"data for job type {self.name!r} must be JSON: {exc}",
+                {"errors": [{"field": "data", "message": f"not JSON: {exc}"}]},
+            ) from exc
+        return self.payload_model.model_validate_json(text, strict=True)
 
     def build_spec(
         self,
@@ -109,13 +130,29 @@ class JobType:
     async def run(self, data: dict[str, Any], job: JobContext) -> Any:
         """Validate the payload and run the handler; a bad payload never retries."""
         try:
-            payload = self.payload_model.model_validate(data)
-        except ValidationError as exc:
+            payload = self._parse(data)
+        except (ValidationError, InvalidJobError) as exc:
             raise PermanentJobError(f"invalid payload: {exc}") from exc
         result = await self.handler(payload, job)
         if isinstance(result, BaseModel):
             return result.model_dump(mode="json")
         return result
+
+
+def check_depth(data: dict[str, Any]) -> None:
+    """InvalidJobError when `data` nests deeper than MAX_DATA_DEPTH; iterative, so no depth
+    can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DATA_DEPTH:
+            message = f"nested more than {MAX_DATA_DEPTH} levels deep (the limit)"
+            raise InvalidJobError(
+                f"invalid data: {message}", {"errors": [{"field": "data", "message": message}]}
+            )
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 class JobRegistry:

@@ -53,6 +53,8 @@ STATS_TTL_SECONDS = 2 * 3600
 SAMPLES_KEPT = 1000
 # Lists return at most this many jobs per page.
 MAX_PAGE = 500
+# A cursor's score part: 2^53 - 1, the largest score a double holds exactly, has 16 digits.
+MAX_CURSOR_DIGITS = 16
 
 # What "the server cannot be reached" looks like from redis-py, which wraps socket errors in
 # these. Not a bare OSError: one can come from anywhere (a file name too long, a full disk) and
@@ -297,9 +299,7 @@ class JobQueue:
         # concurrency, so reading it whole and sorting by start time is cheap.
         ids: list[str] = await self._guard(self.redis.zrange(self.keys.active, 0, 9_999))
         jobs = sorted(await self.get_many(ids), key=lambda job: (job.started_at, job.id))
-        if cursor and not cursor.isdigit():
-            raise InvalidRequestError(f"cursor {cursor!r} is not one this API returned")
-        offset = int(cursor) if cursor else 0
+        offset = _decode_offset(cursor)
         page = jobs[offset : offset + limit]
         more = offset + limit < len(jobs)
         return Page(items=page, next_cursor=str(offset + limit) if more else None)
@@ -574,13 +574,27 @@ def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
     if not cursor:
         return None
     score, _, member = cursor.partition(":")
-    try:
+    # Every score this API pages by is a non-negative integer below 2^53 (a pending score is
+    # under 100 * 2^44, a timestamp in ms has 13 digits), written out in full by _encode_cursor.
+    if score.isdigit() and len(score) <= MAX_CURSOR_DIGITS and int(score) < 2**53:
         return float(score), member
-    except ValueError:
-        pass
-    raise InvalidRequestError(
-        f"cursor {cursor!r} is not one this API returned; pass next_cursor from the last page",
-        {"cursor": cursor},
+    raise _bad_cursor(cursor)
+
+
+def _decode_offset(cursor: str | None) -> int:
+    # The active list pages by offset; it holds at most the fleet's concurrency.
+    if not cursor:
+        return 0
+    if cursor.isdigit() and len(cursor) <= MAX_CURSOR_DIGITS:
+        return int(cursor)
+    raise _bad_cursor(cursor)
+
+
+def _bad_cursor(cursor: str) -> InvalidRequestError:
+    message = "not a cursor this API returned; pass next_cursor from the last page"
+    return InvalidRequestError(
+        f"cursor {cursor!r} is {message}",
+        {"cursor": cursor, "errors": [{"field": "cursor", "in": "query", "message": message}]},
     )
 
 

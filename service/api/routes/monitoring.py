@@ -32,8 +32,9 @@ Limit = Annotated[int, Query(ge=1, le=500, description="Jobs per page.")]
 # Cursors are opaque to clients, but their shape is published so a malformed one is a plain
 # validation error: sorted-set lists page by "score:id", the active list by an offset.
 CURSOR_DOC = "`next_cursor` of the previous page; omit for the first."
+# Scores are non-negative integers below 2^53 (16 digits); queue.py checks the value too.
 Cursor = Annotated[
-    str | None, Query(pattern=r"^-?[0-9]{1,20}(:[A-Za-z0-9_.:-]{0,128})?$", description=CURSOR_DOC)
+    str | None, Query(pattern=r"^[0-9]{1,16}(:[A-Za-z0-9_.:-]{0,128})?$", description=CURSOR_DOC)
 ]
 OffsetCursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description=CURSOR_DOC)]
 StatusFilter = Annotated[JobState | None, Query(description="Only jobs in this status.")]
