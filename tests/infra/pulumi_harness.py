@@ -329,6 +329,12 @@ def dev_run() -> ProgramRun:
 
 
 @pytest.fixture(scope="session")
+def fresh_run() -> ProgramRun:
+    """A new stack with only aws:region set (not a dev environment: production defaults)."""
+    return run_program(region_only_config(), stack="fresh")
+
+
+@pytest.fixture(scope="session")
 def prod_run() -> ProgramRun:
     return run_program(prod_config(), stack="prod")
 
