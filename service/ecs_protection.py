@@ -12,8 +12,16 @@ sibling still runs jobs. So the processes of one task share a small state file (
 `/tmp`) under an exclusive lock: each records whether it is busy, and the task is protected while
 any live process is, cleared only when none is.
 
-The protection expires on its own (`ExpiresInMinutes`), so a worker that hangs or loses its agent
-cannot pin a task forever; while busy we renew it shortly before it lapses.
+The protection expires on its own (`ExpiresInMinutes`, TASK_PROTECTION_MINUTES, 15 by default),
+so a worker that hangs or loses its agent cannot pin a task forever; while busy we renew it
+shortly before it lapses. That bound is also how long a busy task can hold up a rolling
+deployment: ECS does not stop a protected task, so the old revision's busy tasks finish (or
+their protection lapses) while the new revision's tasks start beside them.
+
+On SIGTERM the task is going away whatever it holds (Spot interruption, a manual stop, a
+deployment after the protection lapsed): `release()` clears the protection for the whole task
+and stops this process renewing it, so a draining worker never extends it while it hands its
+jobs back.
 """
 
 from __future__ import annotations
@@ -44,6 +52,28 @@ AGENT_TIMEOUT_SECONDS = 5.0
 # then skip this beat (the next heartbeat retries) rather than stall the worker.
 STATE_LOCK_WAIT_SECONDS = 2 * AGENT_TIMEOUT_SECONDS
 STATE_LOCK_POLL_SECONDS = 0.01
+PROTECTION_MINUTES_ENV = "TASK_PROTECTION_MINUTES"
+DEFAULT_PROTECTION_MINUTES = 15
+# The agent accepts ExpiresInMinutes of 1..2880 (48 hours).
+MAX_PROTECTION_MINUTES = 2880
+# Renew this long before the protection lapses (at most a third of it, for short protections).
+DEFAULT_RENEW_BEFORE_SECONDS = 300.0
+
+
+def protection_minutes_from_env() -> int:
+    """TASK_PROTECTION_MINUTES, or the default; a bad value names the variable."""
+    raw = os.environ.get(PROTECTION_MINUTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PROTECTION_MINUTES
+    try:
+        minutes = int(raw)
+    except ValueError:
+        minutes = 0
+    if not 1 <= minutes <= MAX_PROTECTION_MINUTES:
+        raise ValueError(
+            f"{PROTECTION_MINUTES_ENV}={raw!r} must be an integer in 1..{MAX_PROTECTION_MINUTES}"
+        )
+    return minutes
 
 
 @dataclass
@@ -94,8 +124,8 @@ class TaskProtection:
         self,
         agent_uri: str | None = None,
         *,
-        expires_in_minutes: int = 15,
-        renew_before_seconds: float = 300.0,
+        expires_in_minutes: int | None = None,
+        renew_before_seconds: float | None = None,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         state_path: Path | None = None,
@@ -105,9 +135,14 @@ class TaskProtection:
         `clock` returns monotonic seconds shared by the task's processes (CLOCK_MONOTONIC is
         system-wide); tests inject one instead of sleeping. `state_path` is the file the task's
         processes share (default: one per agent URI in the temp directory).
+        `expires_in_minutes` defaults to TASK_PROTECTION_MINUTES (15 when unset).
         """
-        if not 1 <= expires_in_minutes <= 2880:
+        if expires_in_minutes is None:
+            expires_in_minutes = protection_minutes_from_env()
+        if not 1 <= expires_in_minutes <= MAX_PROTECTION_MINUTES:
             raise ValueError("expires_in_minutes must be between 1 and 2880 (the agent's limits)")
+        if renew_before_seconds is None:
+            renew_before_seconds = min(DEFAULT_RENEW_BEFORE_SECONDS, expires_in_minutes * 20.0)
         if renew_before_seconds >= expires_in_minutes * 60:
             raise ValueError("renew_before_seconds must be shorter than the protection itself")
         uri = agent_uri if agent_uri is not None else os.environ.get("ECS_AGENT_URI")
@@ -122,6 +157,8 @@ class TaskProtection:
         self._token = uuid.uuid4().hex[:12]
         # The task's protection expiry as of this process's last update.
         self._protected_until: float | None = None
+        # Set by release(): the task is stopping and must not be protected again.
+        self._released = False
 
     @property
     def enabled(self) -> bool:
@@ -136,7 +173,7 @@ class TaskProtection:
     async def update(self, busy: bool) -> None:
         """Record this process as busy or idle, then protect the task while any process is busy
         (renewing near expiry) and clear it once none is; never raises."""
-        if not self.enabled:
+        if not self.enabled or self._released:
             return
         try:
             async with self._shared_state() as state:
@@ -145,6 +182,30 @@ class TaskProtection:
             # Same stance as a failing agent: the next heartbeat retries; a missed protection
             # costs at most a job handed back on scale-in, never a lost job.
             logger.warning("ECS task protection state %s unusable: %s", self._state_path, exc)
+
+    async def release(self) -> None:
+        """On SIGTERM: clear the task's protection now, whoever is busy, and never renew it.
+
+        Every process of the task gets the SIGTERM, so no sibling's busy mark is worth keeping:
+        the task stops at stopTimeout regardless, and a protection left set would only make the
+        next deployment or scale-in wait for its expiry on a task that is already gone.
+        """
+        if not self.enabled or self._released:
+            return
+        self._released = True
+        try:
+            async with self._shared_state() as state:
+                state.busy.clear()
+                if state.protected_until is not None and await self._set(False):
+                    state.protected_until = None
+                self._protected_until = state.protected_until
+        except (OSError, TimeoutError) as exc:
+            logger.warning("ECS task protection state %s unusable: %s", self._state_path, exc)
+
+    @property
+    def expires_in_minutes(self) -> int:
+        """The bound of one protection (renewed while busy)."""
+        return self._expires_in_minutes
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it."""

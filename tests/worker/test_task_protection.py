@@ -331,3 +331,60 @@ async def test_an_unwritable_state_file_is_logged_not_raised(
     await protection.aclose()
     assert "state" in caplog.text
     assert agent.requests == []
+
+
+# --- the bound, and SIGTERM -------------------------------------------------------------------
+
+
+def test_the_bound_comes_from_the_stack_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """infra sets TASK_PROTECTION_MINUTES from workerProtectionMinutes."""
+    monkeypatch.setenv("TASK_PROTECTION_MINUTES", "30")
+    assert TaskProtection("http://agent").expires_in_minutes == 30
+    monkeypatch.delenv("TASK_PROTECTION_MINUTES")
+    assert TaskProtection("http://agent").expires_in_minutes == 15
+    # A one-minute bound still renews before it lapses (renewal window at most a third).
+    monkeypatch.setenv("TASK_PROTECTION_MINUTES", "1")
+    assert TaskProtection("http://agent").expires_in_minutes == 1
+
+
+@pytest.mark.parametrize("value", ["0", "2881", "soon"])
+def test_a_bad_bound_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("TASK_PROTECTION_MINUTES", value)
+    with pytest.raises(
+        ValueError, match=r"TASK_PROTECTION_MINUTES=.* must be an integer in 1\.\.2880"
+    ):
+        TaskProtection("http://agent")
+
+
+async def test_release_on_sigterm_clears_protection_even_while_a_sibling_is_busy(
+    agent: FakeAgent,
+) -> None:
+    clock = FakeClock()
+    state = default_state_path(agent.url + "/task-protection/v1/state")
+    first = TaskProtection(agent.url, expires_in_minutes=15, clock=clock, state_path=state)
+    second = TaskProtection(agent.url, expires_in_minutes=15, clock=clock, state_path=state)
+    await first.update(busy=True)
+    await second.update(busy=True)
+    assert agent.requests == [{"ProtectionEnabled": True, "ExpiresInMinutes": 15}]
+
+    await first.release()  # SIGTERM reaches every process of the task
+    assert agent.requests[-1] == {"ProtectionEnabled": False}
+    assert not first.protected
+
+    # Draining: the heartbeat still says busy while jobs are handed back, but nothing renews.
+    clock.now += 15 * 60
+    await first.update(busy=True)
+    await first.release()  # idempotent
+    assert len(agent.requests) == 2
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_release_of_an_unprotected_task_sends_nothing(agent: FakeAgent) -> None:
+    protection = TaskProtection(agent.url, expires_in_minutes=15, clock=FakeClock())
+    await protection.release()
+    await protection.update(busy=True)
+    await protection.aclose()
+    assert agent.requests == []
