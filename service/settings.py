@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # Heartbeats keep the worker registry current; a worker silent for the TTL drops out.
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     heartbeat_ttl_seconds: float = Field(default=20.0, gt=0)
+    # A worker that could take jobs, has due jobs pending and has tried to take none for this
+    # long is stalled: it warns, restarts its dispatch loop and says so in its heartbeat. A
+    # healthy worker with room is always taking or in its idle wait (which counts as trying),
+    # so this only has to outlast a busy loop; checked at each heartbeat, a stall heals within
+    # this plus HEARTBEAT_SECONDS.
+    worker_stall_seconds: float = Field(default=10.0, gt=0, le=3600.0)
 
     # Extra modules defining job types (comma-separated import paths), loaded by API and workers.
     job_modules: str = ""

@@ -155,6 +155,10 @@ class Consumer:
         # BZPOPMIN treats 0 as "forever"; never block unbounded, so shutdown is noticed.
         await self.redis.bzpopmin(self.keys.marker, timeout=max(timeout, 0.01))
 
+    async def pending_count(self) -> int:
+        """Due jobs waiting to be taken (the stall detector's check, off the hot path)."""
+        return int(await self.redis.zcard(self.keys.pending))
+
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Record many attempts' ends in one script call; a FinishStatus per outcome."""
         if not outcomes:

@@ -17,6 +17,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from taskiq import AckableMessage
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 # After Redis could not be reached to take jobs, wait this long before trying again: long
 # enough not to spin while a failover completes, short enough to resume promptly after it.
 REDIS_RETRY_SECONDS = 1.0
+# After a shutdown signal, the process ends by itself this long after the grace at the latest,
+# even if a job's code holds the event loop (time for the normal hand-back to finish first).
+HARD_EXIT_AFTER_GRACE_SECONDS = 5.0
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # taskiq's manager sends its workers SIGINT
 
 
 class JobReceiver(Receiver):
@@ -55,10 +62,15 @@ class JobReceiver(Receiver):
         runtime = self.broker.runtime
         if runtime is None:
             raise RuntimeError("JobReceiver needs a broker started as a worker process")
-        running = await _Dispatch(self, runtime, finish_event).run()
-        if running:
-            log.info("waiting for %d running job(s) to finish", len(running))
-            await asyncio.wait(running, timeout=self.wait_tasks_timeout)
+        grace = self.wait_tasks_timeout
+        if grace is None:
+            grace = self.broker.settings.shutdown_grace_seconds
+        with _deadline_on_shutdown_signals(runtime, grace + HARD_EXIT_AFTER_GRACE_SECONDS):
+            running = await _Dispatch(self, runtime, finish_event).run()
+            if running:
+                log.info("waiting for %d running job(s) to finish", len(running))
+                # Woken by the last of them ending, or the grace running out.
+                await asyncio.wait(running, timeout=self.wait_tasks_timeout)
         if self.on_exit is not None:
             self.on_exit(self)
 
@@ -67,6 +79,34 @@ class JobReceiver(Receiver):
         if self._task_limit is None:
             return runtime.concurrency
         return min(self._task_limit, runtime.concurrency)
+
+
+@contextlib.contextmanager
+def _deadline_on_shutdown_signals(runtime: WorkerRuntime, seconds: float) -> Iterator[None]:
+    """While dispatching, a shutdown signal also starts the runtime's hard deadline (its lease
+    keeper thread ends the process if the event loop is still held by then). taskiq's own
+    handler still runs: it sets the finish event. Python runs signal handlers on the main
+    thread between bytecodes, so this runs even while a job's code hogs the loop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in SHUTDOWN_SIGNALS}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        runtime.begin_shutdown_deadline(seconds)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    for signum in SHUTDOWN_SIGNALS:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
 
 
 class _Dispatch:
@@ -86,29 +126,57 @@ class _Dispatch:
         # room, so a stalled finish still bounds what the worker holds.
         self.executing: set[str] = set()
         self.started = 0
-        self._slot_freed = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
         self._waking: asyncio.Future[None] | None = None
 
     async def run(self) -> set[asyncio.Task[None]]:
         """Dispatch until told to finish; returns the jobs still running."""
         stopper = asyncio.ensure_future(self.finish_event.wait())
         stopper.add_done_callback(self._on_finish)
+        self.runtime.dispatcher = self
         try:
-            while not self._should_stop():
-                try:
-                    await self._step()
-                except REDIS_DOWN as exc:
-                    log.warning("cannot take jobs from Redis (%s); retrying", exc)
-                    with contextlib.suppress(TimeoutError):  # a finish request ends the pause
-                        await asyncio.wait_for(self.finish_event.wait(), REDIS_RETRY_SECONDS)
+            self._loop = asyncio.create_task(self._dispatch())
+            while True:
+                loop = self._loop
+                # Woken when the loop ends; restart() replaces it, and then this waits on the
+                # new one. asyncio.wait, not await: a cancelled loop must not end run().
+                await asyncio.wait([loop])
+                if loop is self._loop:
+                    loop.result()  # re-raise what ended it, if anything did
+                    break
         finally:
+            self.runtime.dispatcher = None
             stopper.cancel()
+            if self._loop is not None:
+                self._loop.cancel()
             if self._waking is not None:
                 await self._waking
         return self.running
 
+    async def _dispatch(self) -> None:
+        while not self._should_stop():
+            try:
+                await self._step()
+            except REDIS_DOWN as exc:
+                log.warning("cannot take jobs from Redis (%s); retrying", exc)
+                # Woken by a finish request, or after the pause.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.finish_event.wait(), REDIS_RETRY_SECONDS)
+
+    def free_slots(self) -> int:
+        """Jobs this dispatcher may start now (the runtime's stall detector asks)."""
+        return self.limit - len(self.executing)
+
+    def restart(self) -> None:
+        """Abandon the current wait and dispatch afresh (the stall detector calls this only
+        while no take is in flight, so nothing taken on the server can be left behind)."""
+        if self._loop is None or self._loop.done():
+            return
+        self._loop.cancel()
+        self._loop = asyncio.create_task(self._dispatch())
+
     def _on_finish(self, stopper: asyncio.Future[Any]) -> None:
-        self._slot_freed.set()
+        self.runtime.room_may_have_freed()
         if not stopper.cancelled():
             # An idle wait is never cancelled (it may have taken jobs on the server by then):
             # it is woken, and whatever it took is handed back with everything else held.
@@ -123,7 +191,12 @@ class _Dispatch:
         return max(cap - self.started, 0) if cap else None
 
     async def _step(self) -> None:
-        free = self.limit - len(self.executing)
+        # Armed first: whatever frees room from here on, during the awaits below included,
+        # ends the wait at the bottom at once. (Armed after the refill, as it once was, the
+        # events of that round trip were lost: if every running job ended meanwhile and the
+        # take found nothing, nothing was left to wake the worker, issue 19.)
+        self.runtime.expect_room()
+        free = self.free_slots()
         allowed = self._allowed_to_start()
         if allowed is not None:
             free = min(free, allowed)
@@ -140,11 +213,13 @@ class _Dispatch:
             if taken:
                 return
             if taken == 0 and free > 0:
+                # Woken by a producer's marker, the next delayed job falling due, shutdown
+                # (the worker's own wake key) or IDLE_BLOCK_SECONDS.
                 await self.runtime.wait_and_refill()
                 return
-        # Every slot is busy (or the runtime holds all it may): wait for a job to end.
-        self._slot_freed.clear()
-        await self._slot_freed.wait()
+        # Every slot is busy, or the runtime holds all it may: woken by room_may_have_freed
+        # (a job's code ended, an end was recorded, a job was dropped, shutdown).
+        await self.runtime.wait_for_room()
 
     def _start(self, delivery: Delivery) -> None:
         job_id = delivery.job_id
@@ -169,4 +244,4 @@ class _Dispatch:
 
     def _code_ended(self, job_id: str) -> None:
         self.executing.discard(job_id)
-        self._slot_freed.set()
+        self.runtime.room_may_have_freed()

@@ -4,19 +4,26 @@
   idle, never polling;
 - ack(): turns a taskiq result into the job's end (completed, retry after backoff, failed),
   batching the finish scripts of jobs that end together into one round trip;
-- loops: lease renewal (also notices jobs taken away), cancel signals, heartbeat (worker
-  registry and ECS scale-in protection), and the sweeper;
+- loops: lease renewal on a thread of its own (lease_keeper.py; also notices jobs taken away),
+  cancel signals, heartbeat (worker registry, ECS scale-in protection, stall detector), the
+  container health record, and the sweeper;
 - stop(): hands every job it still holds back to pending.
+
+Whoever waits to take more (the receiver's dispatcher, or `deliveries`) waits on one event,
+`room_may_have_freed`, which every event that can free room sets: a job's code ended, its end
+was recorded, it was dropped (cancelled, lease lost), shutdown. docs/queue.md lists every wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import socket
+import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,20 +34,29 @@ from pydantic import BaseModel, ValidationError
 from taskiq.message import TaskiqMessage
 from taskiq.result import TaskiqResult
 
+from service import healthcheck
 from service.queue.consumer import Consumer, Delivery, FinishStatus, Outcome, new_worker_id
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext, current_job
+from service.queue.lease_keeper import LeaseKeeper
 from service.queue.models import Backoff
 from service.queue.queue import REDIS_DOWN, JobQueue, now_ms
+from service.queue.stalls import Capacity, StallDetector
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Finishes sent in one pipeline at most; more wait for the next round trip.
 FINISH_BATCH = 500
-# A finish that cannot reach Redis is retried this many times (with growing pauses) before the
-# ack fails; the job then stays leased until its lease expires and runs again (at-least-once).
+# A finish that Redis refuses (an error other than being unreachable) is retried this many
+# times, with growing pauses, before the job is let go: its lease then lapses and it runs again
+# (at-least-once). One that cannot reach Redis is retried until Redis is back (see _send).
 FINISH_RETRIES = 5
+# Longest pause between tries of a finish: once Redis answers again, ends land within this.
+FINISH_RETRY_MAX_PAUSE_SECONDS = 1.0
+# A container health record holds for this many heartbeats: one late heartbeat (a slow disk, a
+# busy loop) is not a failed check, three are.
+HEALTH_FRESH_HEARTBEATS = 3
 # A job whose type this worker does not know (e.g. during a rolling deploy) is retried after
 # this long, spending one attempt, rather than failed at once.
 UNKNOWN_TYPE_RETRY_MS = 5_000
@@ -108,15 +124,38 @@ class FinishBatcher:
                     future.set_result(status)
 
     async def _send(self, outcomes: list[Outcome]) -> list[int]:
-        for attempt in range(FINISH_RETRIES):
+        """Record the ends, trying again until Redis is back. The outcomes wait in memory
+        meanwhile, bounded by what the worker may hold (WorkerRuntime._room_left): jobs whose
+        end is not recorded stop it taking more once a concurrency's worth of them pile up."""
+        refusals = 0
+        for attempt in itertools.count():
             try:
                 return await self._finish_many(outcomes)
             except REDIS_DOWN as exc:
-                if attempt == FINISH_RETRIES - 1:
+                if attempt == 0 or attempt % 30 == 0:  # a line when it starts, then now and then
+                    log.warning("cannot record %d job end(s) (%s); retrying", len(outcomes), exc)
+            except Exception:
+                refusals += 1
+                if refusals >= FINISH_RETRIES:
                     raise
-                log.warning("finishing %d jobs failed (%s); retrying", len(outcomes), exc)
-                await asyncio.sleep(0.2 * 2**attempt)
+                log.exception("Redis refused to record %d job end(s); retrying", len(outcomes))
+            await asyncio.sleep(min(FINISH_RETRY_MAX_PAUSE_SECONDS, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
+
+    def cancel(self) -> None:
+        """Stop trying to record ends (shutdown: what is still held is handed back)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+
+class Dispatcher(Protocol):
+    """What takes jobs from the runtime and starts them (the receiver's dispatch loop)."""
+
+    def free_slots(self) -> int:
+        """Jobs it may start now."""
+
+    def restart(self) -> None:
+        """Abandon whatever it waits on and begin its loop again (stall detector)."""
 
 
 class WorkerRuntime:
@@ -141,18 +180,32 @@ class WorkerRuntime:
         self._batcher = FinishBatcher(self.consumer.finish_many)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._room = asyncio.Event()  # set whenever a held job is let go
+        # The one wake-up for "I may take more now" (see room_may_have_freed).
+        self._room_may_have_freed = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None  # set by the receiver while it dispatches
+        self._delivering = False  # `deliveries` (taskiq's stock receiver) is being iterated
+        self._takes_in_flight = 0
+        self._last_progress = time.monotonic()  # a take attempt ended or jobs were started
+        self.stall_detector = StallDetector(settings.worker_stall_seconds)
+        self._keeper = LeaseKeeper(
+            settings, queue, self.worker_id, self._held_now, self._lost_from_thread
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Register the worker and start its background loops."""
+        self._loop = asyncio.get_running_loop()
         await self._heartbeat()
+        self._record_health()
+        self._keeper.start()
         s = self.settings
+        # Each loop sleeps its interval between steps (woken by nothing else; stop() cancels it).
         self._loops = [
-            asyncio.create_task(self._every(s.renew_interval, self._renew)),
             asyncio.create_task(self._every(s.heartbeat_seconds, self._heartbeat)),
+            asyncio.create_task(self._every(s.heartbeat_seconds, self._health_step)),
             asyncio.create_task(self._every(s.sweep_interval_seconds, self._sweep)),
             asyncio.create_task(self._listen_for_cancels()),
         ]
@@ -161,6 +214,9 @@ class WorkerRuntime:
     async def stop(self) -> None:
         """Hand back every job still held, stop the loops, leave the registry. Idempotent."""
         self._stopping.set()
+        self.room_may_have_freed()
+        self._keeper.stop()
+        self._batcher.cancel()
         unfinished = list(self.held)
         if unfinished:
             released = await self._quietly(self.consumer.release(unfinished), "hand back jobs")
@@ -186,19 +242,40 @@ class WorkerRuntime:
     async def deliveries(self) -> AsyncIterator[Delivery]:
         """Jobs for this worker, one at a time, as capacity frees up (taskiq's stock receiver
         through `JobQueueBroker.listen`); waits without polling when idle."""
-        while not self._stopping.is_set():
-            batch = self.take(1)
-            if batch:
-                yield batch[0]
-                continue
-            taken = await self.refill()
-            if taken is None:
-                # The receiver may allow more tasks than WORKER_CONCURRENCY (plain `taskiq
-                # worker` defaults to 100): this worker's own limit still holds.
-                self._room.clear()
-                await self._room.wait()
-            elif not taken:
-                await self.wait_for_work()
+        self._delivering = True
+        try:
+            while not self._stopping.is_set():
+                self.expect_room()
+                batch = self.take(1)
+                if batch:
+                    yield batch[0]
+                    continue
+                taken = await self.refill()
+                if taken is None:
+                    # The receiver may allow more tasks than WORKER_CONCURRENCY (plain `taskiq
+                    # worker` defaults to 100): this worker's own limit still holds. Woken by
+                    # room_may_have_freed (armed above, before anything could free room).
+                    await self.wait_for_room()
+                elif not taken:
+                    await self.wait_for_work()
+        finally:
+            self._delivering = False
+
+    def room_may_have_freed(self) -> None:
+        """Wake whoever waits to take more. Every event that can free room calls this: a job's
+        code ended, its end was recorded, it was dropped (cancelled or its lease lost), or the
+        worker is stopping, and the stall detector as a last resort."""
+        self._room_may_have_freed.set()
+
+    def expect_room(self) -> None:
+        """Arm the wake-up before looking at what the worker holds: an event from now on, even
+        one during the awaits that follow, ends the next `wait_for_room` at once. (Arming it
+        after an await would lose the events that came during it: issue 19.)"""
+        self._room_may_have_freed.clear()
+
+    async def wait_for_room(self) -> None:
+        """Until room_may_have_freed() is called (since the last expect_room)."""
+        await self._room_may_have_freed.wait()
 
     @property
     def buffered(self) -> int:
@@ -208,6 +285,8 @@ class WorkerRuntime:
     def take(self, max_jobs: int) -> list[Delivery]:
         """Up to `max_jobs` already dequeued jobs, oldest first; no I/O."""
         count = min(max_jobs, len(self._buffer))
+        if count:
+            self._last_progress = time.monotonic()
         return [self._buffer.popleft() for _ in range(count)]
 
     async def refill(self) -> int | None:
@@ -216,7 +295,11 @@ class WorkerRuntime:
         room = self._room_left()
         if room <= 0:
             return None
-        return self._hold(*await self.consumer.dequeue(room))
+        self._takes_in_flight += 1
+        try:
+            return self._hold(*await self.consumer.dequeue(room))
+        finally:
+            self._take_ended()
 
     async def wait_and_refill(self) -> int:
         """Wait for work as `wait_for_work` does and take it in the same round trip (see
@@ -227,7 +310,15 @@ class WorkerRuntime:
         timeout = self._idle_timeout()
         if room <= 0 or timeout <= 0:
             return await self.refill() or 0
-        return self._hold(*await self.consumer.wait_and_dequeue(room, timeout))
+        self._takes_in_flight += 1
+        try:
+            return self._hold(*await self.consumer.wait_and_dequeue(room, timeout))
+        finally:
+            self._take_ended()
+
+    def _take_ended(self) -> None:
+        self._takes_in_flight -= 1
+        self._last_progress = time.monotonic()
 
     async def wake(self) -> None:
         """End this worker's own `wait_and_refill` now (shutdown)."""
@@ -320,7 +411,18 @@ class WorkerRuntime:
         if held is None:
             return
         outcome = outcome_of(held)
-        status = await self._batcher.submit(outcome)
+        try:
+            status = await self._batcher.submit(outcome)
+        except Exception:
+            # Never keep a job whose end could not be written: renewing it would keep it
+            # `processing` for good. Let go, its lease lapses and the sweeper re-runs it.
+            log.exception(
+                "could not record how job %s ended; letting it go, it runs again once its "
+                "lease expires",
+                job_id,
+            )
+            self._let_go(job_id)
+            return
         self._let_go(job_id)
         if status == FinishStatus.COMPLETED:
             self.stats.processed += 1
@@ -344,10 +446,27 @@ class WorkerRuntime:
             log.exception("could not %s", what.strip("_"))
             return None
 
-    async def _renew(self) -> None:
-        lost = await self.consumer.renew(list(self.held))
-        for job_id in lost:
+    def _held_now(self) -> list[str]:
+        """The jobs to renew, read by the lease keeper's thread. dict.copy() runs in C under
+        the GIL with no Python code in between (the keys are str), so it never sees the dict
+        mid-change, even while the event loop thread changes it."""
+        return list(self.held.copy())
+
+    def _lost_from_thread(self, job_ids: list[str]) -> None:
+        """The lease keeper found jobs this worker no longer holds: stop them on the loop."""
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+            self._loop.call_soon_threadsafe(self._drop_all, job_ids)
+
+    def _drop_all(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
             self._drop(job_id)
+
+    def begin_shutdown_deadline(self, seconds: float) -> None:
+        """A shutdown signal arrived: if the process has not stopped within `seconds` (a job's
+        code holds the event loop), the lease keeper hands jobs back and ends it."""
+        self._keeper.begin_deadline(seconds)
 
     def _drop(self, job_id: str) -> None:
         """Stop a job this worker no longer owns (cancelled, or its lease was lost)."""
@@ -363,9 +482,10 @@ class WorkerRuntime:
 
     def _let_go(self, job_id: str) -> None:
         self.held.pop(job_id, None)
-        self._room.set()
+        self.room_may_have_freed()
 
     async def _heartbeat(self) -> None:
+        stalled = await self._detect_stall()
         running = [job_id for job_id, held in self.held.items() if held.running]
         info: dict[str, str | int] = {
             "id": self.worker_id,
@@ -375,10 +495,64 @@ class WorkerRuntime:
             "processed": self.stats.processed,
             "failed": self.stats.failed,
             "concurrency": self.concurrency,
+            "stalled": "1" if stalled else "0",
+            "stalls": self.stall_detector.stalls,
         }
         ttl_ms = int(self.settings.heartbeat_ttl_seconds * 1000)
         await self.consumer.heartbeat(info, running, ttl_ms)
         await self._update_protection()
+
+    def capacity(self) -> Capacity:
+        """What this worker holds and could do now (the stall detector's view)."""
+        ending = sum(1 for held in self.held.values() if held.result is not None)
+        if self.dispatcher is not None:
+            free = self.dispatcher.free_slots()
+        else:
+            free = self.concurrency - sum(1 for held in self.held.values() if held.running)
+        return Capacity(
+            held=len(self.held),
+            ending=ending,
+            buffered=len(self._buffer),
+            room=self._room_left(),
+            free_slots=free,
+            taking=self._takes_in_flight > 0,
+            quiet_seconds=time.monotonic() - self._last_progress,
+        )
+
+    async def _detect_stall(self) -> bool:
+        """Whether the worker could take jobs, due ones are pending, and it has taken none for
+        WORKER_STALL_SECONDS; if so, restart the dispatch loop. Reads Redis only when the
+        worker already looks stalled, so a healthy worker pays nothing for it."""
+        detector = self.stall_detector
+        dispatching = self.dispatcher is not None or self._delivering
+        if self._stopping.is_set() or not dispatching or not detector.suspects(self.capacity()):
+            detector.clear()
+            return False
+        pending = await self.consumer.pending_count()
+        capacity = self.capacity()  # again: the round trip gave it time to move on
+        if not detector.suspects(capacity) or (capacity.buffered == 0 and pending == 0):
+            detector.clear()
+            return False
+        detector.found_stalled(capacity)
+        if self.dispatcher is not None:
+            self.dispatcher.restart()
+        self.room_may_have_freed()
+        return True
+
+    async def _health_step(self) -> None:
+        self._record_health()
+
+    def _record_health(self) -> None:
+        """This process's container health record (service.healthcheck), every heartbeat
+        period. Its own loop, doing no Redis I/O, so a slow Redis delays no record: the
+        container check must not fail a whole fleet for a fault replacing it cannot fix."""
+        detector = self.stall_detector
+        healthcheck.record(
+            "worker",
+            fresh_for=HEALTH_FRESH_HEARTBEATS * self.settings.heartbeat_seconds,
+            healthy=detector.healthy,
+            detail=detector.detail(),
+        )
 
     async def _sweep(self) -> None:
         report = await self.consumer.sweep(
