@@ -1,10 +1,15 @@
 """`email-sending`: render a message from client-supplied templates and send it.
 
 Templates come from API clients, so they run in Jinja2's SandboxedEnvironment (no attribute
-access to internals, bounded `range`) and rendering happens in a thread, so a slow template
-cannot stall the worker's event loop. The HTML body is autoescaped; the subject and text body
-are not (escaping `&` in plain text would be wrong). A variable the template uses but the job
-does not give is an error, not an empty string.
+access to internals, bounded `range`), in a child process that is killed at the render deadline
+or when the job is cancelled or times out: a thread cannot be stopped, and nested loops with
+empty bodies (`{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}`)
+produce no output to check a deadline at. The HTML body is autoescaped; the subject and text
+body are not (escaping `&` in plain text would be wrong). A variable the template uses but the
+job does not give is an error, not an empty string.
+
+With EMAIL_BACKEND=ses a sender must be configured (EMAIL_FROM, a verified SES identity); without
+one an email job fails at once with a permanent error saying so, and nothing else is affected.
 
 Addresses are checked at enqueue (a bad one is a 422); at send time a recipient the server
 refuses with 5xx fails the job at once, a 4xx or a network error retries.
@@ -13,10 +18,12 @@ refuses with 5xx fails the job at once, a 4xx or a network error retries.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
 import time
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, parseaddr
+from multiprocessing.connection import Connection
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -28,7 +35,7 @@ from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
 from service.queue.models import Backoff
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 # SES accepts at most 50 recipients per message; the same cap keeps SMTP sends bounded.
 MAX_RECIPIENTS = 50
@@ -42,6 +49,12 @@ _ADDRESS = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
 # below what would stall a worker.
 MAX_RENDERED_CHARS = 2_000_000
 RENDER_DEADLINE_SECONDS = 10.0
+
+# Children are forked from a forkserver, a clean process started once with this module loaded:
+# forking the worker itself would copy its threads' locks mid-use; spawning would import
+# everything again for each message (about a second), where a fork from the server takes ms.
+_RENDERERS = multiprocessing.get_context("forkserver")
+_RENDERERS.set_forkserver_preload([__name__])
 
 _TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 _HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
@@ -171,6 +184,79 @@ def render(payload: EmailPayload) -> RenderedEmail:
     return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
 
 
+def _render_in_child(payload_json: str, results: Connection) -> None:
+    """The child process's work: render and send back the result or the permanent error."""
+    try:
+        results.send(("ok", render(EmailPayload.model_validate_json(payload_json)).model_dump()))
+    except PermanentJobError as exc:
+        results.send(("error", str(exc)))
+    finally:
+        results.close()
+
+
+async def _readable(connection: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(connection.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(connection.fileno())
+
+
+async def render_isolated(
+    payload: EmailPayload, deadline_seconds: float = RENDER_DEADLINE_SECONDS
+) -> RenderedEmail:
+    """Render in a child process that is killed at `deadline_seconds`, or as soon as the
+    awaiting job is cancelled (its timeout, a cancel request, shutdown): CPU is never spent
+    on a template after its job has ended."""
+    results, child_end = _RENDERERS.Pipe(duplex=False)
+    child = _RENDERERS.Process(
+        target=_render_in_child, args=(payload.model_dump_json(), child_end), daemon=True
+    )
+    child.start()
+    child_end.close()  # the child holds its own copy; EOF then means the child is gone
+    try:
+        await asyncio.wait_for(_readable(results), deadline_seconds)
+        kind, value = results.recv()
+    except TimeoutError:
+        raise PermanentJobError(
+            f"template rendering failed: TemplateTooBigError: still rendering after "
+            f"{deadline_seconds:g} s (the limit)"
+        ) from None
+    except EOFError:
+        raise RuntimeError(f"the rendering process died (exit code {child.exitcode})") from None
+    finally:
+        child.kill()  # a no-op once it has exited
+        child.join(timeout=1)
+        results.close()
+    if kind == "error":
+        raise PermanentJobError(value)
+    return RenderedEmail.model_validate(value)
+
+
+def require_sender(settings: Settings) -> str:
+    """The configured sender; PermanentJobError when SES has none it could send from.
+
+    Deploys need no sender (email jobs are optional): the stack sets EMAIL_BACKEND=ses always,
+    and EMAIL_FROM only when the operator named one. The default `jobqueue@localhost` can never
+    be a verified SES identity, so it means "not configured".
+    """
+    sender = settings.email_from
+    domain = parseaddr(sender)[1].rpartition("@")[2].lower()
+    if settings.email_backend == "ses" and (not domain or domain == "localhost"):
+        raise PermanentJobError(
+            f"no email sender is configured (EMAIL_FROM is {sender!r}): set EMAIL_FROM to an "
+            "address of a verified SES identity (the stack's `emailFrom`) to send email jobs"
+        )
+    return sender
+
+
 def build_message(
     payload: EmailPayload, rendered: RenderedEmail, sender: str, message_id: str
 ) -> EmailMessage:
@@ -215,14 +301,14 @@ def envelope_recipients(payload: EmailPayload) -> list[str]:
 )
 async def send_email(payload: EmailPayload, job: JobContext) -> EmailResult:
     """Render the templates, build the message and send it through the configured backend."""
-    settings = get_settings()
-    rendered = await asyncio.to_thread(render, payload)
+    sender = require_sender(get_settings())
+    rendered = await render_isolated(payload)
     await job.progress(30, "rendered")
-    domain = parseaddr(settings.email_from)[1].rpartition("@")[2] or "localhost"
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     # Stable across retries: a receiver that sees the same Message-ID twice can drop the copy.
     message_id = f"<{job.job_id}@{domain}>"
-    message = build_message(payload, rendered, settings.email_from, message_id)
-    email = OutgoingEmail(message, settings.email_from, envelope_recipients(payload), job.job_id)
+    message = build_message(payload, rendered, sender, message_id)
+    email = OutgoingEmail(message, sender, envelope_recipients(payload), job.job_id)
     sent: SentEmail = await get_email_backend().send(email)
     await job.progress(100, f"sent to {len(sent.accepted)} recipient(s) via {sent.backend}")
     return EmailResult(

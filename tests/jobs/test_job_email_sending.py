@@ -250,3 +250,13 @@ def test_aws_throttling_and_5xx_are_retryable(code, status):
     with pytest.raises(RuntimeError, match="try later") as caught:
         raise_for_aws_error(error, "sending")
     assert not isinstance(caught.value, PermanentJobError)
+
+
+async def test_ses_without_a_configured_sender_fails_at_once_saying_so(queue, ses, monkeypatch):
+    # What a stack deployed without `emailFrom` runs: EMAIL_BACKEND=ses, EMAIL_FROM unset.
+    monkeypatch.delenv("EMAIL_FROM")
+    get_settings.cache_clear()
+    with pytest.raises(PermanentJobError, match="no email sender is configured") as caught:
+        await run_job(queue, "email-sending", PAYLOAD)
+    assert "EMAIL_FROM" in str(caught.value)
+    assert ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages == []
