@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_SECONDS = 1.0
 # After a shutdown signal, the process ends by itself this long after the grace at the latest,
 # even if a job's code holds the event loop (time for the normal hand-back to finish first).
-HARD_EXIT_AFTER_GRACE_SECONDS = 5.0
+HARD_EXIT_AFTER_GRACE_SECONDS = 3.0
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # taskiq's manager sends its workers SIGINT
 
 

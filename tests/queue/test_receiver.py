@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from taskiq import Context, TaskiqDepends, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
 from service.queue.broker import JobQueueBroker
@@ -368,3 +369,37 @@ async def test_a_finish_that_meets_a_redis_blip_is_retried_not_dropped() -> None
     status = await batcher.submit(Outcome("job-1", completed=True, payload="null"))
     assert status == FinishStatus.COMPLETED
     assert [[o.job_id for o in batch] for batch in sent] == [["job-1"], ["job-1"]]
+
+
+async def test_a_job_whose_end_redis_refuses_is_let_go_and_runs_again(
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
+) -> None:
+    # Kept, its lease would be renewed for good and the job stay `processing` (issue 12): let
+    # go, its lease lapses (the lease keeper no longer renews it) and the sweeper re-runs it.
+    broker = broker_factory(lease_seconds=1, sweep_interval_seconds=0.2)
+    runs: list[int] = []
+
+    @broker.task(task_name="refused-once")
+    async def refused_once(data: dict[str, Any]) -> int:
+        runs.append(len(runs) + 1)
+        return len(runs)
+
+    await broker.startup()
+    assert broker.runtime is not None
+    batcher = broker.runtime._batcher
+    real_finish_many = batcher._finish_many
+
+    async def refusing_finish_many(outcomes: list[Outcome]) -> list[int]:
+        if len(runs) == 1:
+            raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return await real_finish_many(outcomes)
+
+    batcher._finish_many = refusing_finish_many  # type: ignore[method-assign]
+    job_id = (await queue.enqueue(JobSpec(type="refused-once"))).job.id
+    listening = Listening(JobReceiver(broker, max_async_tasks=10, run_startup=False))
+    await until(lambda: all_completed(queue, [job_id]), timeout=30)
+    await listening.stop()
+    job = await queue.get(job_id)
+    assert runs == [1, 2]
+    assert (job.result, job.stalls) == (2, 1)  # the second run's; the first lost its lease
+    assert not broker.runtime.held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from pydantic import BaseModel
 
@@ -27,3 +28,15 @@ async def probe(payload: ProbePayload, job: JobContext) -> dict[str, int]:
         await job.log("stopped")
         raise
     return {"pid": os.getpid()}
+
+
+@job_type("hog", ProbePayload, defaults=JobTypeDefaults(attempts=3))
+async def hog(payload: ProbePayload, job: JobContext) -> dict[str, int]:
+    """Log `ran <pid>`, then hold the event loop in a CPU loop for `seconds` (no await in it,
+    as a CPU-bound job written without care would)."""
+    await job.log(f"ran {os.getpid()}")
+    until = time.monotonic() + payload.seconds
+    spins = 0
+    while time.monotonic() < until:
+        spins += 1
+    return {"pid": os.getpid(), "spins": spins}
