@@ -15,7 +15,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,6 +30,9 @@ from service.queue.models import Backoff
 Row = dict[str, Any]
 # Output rows copied into the job's result, so a client sees a sample without fetching the file.
 PREVIEW_ROWS = 20
+# The pipeline runs on the worker's event loop and hands it back at least this often, whatever
+# the chunk size or the filters cost, so heartbeats, cancel signals and other jobs keep running.
+YIELD_EVERY_SECONDS = 0.01
 
 
 class Dataset(BaseModel):
@@ -212,6 +216,51 @@ _ORDER_OPS = {
 }
 
 
+class InSet:
+    """The values of an `in` filter, indexed so a row is checked in O(1), not O(values):
+    1,000 rows against 100,000 values was 10^8 comparisons (minutes of a blocked worker).
+
+    Same answers as `any(_equal(actual, v) for v in values)`: a number matches by value
+    (`"5"` matches 5), anything else by equality or by its text (`5` matches `"5"`).
+    """
+
+    def __init__(self, values: list[Any]) -> None:
+        self.numbers: set[float] = set()
+        self.hashable: set[Hashable] = set()
+        self.unhashable: list[Any] = []  # lists and objects: compared one by one
+        self.texts: set[str] = set()
+        for value in values:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.numbers.add(float(value))
+                continue
+            self.texts.add(str(value))
+            if isinstance(value, Hashable):
+                self.hashable.add(value)
+            else:
+                self.unhashable.append(value)
+
+    def __contains__(self, actual: Any) -> bool:
+        if self.numbers and as_number(actual) in self.numbers:
+            return True
+        if isinstance(actual, Hashable):
+            if actual in self.hashable:
+                return True
+        elif any(actual == value for value in self.unhashable):
+            return True
+        return actual is not None and str(actual) in self.texts
+
+
+RowTest = Callable[[Row], bool]
+
+
+def compile_filter(flt: Filter) -> RowTest:
+    """A test of one row against `flt`, with its per-filter work (the `in` index) done once."""
+    if flt.op == "in":
+        values = InSet(flt.value)
+        return lambda row: row.get(flt.field) in values
+    return lambda row: matches(row, flt)
+
+
 def matches(row: Row, flt: Filter) -> bool:
     """Whether `row` passes `flt`."""
     actual = row.get(flt.field)
@@ -338,16 +387,36 @@ def column_names(rows: list[Row]) -> list[str]:
     return list(seen)
 
 
+class YieldClock:
+    """Says when a stretch of work on the loop has run YIELD_EVERY_SECONDS: a cheap check per
+    row, where awaiting something per row would cost more than most rows' work."""
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        """True (and the clock restarts) once the current stretch is long enough."""
+        now = time.monotonic()
+        if now - self.since < YIELD_EVERY_SECONDS:
+            return False
+        self.since = now
+        return True
+
+
 async def transform(
     payload: DataProcessingPayload, rows: list[Row], job: JobContext
 ) -> tuple[list[Row], int]:
     """Run the pipeline over `rows` chunk by chunk; returns the output rows and the match count."""
     grouping = GroupBy(payload.group_by, payload.aggregates) if payload.aggregates else None
+    tests = [compile_filter(flt) for flt in payload.filters]
+    clock = YieldClock()
     out: list[Row] = []
     matched = done = 0
     for chunk in chunks(rows, payload.chunk_size):
         for row in chunk:
-            if all(matches(row, flt) for flt in payload.filters):
+            if clock.due():
+                await asyncio.sleep(0)  # heartbeats, cancel signals and other jobs run now
+            if all(test(row) for test in tests):
                 matched += 1
                 shaped = shape(row, payload.select, payload.rename)
                 if grouping is not None:
@@ -357,7 +426,6 @@ async def transform(
         done += len(chunk)
         # 5 % was loading, the last 10 % is writing the output.
         await job.progress(5 + 85 * done / len(rows), f"processed {done} of {len(rows)} rows")
-        await asyncio.sleep(0)  # a big dataset must not starve the worker's lease renewals
     return (grouping.rows() if grouping is not None else out), matched
 
 
