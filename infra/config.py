@@ -56,7 +56,7 @@ KEYS: tuple[Key, ...] = (
     Key("azCount", "2", "Availability zones, 2-3 (by zone ID, opt-in zones excluded)"),
     Key("natPerAz", "false in dev, else true", "One NAT gateway per AZ instead of one"),
     Key("flowLogs", "true", "VPC flow logs to CloudWatch Logs"),
-    Key("flowLogRetentionDays", "30", "Retention of the flow log group"),
+    Key("flowLogRetentionDays", "30 in dev, else 365", "Retention of the flow log group"),
     Key("cacheNodeType", "cache.t4g.micro", "ElastiCache node type"),
     Key("cacheEngineVersion", "8.0", "Valkey engine version (major.minor)"),
     Key("cacheClusterMode", "false", "Valkey cluster mode (for many queues)"),
@@ -77,6 +77,11 @@ KEYS: tuple[Key, ...] = (
         "allowPublicPlainHttp",
         "false",
         "Without a certificate, put the ALB on the internet on plain HTTP (else it is internal)",
+    ),
+    Key(
+        "httpRedirect",
+        "false",
+        "With a certificate, also listen on port 80 and only redirect to HTTPS (for browsers)",
     ),
     Key("albAccessLogs", "false in dev, else true", "ALB access logs to an S3 bucket"),
     Key("workerCpu", "512", "Worker task CPU units"),
@@ -155,6 +160,9 @@ class EdgeSettings:
     certificate_arn: str | None
     allow_public_plain_http: bool
     access_logs: bool
+    # With TLS: port 80 answers a redirect. Off by default: an API client sending its key to
+    # http:// has already leaked it by the time it reads the redirect; closed, it gets nothing.
+    http_redirect: bool = False
 
     @property
     def internet_facing(self) -> bool:
@@ -395,7 +403,10 @@ def _network(reader: ConfigReader, dev: bool) -> NetworkSettings:
         az_count=reader.integer("azCount", 2, 2, 3),
         nat_per_az=reader.boolean("natPerAz", default=not dev),
         flow_logs=reader.boolean("flowLogs", default=True),
-        flow_log_retention_days=reader.member("flowLogRetentionDays", 30, LOG_RETENTION_DAYS),
+        # A year outside dev: flow logs are what an incident review reads, often months later.
+        flow_log_retention_days=reader.member(
+            "flowLogRetentionDays", 30 if dev else 365, LOG_RETENTION_DAYS
+        ),
     )
 
 
@@ -438,6 +449,7 @@ def _edge(reader: ConfigReader, dev: bool) -> EdgeSettings:
         certificate_arn=reader.optional("certificateArn", ARN_PATTERN, "an ACM certificate ARN"),
         allow_public_plain_http=reader.boolean("allowPublicPlainHttp", default=False),
         access_logs=reader.boolean("albAccessLogs", default=not dev),
+        http_redirect=reader.boolean("httpRedirect", default=False),
     )
 
 

@@ -50,6 +50,10 @@ class Alerts(pulumi.ComponentResource):
                             "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"},
                             "Action": "sns:Publish",
                             "Resource": topic.arn,
+                            # Alarms and ElastiCache events publish as this account.
+                            "Condition": {
+                                "StringEquals": {"aws:PrincipalAccount": args.account_id}
+                            },
                         },
                         {
                             "Sid": "EventBridgeRulesOfThisAccount",

@@ -1,10 +1,10 @@
 """The HTTP API: Fargate tasks behind an Application Load Balancer.
 
-The load balancer is on the internet only with TLS (a certificate: HTTPS with a TLS 1.2+ policy,
-port 80 only redirects) or when `allowPublicPlainHttp` says so by name; otherwise it is internal,
-reachable inside the VPC and from peered networks, so API keys never cross the internet in
-cleartext by default. The service's deployments roll back on the circuit breaker and on its two
-deployment alarms (5xx responses, no healthy target), which also page.
+The load balancer is on the internet only with TLS (a certificate: HTTPS with a TLS 1.2+ policy;
+port 80 closed, or only redirecting with `httpRedirect`) or when `allowPublicPlainHttp` says so
+by name; otherwise it is internal, reachable inside the VPC and from peered networks, so API keys
+never cross the internet in cleartext by default. The service's deployments roll back on the
+circuit breaker and on its two deployment alarms (5xx responses, no healthy target), which page.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class ApiServiceArgs:
     requests_per_target: int
     certificate_arn: str | None
     internet_facing: bool
+    http_redirect: bool
     alarm_topic_arn: pulumi.Input[str]
     api_5xx_per_5_minutes: float
     # The bucket ALB access logs go to; None = no access logs.
@@ -157,6 +158,8 @@ class ApiService(pulumi.ComponentResource):
             default_actions=[forward],
             opts=self._child,
         )
+        if not self._args.http_redirect:
+            return https
         aws.lb.Listener(
             f"{self._name}-http-redirect",
             load_balancer_arn=lb.arn,

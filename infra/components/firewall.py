@@ -34,6 +34,8 @@ class FirewallArgs:
     api_port: int
     cache_port: int
     https: bool
+    # With TLS: also open port 80, which only answers a redirect to HTTPS.
+    http_redirect: bool
     # False: the load balancer is internal and accepts only the VPC's own range.
     internet_facing: bool
     smtp_port: int | None = None
@@ -84,8 +86,10 @@ class Firewall(pulumi.ComponentResource):
 
     def _edge(self, alb: aws.ec2.SecurityGroup, api: aws.ec2.SecurityGroup) -> None:
         args = self._args
-        # Port 80 stays open with TLS too: it only answers a redirect to HTTPS.
-        ports = [HTTP_PORT, HTTPS_PORT] if args.https else [HTTP_PORT]
+        if not args.https:
+            ports = [HTTP_PORT]
+        else:
+            ports = [HTTP_PORT, HTTPS_PORT] if args.http_redirect else [HTTPS_PORT]
         source = ANYWHERE_V4 if args.internet_facing else args.vpc_cidr
         for port in ports:
             # The ALB is IPv4-only (its default address type), so no ::/0 rule is needed.

@@ -194,7 +194,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.run = run
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        resource_id = f"{args.name}-id"
+        # Logical names repeat across types (the worker's security group and its repository
+        # are both `<prefix>-worker`); AWS ids never do, so neither do these.
+        resource_id = f"{args.typ.rsplit(':', 1)[-1].lower()}-{args.name}-id"
         state = _computed(args.typ, args.name, dict(args.inputs))
         ignored = self.run.ignore_changes.get((args.typ, args.name), [])
         self.run.resources.append(
@@ -254,6 +256,7 @@ def prod_config() -> dict[str, str]:
         "jobqueue:emailFrom": "jobs@example.com",
         "jobqueue:jobModules": "acme_jobs.billing,acme_jobs.reports",
         "jobqueue:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
+        "jobqueue:httpRedirect": "true",
         "jobqueue:apiCpu": "512",
         "jobqueue:apiMemory": "1024",
         "jobqueue:apiMinCount": "2",

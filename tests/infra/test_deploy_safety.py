@@ -324,7 +324,22 @@ def test_vpc_flow_logs_go_to_a_log_group_with_retention(any_run: ProgramRun) -> 
     assert flow["trafficType"] == "ALL"
     assert flow["logDestinationType"] == "cloud-watch-logs"
     assert flow["logDestination"] == group.state["arn"]
-    assert group.inputs["retentionInDays"] == 30
+    assert group.inputs["retentionInDays"] == {"dev": 30, "prod": 365}[any_run.stack]
+
+
+def test_with_tls_port_80_is_closed_unless_a_redirect_is_asked_for(fresh_run: ProgramRun) -> None:
+    run = run_program(
+        {
+            "aws:region": "us-east-1",
+            "jobqueue:certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
+        },
+        stack="tls",
+    )
+    (listener,) = run.of_type("aws:lb/listener:Listener")
+    assert (listener.inputs["port"], listener.inputs["protocol"]) == (443, "HTTPS")
+    ingress = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    public = [r.inputs["fromPort"] for r in ingress if r.inputs.get("cidrIpv4") == "0.0.0.0/0"]
+    assert public == [443]
 
 
 def test_flow_logs_can_be_switched_off() -> None:
