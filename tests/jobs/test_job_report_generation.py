@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 
 import pytest
@@ -143,13 +144,23 @@ def test_bad_payload_is_rejected_at_enqueue_naming_the_field(data, field):
 
 
 async def test_a_big_csv_report_leaves_the_event_loop_free(queue, job_settings):
-    # 100,000 rows of 5 columns: formatting the cells and writing the CSV take a while, in
-    # threads, so every pause of the loop is a small share of the run.
+    # 100,000 rows of 5 columns: parsing, formatting the cells and writing the CSV run in
+    # threads, so every pause of the loop is a small share of the run. (A guard: before this
+    # test the formatting ran on the loop, about 50 ms here; the rendering was in a thread.)
     header = "a,b,c,d,e\n"
     text = header + "".join(f"{i},{i * 2},x{i},{i % 7},{i / 3:.2f}\n" for i in range(100_000))
     store = LocalArtifactStore(job_settings.artifact_dir)
     source = await store.put("inputs/wide.csv", text.encode(), "text/csv")
     data = {"dataset": {"uri": source.uri}, "format": "csv", "max_rows": 100_000}
-    (result, _), gaps, elapsed = await loop_pauses_while(run_job(queue, "report-generation", data))
+    # As a worker does after start-up (broker.py): what earlier tests left alive is frozen, so a
+    # garbage collection triggered by the job's threads walks only the job's own objects.
+    gc.collect()
+    gc.freeze()
+    try:
+        (result, _), gaps, elapsed = await loop_pauses_while(
+            run_job(queue, "report-generation", data)
+        )
+    finally:
+        gc.unfreeze()
     assert result["rows"] == 100_000
-    assert max(gaps) < min(0.25, elapsed / 3), f"loop blocked {max(gaps):.2f}s of {elapsed:.2f}s"
+    assert max(gaps) < min(0.25, elapsed / 3), f"loop blocked {max(gaps):.3f}s of {elapsed:.3f}s"
