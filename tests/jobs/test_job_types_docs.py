@@ -60,3 +60,11 @@ def test_type_defaults_become_the_job_options_at_enqueue(name):
     )
     overridden = job_type.build_spec(minimal, QueueConfig(), attempts=9, timeout_seconds=7)
     assert (overridden.attempts, overridden.timeout_seconds) == (9, 7)
+
+
+def test_the_documented_nesting_limit_is_the_real_one():
+    from service.jobs.registry import MAX_DATA_DEPTH
+
+    usage = (REPO / "docs" / "example-usage.md").read_text()
+    for text in (DOC, usage):
+        assert re.search(rf"at most {MAX_DATA_DEPTH}\s+levels", text)
