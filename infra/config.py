@@ -40,7 +40,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    """One stack key: its name (without the `jobqueue:` namespace), default and meaning."""
+    """One stack key: its name (without the `jobqueue:` namespace), default and meaning.
+
+    `default` is what the docs show; a literal one is checked against the reader's own default
+    (tests/infra/test_config.py), a described one is in parentheses.
+    """
 
     name: str
     default: str
@@ -48,10 +52,12 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("environment", "<stack name>", "Environment dimension of metrics, ENVIRONMENT of tasks"),
+    Key(
+        "environment", "(the stack name)", "Environment dimension of metrics, ENVIRONMENT of tasks"
+    ),
     Key("queueName", "default", "The queue the services use (QUEUE_NAME)"),
     Key("keyPrefix", "jq", "Redis key prefix (KEY_PREFIX)"),
-    Key("jobModules", "", "Comma-separated modules with extra job types (JOB_MODULES)"),
+    Key("jobModules", "(none)", "Comma-separated modules with extra job types (JOB_MODULES)"),
     Key("vpcCidr", "10.40.0.0/16", "VPC address range, /16 or larger"),
     Key("azCount", "2", "Availability zones, 2-3 (by zone ID, opt-in zones excluded)"),
     Key("natPerAz", "false in dev, else true", "One NAT gateway per AZ instead of one"),
@@ -63,7 +69,11 @@ KEYS: tuple[Key, ...] = (
     Key("cacheShards", "1", "Shards in cluster mode, 1-30"),
     Key("cacheReplicas", "1", "Replicas per shard, 1-5 (Multi-AZ failover)"),
     Key("cacheSnapshotRetentionDays", "1 in dev, else 7", "Daily snapshots kept; 0 = none"),
-    Key("imageTag", "", "Deploy this already pushed tag instead of building images"),
+    Key(
+        "imageTag",
+        "(build the images)",
+        "Deploy this already pushed tag instead of building images",
+    ),
     Key("ecrKeepImages", "20", "Tagged images kept per repository, 1-1000"),
     Key("cpuArchitecture", "X86_64", "Fargate CPU architecture: X86_64 or ARM64"),
     Key("apiCpu", "256", "API task CPU units"),
@@ -72,7 +82,11 @@ KEYS: tuple[Key, ...] = (
     Key("apiMaxCount", "2", "API tasks at most"),
     Key("apiCpuTargetPercent", "60", "API CPU target of its scaling, 10-90"),
     Key("apiRequestsPerTarget", "500", "API requests per task per minute target"),
-    Key("certificateArn", "", "ACM certificate: HTTPS (TLS 1.2+) and an 80->443 redirect"),
+    Key(
+        "certificateArn",
+        "(none: internal ALB)",
+        "ACM certificate: HTTPS (TLS 1.2+) and an 80->443 redirect",
+    ),
     Key(
         "allowPublicPlainHttp",
         "false",
@@ -97,7 +111,7 @@ KEYS: tuple[Key, ...] = (
     Key("averageJobSeconds", "10", "Mean job run time (for the default task throughput)"),
     Key(
         "taskJobsPerSecond",
-        "workerCount x workerConcurrency / averageJobSeconds",
+        "(workerCount x workerConcurrency / averageJobSeconds)",
         "Measured jobs per second one worker task completes (a scale test measures it)",
     ),
     Key("workerScaleOutCooldown", "120", "Seconds between worker scale-outs"),
@@ -108,11 +122,11 @@ KEYS: tuple[Key, ...] = (
     Key("metricsMemory", "512", "Metrics task memory (MiB)"),
     Key("canaryEnabled", "true", "Enqueue a canary noop job every minute and alarm on it"),
     Key("artifactRetentionDays", "30", "Days job outputs live in the artifact bucket"),
-    Key("emailFrom", "", "Sender of email jobs (SES); empty = email jobs fail, nothing else"),
-    Key("sesIdentity", "<domain of emailFrom>", "The SES identity emailFrom belongs to"),
+    Key("emailFrom", "(none)", "Sender of email jobs (SES); empty = email jobs fail, nothing else"),
+    Key("sesIdentity", "(the domain of emailFrom)", "The SES identity emailFrom belongs to"),
     Key("logRetentionDays", "30", "Retention of the services' log groups"),
     Key("containerInsights", "false", "ECS Container Insights on the cluster"),
-    Key("alertEmail", "", "E-mail address subscribed to the alarm topic"),
+    Key("alertEmail", "(none)", "E-mail address subscribed to the alarm topic"),
     Key("alarmOldestPendingAgeSeconds", "300", "Page when a job waits longer"),
     Key("alarmFailureRatePercent", "10", "Page when more finished jobs fail"),
     Key("alarmApi5xxPer5Minutes", "10", "Page on more API 5xx in 5 minutes"),

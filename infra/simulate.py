@@ -391,8 +391,8 @@ def timeline_text(result: Result, plan: ScalingPlan) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(prog="python -m infra.simulate", description=__doc__)
     parser.add_argument("--stack", default="dev", help="the stack whose settings to replay")
     parser.add_argument(
@@ -405,7 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="replay without task scale-in protection (to see what it prevents)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line."""
+    args = build_parser().parse_args(argv)
     try:
         result = run(args.stack, args.profile, protection=not args.no_protection)
     except (ValueError, FileNotFoundError) as error:

@@ -20,6 +20,10 @@ from service.metrics.contract import (
     ACTIVE_JOBS,
     BACKLOG_PER_TASK,
     CANARY_LATENCY,
+    JOB_RUN_P50,
+    JOB_RUN_P99,
+    JOB_WAIT_P50,
+    JOB_WAIT_P99,
     JOBS_COMPLETED,
     JOBS_FAILED,
     LIVE_WORKERS,
@@ -125,6 +129,17 @@ class Observability(pulumi.ComponentResource):
                 },
             ),
             ("Oldest pending job age (s)", [m.widget_metric(OLDEST_PENDING_AGE)], "Maximum", {}),
+            (
+                "Job wait and run time (ms, p50 / p99)",
+                [
+                    m.widget_metric(JOB_WAIT_P50),
+                    m.widget_metric(JOB_WAIT_P99),
+                    m.widget_metric(JOB_RUN_P50),
+                    m.widget_metric(JOB_RUN_P99),
+                ],
+                "Maximum",
+                {},
+            ),
             (
                 "Jobs completed and failed",
                 [m.widget_metric(JOBS_COMPLETED), m.widget_metric(JOBS_FAILED)],

@@ -94,3 +94,13 @@ def test_the_dev_stack_sets_only_what_dev_changes() -> None:
 
     doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     assert set(doc["config"]) == {"aws:region"}
+
+
+def test_literal_documented_defaults_are_the_readers_defaults() -> None:
+    """A default shown as a plain value must give the same settings as leaving the key unset
+    (defaults that depend on dev, or are described in words, are checked elsewhere)."""
+    unset = settings_of()
+    literal = [k for k in KEYS if not k.default.startswith("(") and " in dev" not in k.default]
+    assert len(literal) > 40
+    for key in literal:
+        assert settings_of(**{key.name: key.default}) == unset, key.name
