@@ -44,7 +44,7 @@ class LeaseKeeper:
         on_lost: Callable[[list[str]], None],
     ) -> None:
         self.settings = settings
-        self.keys, self.config = queue.keys, queue.config
+        self.keys, self.config, self.clock = queue.keys, queue.config, queue.clock
         self.worker_id = worker_id
         self.interval = settings.renew_interval
         self._held = held  # called on this thread: must be safe without the event loop
@@ -76,7 +76,7 @@ class LeaseKeeper:
         loop = asyncio.new_event_loop()
         try:
             consumer = Consumer(
-                JobQueue(connect(self.settings), self.keys, self.config),
+                JobQueue(connect(self.settings), self.keys, self.config, self.clock),
                 self.worker_id,
                 self.settings.lease_seconds,
             )

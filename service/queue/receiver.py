@@ -84,24 +84,24 @@ class JobReceiver(Receiver):
 @contextlib.contextmanager
 def _deadline_on_shutdown_signals(runtime: WorkerRuntime, seconds: float) -> Iterator[None]:
     """While dispatching, a shutdown signal also starts the runtime's hard deadline (its lease
-    keeper thread ends the process if the event loop is still held by then). taskiq's own
-    handler still runs: it sets the finish event. Python runs signal handlers on the main
-    thread between bytecodes, so this runs even while a job's code hogs the loop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in SHUTDOWN_SIGNALS}
+    keeper thread ends the process if the event loop is still held by then). Only signals that
+    already have a shutdown handler of their own (taskiq's worker sets one, which sets the
+    finish event) are extended; default handling (pytest's Ctrl-C, say) is left alone. Python
+    runs signal handlers on the main thread between bytecodes, so this runs even while a job's
+    code hogs the loop."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in SHUTDOWN_SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                previous[signum] = handler
 
     def on_signal(signum: int, frame: Any) -> None:
         runtime.begin_shutdown_deadline(seconds)
-        handler = previous[signum]
-        if callable(handler):
-            handler(signum, frame)
-        elif handler == signal.SIG_DFL and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        previous[signum](signum, frame)
 
-    for signum in SHUTDOWN_SIGNALS:
-        signal.signal(signum, on_signal)
+    for extended in previous:
+        signal.signal(extended, on_signal)
     try:
         yield
     finally:

@@ -139,7 +139,7 @@ class FinishBatcher:
                 if refusals >= FINISH_RETRIES:
                     raise
                 log.exception("Redis refused to record %d job end(s); retrying", len(outcomes))
-            await asyncio.sleep(min(FINISH_RETRY_MAX_PAUSE_SECONDS, 0.1 * 2**attempt))
+            await asyncio.sleep(min(FINISH_RETRY_MAX_PAUSE_SECONDS, 0.1 * 2 ** min(attempt, 8)))
         raise AssertionError("unreachable")
 
     def cancel(self) -> None:

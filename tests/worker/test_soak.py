@@ -37,7 +37,7 @@ from tests.worker.test_wakeups import script_sha
 
 pytestmark = pytest.mark.slow
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 SEED = int(os.environ.get("SOAK_SEED", str(random.randrange(2**32))))
 DRAIN_SECONDS = 30.0
 
