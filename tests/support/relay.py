@@ -8,6 +8,10 @@ import ssl
 import threading
 from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
+
+from service.queue.scripts import Scripts
+
 
 async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy bytes from `reader` to `writer` until end of stream or a broken connection."""
@@ -15,6 +19,12 @@ async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+
+
+def script_sha(name: str) -> bytes:
+    """The SHA1 a client sends with EVALSHA for one of the queue's scripts (what SlowingRelay
+    looks for to slow that script's calls)."""
+    return Scripts(Redis())._scripts[name].script.sha.encode()
 
 
 class SlowingRelay:

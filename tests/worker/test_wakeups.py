@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from service import healthcheck
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
-from service.queue.scripts import Scripts
 from service.queue.states import JobState
-from tests.support.relay import SlowingRelay
+from tests.support.relay import SlowingRelay, script_sha
 from tests.support.state import assert_consistent
 from tests.support.workers import running_worker, wait_until, worker_env
 
@@ -31,11 +31,6 @@ DEQUEUE_REPLY_DELAY_SECONDS = 0.3
 BURSTS = 4
 BURST_EVERY_SECONDS = 0.5
 DRAIN_SECONDS = 30  # the fixed worker drains each case in a few seconds, even on a busy machine
-
-
-def script_sha(name: str) -> bytes:
-    """The SHA1 a client sends with EVALSHA for one of the queue's scripts."""
-    return Scripts(Redis())._scripts[name].script.sha.encode()
 
 
 def probes(count: int) -> list[JobSpec]:
@@ -95,6 +90,7 @@ async def test_the_queue_drains_whatever_order_wake_ups_land_in(
         queue.keys.queue,
         worker_concurrency=concurrency,
         worker_stall_seconds=3600,
+        health_dir=tmp_path / "health",
         **PROBE,
     )
     ids: list[str] = []
@@ -107,6 +103,11 @@ async def test_the_queue_drains_whatever_order_wake_ups_land_in(
             await _drain(redis, queue, len(ids))
             ids += await _bursts(queue, concurrency)
             await _drain(redis, queue, len(ids))
+            # What ECS's container check reads: the worker process says it is taking jobs.
+            assert healthcheck.check("worker", tmp_path / "health") == (
+                True,
+                "1 worker process(es) healthy",
+            )
     finally:
         relay.stop()
     assert relay.held_back > 0  # takes really were slow
