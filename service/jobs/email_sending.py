@@ -53,8 +53,10 @@ RENDER_DEADLINE_SECONDS = 10.0
 # Children are forked from a forkserver, a clean process started once with this module loaded:
 # forking the worker itself would copy its threads' locks mid-use; spawning would import
 # everything again for each message (about a second), where a fork from the server takes ms.
+# "__main__" too: a child then finds the main module (e.g. the `taskiq` or `jobqueue` script)
+# already loaded in the server instead of running it again on every start.
 _RENDERERS = multiprocessing.get_context("forkserver")
-_RENDERERS.set_forkserver_preload([__name__])
+_RENDERERS.set_forkserver_preload(["__main__", __name__])
 
 _TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 _HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
@@ -230,6 +232,7 @@ async def render_isolated(
             f"{deadline_seconds:g} s (the limit)"
         ) from None
     except EOFError:
+        child.join(timeout=1)
         raise RuntimeError(f"the rendering process died (exit code {child.exitcode})") from None
     finally:
         child.kill()  # a no-op once it has exited
