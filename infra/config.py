@@ -495,14 +495,6 @@ def _worker(reader: ConfigReader) -> WorkerSettings:
         scale_in_cooldown_seconds=reader.integer("workerScaleInCooldown", 300, 0, 3600),
         task_start_seconds=reader.integer("workerTaskStartSeconds", 90, 0, 1800),
     )
-    if plan.target_backlog_per_task < plan.slots_per_task:
-        raise ConfigError(
-            f"{NAMESPACE}:acceptableWaitSeconds = {plan.acceptable_wait_seconds:g} is not valid: "
-            f"with taskJobsPerSecond {plan.task_jobs_per_second:g} the backlog target per task "
-            f"({plan.target_backlog_per_task:g}) is below the jobs one task holds at once "
-            f"({plan.slots_per_task}), so a fleet that keeps up would still scale out; "
-            "raise acceptableWaitSeconds to at least one average job time"
-        )
     return WorkerSettings(
         size=_size(reader, "worker", 512, 1024),
         count=count,

@@ -4,13 +4,18 @@ Worker autoscaling follows AWS's "backlog per task" pattern: target tracking kee
 (service.metrics.collector.backlog_per_task: pending due jobs plus leased jobs, per live worker
 task) near a target of
 
-    acceptable wait (s) x measured jobs per second one task completes
+    jobs one task holds at once (workerCount x workerConcurrency)
+    + acceptable wait (s) x measured jobs per second one task completes
 
-i.e. the backlog one task works off within the acceptable wait. Target tracking cannot leave zero
-tasks (its formula multiplies the current count), so a step policy adds a task when jobs are
-pending and no worker is alive. infra/components/workers.py deploys these numbers and
-infra/simulate.py replays load through them with `desired_after`, which follows Application Auto
-Scaling's documented target-tracking behaviour, so the two cannot drift apart.
+i.e. a task's full slots plus the queue it works off within the acceptable wait. AWS's pattern
+counts queued messages only; our backlog also counts the leased ones (so a busy fleet with an
+empty pending set does not read as idle), so the target adds what a task holds.
+
+Target tracking cannot leave zero tasks (its formula multiplies the current count), so a step
+policy adds a task when jobs are pending and no worker is alive. infra/components/workers.py
+deploys these numbers and infra/simulate.py replays load through them with `desired_after`,
+which follows Application Auto Scaling's documented target-tracking behaviour, so the two cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -50,8 +55,9 @@ class ScalingPlan:
 
     @property
     def target_backlog_per_task(self) -> float:
-        """The BacklogPerTask the policy tracks: what one task clears in the acceptable wait."""
-        return round(self.acceptable_wait_seconds * self.task_jobs_per_second, 2)
+        """The BacklogPerTask the policy tracks: a task's slots plus what it clears in the wait."""
+        queued = self.acceptable_wait_seconds * self.task_jobs_per_second
+        return round(self.slots_per_task + queued, 2)
 
     def desired_after(
         self, current: int, metric: float, minutes_above: int, minutes_below: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pulumi_harness import SECRET_SENTINEL, ProgramRun, dev_config, run_program
+from pulumi_harness import ROOT, SECRET_SENTINEL, ProgramRun, dev_config, run_program
 
 from infra.components.images import source_digest
 
@@ -386,3 +386,15 @@ def test_no_secret_reaches_state_in_clear(fresh_run: ProgramRun) -> None:
             continue  # the generator's own output is a secret by its schema
         leaked = [s for s in _clear_strings(resource.inputs) if SECRET_SENTINEL in s]
         assert not leaked, (resource.name, leaked)
+
+
+def test_the_images_run_the_same_health_checks_as_ecs(fresh_run: ProgramRun) -> None:
+    """`docker run` and ECS judge a container alike, and the command's `python` is the venv's."""
+    dockerfile = (ROOT / "images" / "Dockerfile").read_text()
+    assert 'PATH="/app/.venv/bin:${PATH}"' in dockerfile
+    stages = dockerfile.split("\nFROM ")
+    for role in ("worker", "metrics"):
+        (stage,) = [s for s in stages if s.startswith(f"runtime AS {role}")]
+        (line,) = [ln for ln in stage.splitlines() if ln.strip().startswith('CMD ["python"')]
+        image_command = json.loads(line.strip().removeprefix("CMD "))
+        assert ["CMD", *image_command] == fresh_run.container(role)["healthCheck"]["command"]

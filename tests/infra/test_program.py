@@ -542,10 +542,10 @@ def test_worker_scaling_bounds_come_from_config(any_run: ProgramRun) -> None:
 def test_worker_backlog_target_is_acceptable_wait_times_task_throughput(
     dev_run: ProgramRun,
 ) -> None:
-    """Dev defaults: 60 s acceptable wait x (2 processes x 10 jobs / 10 s) = 120 jobs per task."""
+    """Dev defaults: 20 slots (2 processes x 10) + 60 s acceptable wait x (20 jobs / 10 s)."""
     policy = dev_run.one(POLICY, "-worker-backlog")
     config = policy.inputs["targetTrackingScalingPolicyConfiguration"]
-    assert config["targetValue"] == pytest.approx(60 * 2 * 10 / 10)
+    assert config["targetValue"] == pytest.approx(20 + 60 * 2 * 10 / 10)
     assert config["scaleOutCooldown"] == 120
     assert config["scaleInCooldown"] == 300
     (query,) = config["customizedMetricSpecification"]["metrics"]
@@ -560,7 +560,7 @@ def test_a_measured_task_throughput_sets_the_backlog_target() -> None:
         stack="measured",
     )
     config = run.one(POLICY, "-worker-backlog").inputs["targetTrackingScalingPolicyConfiguration"]
-    assert config["targetValue"] == pytest.approx(150)
+    assert config["targetValue"] == pytest.approx(20 + 30 * 5)
 
 
 def test_workers_scale_from_zero_on_pending_jobs(dev_run: ProgramRun) -> None:
