@@ -109,3 +109,9 @@ def test_the_chart_in_the_docs_is_the_simulators_current_output(burst: simulate.
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 5
     committed = (ROOT / "docs" / "capacity.svg").read_text()
     assert committed == svg, "regenerate with `make simulate`"
+
+
+def test_the_figures_in_the_docs_are_the_simulators(burst: simulate.Result) -> None:
+    doc = (ROOT / "docs" / "cloud-deployment.md").read_text()
+    quoted = doc.split("--profile burst --json\n```\n\nprints `", 1)[1].split("`", 1)[0]
+    assert json.loads(quoted.replace("\n", " ")) == burst.summary()
