@@ -7,6 +7,7 @@ started for the session. Never fakeredis: the queue's semantics live in Lua on t
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,6 +16,10 @@ from redis.asyncio import Redis
 
 from service.queue.keys import QueueKeys
 from service.queue.queue import JobQueue, QueueConfig
+
+# Container health records written by in-process brokers and spawned workers (which inherit the
+# environment) land in a folder of this test run's, not the machine's shared temporary folder.
+os.environ.setdefault("HEALTH_DIR", tempfile.mkdtemp(prefix="jobqueue-test-health-"))
 
 
 @pytest.fixture(scope="session")
