@@ -7,7 +7,8 @@ every allow-list entry must still match a finding.
 
 Checkov's pins conflict with the project's (it holds boto3 and others at old versions), so it is
 not in the lock: `uv tool run` installs the exact versions of tests/infra/policy/
-checkov-requirements.txt (compiled with `uv pip compile`) into uv's tool cache, from PyPI.
+checkov-requirements.txt (`uv pip compile --universal` of checkov==3.3.30) into uv's tool
+cache, from PyPI, for the interpreter running the tests.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def findings(policy_run: ProgramRun, tmp_path_factory: pytest.TempPathFactory) -
     plan = tmp_path_factory.mktemp("policy") / "plan.json"
     plan.write_text(json.dumps(tf_plan.plan(policy_run)))
     command = [
-        uv, "tool", "run", "--python", "3.11",
+        uv, "tool", "run", "--python", sys.executable,
         "--with-requirements", str(POLICY_DIR / "checkov-requirements.txt"),
         "--from", CHECKOV, "checkov",
         "-f", str(plan), "--framework", "terraform_plan",
