@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.metrics import contract as c
 from service.metrics.collector import collect
 from service.metrics.prometheus import prometheus_name, render_prometheus
+from service.queue.models import MemoryUsage
 from service.queue.queue import JobQueue
 
 
@@ -58,3 +59,21 @@ async def test_registered_types_without_jobs_are_exposed_as_zero(cqueue: JobQueu
         if s.name == "jobqueue_queue_depth_by_type"
     }
     assert depth == {"alpha": 1, "email-sending": 0}
+
+
+async def test_redis_memory_and_the_enqueue_limit_are_exposed(cqueue: JobQueue) -> None:
+    snapshot = await collect(cqueue)
+    memory = MemoryUsage.of(used=95, maxmemory=100, share=0.9)
+
+    body, _ = render_prometheus(snapshot, "q1", memory=memory)
+
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.labels == {"queue": "q1"}
+    }
+    assert samples["jobqueue_redis_memory_used_bytes"] == 95
+    assert samples["jobqueue_redis_memory_max_bytes"] == 100
+    assert samples["jobqueue_enqueue_memory_limit_bytes"] == 90
+    assert samples["jobqueue_enqueues_refused"] == 1
