@@ -61,22 +61,6 @@ class Scripts:
             raise ValueError(f"script {name} takes {entry.key_count} keys, got {len(keys)}")
         return entry
 
-    async def run_many(
-        self, redis: Redis, calls: Sequence[tuple[str, Sequence[str], Sequence[ScriptArg]]]
-    ) -> list[Any]:
-        """Run many script calls in one round trip, all or none; results in call order.
-
-        Several calls go in MULTI/EXEC: the server runs nothing until EXEC arrives, so a
-        connection that drops halfway through a bulk request leaves nothing half-written.
-        """
-        pipe = redis.pipeline(transaction=len(calls) > 1)
-        for name, keys, args in calls:
-            self.add_to(pipe, name, keys, args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        return [
-            await self.settle(result, *call) for result, call in zip(results, calls, strict=True)
-        ]
-
     def add_to(
         self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[ScriptArg]
     ) -> None:
