@@ -78,6 +78,8 @@ class ApiService(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
+        # The service names its deployment alarms; it is created after them so ECS finds them.
+        self._deployment_alarms_created: list[aws.cloudwatch.MetricAlarm] = []
         lb = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
@@ -221,7 +223,7 @@ class ApiService(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[listener],
+                depends_on=[listener, *self._deployment_alarms_created],
                 # Autoscaling owns the count after creation; `pulumi up` must not reset it.
                 ignore_changes=["desired_count"],
             ),
@@ -268,7 +270,7 @@ class ApiService(pulumi.ComponentResource):
     def _paging_alarm(self, suffix: str, description: str, **metric: Any) -> str:
         """An alarm notifying the on-call topic; its name is fixed so ECS can watch it."""
         name = f"{self._name}-{suffix}"
-        aws.cloudwatch.MetricAlarm(
+        alarm = aws.cloudwatch.MetricAlarm(
             name,
             name=name,
             alarm_description=description,
@@ -278,6 +280,7 @@ class ApiService(pulumi.ComponentResource):
             opts=self._child,
             **metric,
         )
+        self._deployment_alarms_created.append(alarm)
         return name
 
     def _autoscaling(

@@ -39,6 +39,14 @@ HANDBACK_MARGIN_SECONDS = 15
 STALLED_MINUTES = 3
 
 
+@dataclass(frozen=True)
+class DeploymentAlarm:
+    """An alarm a service's deployments watch: its fixed name and the resource."""
+
+    name: str
+    alarm: aws.cloudwatch.MetricAlarm
+
+
 @dataclass
 class WorkerServiceArgs:
     """Placement, size, shutdown timing and scaling of the workers."""
@@ -84,8 +92,9 @@ class WorkerService(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        self.deployment_alarm_names = [self._stalled_alarm()]
-        service = self._service()
+        stalled = self._stalled_alarm()
+        self.deployment_alarm_names = [stalled.name]
+        service = self._service(depends_on=[stalled.alarm])
         target = aws.appautoscaling.Target(
             f"{name}-scaling",
             service_namespace="ecs",
@@ -100,7 +109,7 @@ class WorkerService(pulumi.ComponentResource):
         self.service_name = service.name
         self.register_outputs({"service_name": service.name})
 
-    def _service(self) -> aws.ecs.Service:
+    def _service(self, depends_on: list[pulumi.Resource]) -> aws.ecs.Service:
         args = self._args
         task = fargate_task_definition(
             f"{self._name}-task",
@@ -138,7 +147,12 @@ class WorkerService(pulumi.ComponentResource):
             ),
             propagate_tags="SERVICE",
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_count"]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["desired_count"],
+                # Its deployment alarms exist before ECS is told to watch them.
+                depends_on=depends_on,
+            ),
         )
 
     def _backlog_policy(self, target: aws.appautoscaling.Target) -> None:
@@ -175,10 +189,10 @@ class WorkerService(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _stalled_alarm(self) -> str:
+    def _stalled_alarm(self) -> DeploymentAlarm:
         m = self._args.metrics
         name = f"{self._name}-stalled"
-        aws.cloudwatch.MetricAlarm(
+        alarm = aws.cloudwatch.MetricAlarm(
             name,
             name=name,
             alarm_description=(
@@ -200,7 +214,7 @@ class WorkerService(pulumi.ComponentResource):
             tags=self._args.tags,
             opts=self._child,
         )
-        return name
+        return DeploymentAlarm(name, alarm)
 
     def _scale_from_zero(self, target: aws.appautoscaling.Target) -> None:
         step = aws.appautoscaling.Policy(

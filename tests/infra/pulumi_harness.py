@@ -80,6 +80,8 @@ class ProgramRun:
     ignore_changes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # Every invoke the program made: (token, arguments).
     invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (type token, name) -> names of the resources it explicitly depends on.
+    depends_on: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # (type token, name) -> the parent's (type token, name), from the resource options.
     parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
 
@@ -88,6 +90,11 @@ class ProgramRun:
     ) -> pulumi.ResourceTransformationResult | None:
         """A stack transformation that only watches: keeps what the mocks cannot see."""
         self.ignore_changes[(args.type_, args.name)] = list(args.opts.ignore_changes or [])
+        self.depends_on[(args.type_, args.name)] = [
+            d._name
+            for d in (args.opts.depends_on or [])
+            if hasattr(d, "_name")
+        ]
         parent = args.opts.parent
         # The root stack is every top-level resource's parent but is not part of URNs.
         self.parents[(args.type_, args.name)] = (

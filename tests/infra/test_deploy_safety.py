@@ -223,7 +223,9 @@ def test_services_roll_back_on_the_circuit_breaker_and_their_deployment_alarms(
         service = any_run.one(SERVICE, f"-{role}-").inputs
         assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
         assert service["alarms"] == {"alarmNames": names, "enable": True, "rollback": True}
-        assert set(names) <= alarm_names  # ECS watches alarms that exist
+        assert set(names) <= alarm_names  # ECS watches alarms that exist...
+        depends = any_run.depends_on[(SERVICE, any_run.one(SERVICE, f"-{role}-").name)]
+        assert set(names) <= set(depends)  # ...created before the service
 
 
 def test_zero_healthy_api_targets_pages(any_run: ProgramRun) -> None:
