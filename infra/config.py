@@ -123,7 +123,6 @@ KEYS: tuple[Key, ...] = (
     Key("canaryEnabled", "true", "Enqueue a canary noop job every minute and alarm on it"),
     Key("artifactRetentionDays", "30", "Days job outputs live in the artifact bucket"),
     Key("emailFrom", "(none)", "Sender of email jobs (SES); empty = email jobs fail, nothing else"),
-    Key("sesIdentity", "(the domain of emailFrom)", "The SES identity emailFrom belongs to"),
     Key("logRetentionDays", "30", "Retention of the services' log groups"),
     Key("containerInsights", "false", "ECS Container Insights on the cluster"),
     Key("alertEmail", "(none)", "E-mail address subscribed to the alarm topic"),
@@ -211,10 +210,13 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class EmailSettings:
-    """SES sending; `sender` None means email jobs fail with a clear error, not the deploy."""
+    """SES sending; `sender` None means email jobs fail, not the deploy.
+
+    No identity key: SES checks the sender's identity and, in the sandbox, each recipient's, so
+    the worker may use the account's identities (`identity/*`) fenced by `ses:FromAddress`.
+    """
 
     sender: str | None
-    ses_identity: str | None
 
 
 @dataclass(frozen=True)
@@ -508,13 +510,7 @@ def _worker(reader: ConfigReader) -> WorkerSettings:
 
 
 def _email(reader: ConfigReader) -> EmailSettings:
-    sender = reader.optional("emailFrom", EMAIL_PATTERN, "an e-mail address")
-    identity = reader.optional(
-        "sesIdentity", re.compile(r"[^@\s]+(@[^@\s]+)?"), "a domain or an e-mail address"
-    )
-    if sender is None:
-        return EmailSettings(None, None)
-    return EmailSettings(sender, identity or sender.rpartition("@")[2])
+    return EmailSettings(sender=reader.optional("emailFrom", EMAIL_PATTERN, "an e-mail address"))
 
 
 def _alarms(reader: ConfigReader) -> AlarmSettings:

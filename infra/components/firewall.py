@@ -6,7 +6,7 @@ is reachable exactly as its service's group allows. Egress is per role and per n
 - every task: HTTPS (443) to AWS APIs (ECR, CloudWatch, Secrets Manager, S3, SES, the ECS agent's
   backend) through the NAT gateways; AWS publishes no stable CIDRs for them, so 0.0.0.0/0:443;
 - every task: the cache port, to the cache's group only;
-- the workers: SMTP submission to the configured SMTP port, only when one is configured;
+- no SMTP: the deployed workers send e-mail through the SES API, over HTTPS;
 - the load balancer: the API port, to the API tasks' group only.
 
 The cache group has no egress at all (Valkey answers on the connections it accepted).
@@ -38,7 +38,6 @@ class FirewallArgs:
     http_redirect: bool
     # False: the load balancer is internal and accepts only the VPC's own range.
     internet_facing: bool
-    smtp_port: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,10 +64,6 @@ class Firewall(pulumi.ComponentResource):
         self._edge(alb, tasks["api"])
         for role, group in tasks.items():
             self._task_egress(role, group, cache)
-        if args.smtp_port is not None:
-            self._egress(
-                "worker-smtp", tasks["worker"], args.smtp_port, "SMTP submission", ANYWHERE_V4
-            )
         self.alb_sg_id = alb.id
         self.api_sg_id = tasks["api"].id
         self.worker_sg_id = tasks["worker"].id
