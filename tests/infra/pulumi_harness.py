@@ -91,9 +91,7 @@ class ProgramRun:
         """A stack transformation that only watches: keeps what the mocks cannot see."""
         self.ignore_changes[(args.type_, args.name)] = list(args.opts.ignore_changes or [])
         self.depends_on[(args.type_, args.name)] = [
-            d._name
-            for d in (args.opts.depends_on or [])
-            if hasattr(d, "_name")
+            d._name for d in (args.opts.depends_on or []) if hasattr(d, "_name")
         ]
         parent = args.opts.parent
         # The root stack is every top-level resource's parent but is not part of URNs.
