@@ -21,10 +21,10 @@ from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.containers import (
     ContainerSpec,
     HealthCheck,
-    TaskSize,
     http_health_check,
     role_health_check,
 )
+from infra.components.fargate_service import FargateTask, TaskSize
 from infra.components.firewall import Firewall, FirewallArgs
 from infra.components.iam import (
     Iam,
@@ -200,19 +200,22 @@ if s.email.sender is not None:
     app_env["EMAIL_FROM"] = s.email.sender
 
 
-def container(
+def fargate_task(
     role: str,
+    size: TaskSettings,
+    security_group_id: pulumi.Input[str],
     env: dict[str, pulumi.Input[str]],
     health_check: HealthCheck,
     *,
     port: int | None = None,
     stop_timeout: int | None = None,
-) -> ContainerSpec:
-    """The container of one role, from its image (built here or the configured tag)."""
+) -> FargateTask:
+    """One role's task: its container (image built here or the configured tag), size and
+    roles, with its security group in the private subnets."""
     secrets: dict[str, pulumi.Input[str]] = {"REDIS_PASSWORD": cache.auth_secret_arn}
     if role == "api":
         secrets["API_KEYS"] = app_secrets.api_keys_secret_arn
-    return ContainerSpec(
+    container = ContainerSpec(
         name=role,
         image=images.uris[role],
         region=s.region,
@@ -223,11 +226,15 @@ def container(
         port=port,
         stop_timeout=stop_timeout,
     )
-
-
-def size(task: TaskSettings) -> TaskSize:
-    """The Fargate size of one role."""
-    return TaskSize(task.cpu, task.memory, s.cpu_architecture)
+    return FargateTask(
+        cluster_arn=cluster.cluster_arn,
+        subnet_ids=network.private_subnet_ids,
+        security_group_id=security_group_id,
+        container=container,
+        size=TaskSize(size.cpu, size.memory, s.cpu_architecture),
+        execution_role_arn=iam.execution_role_arns[role],
+        task_role_arn=iam.task_role_arns[role],
+    )
 
 
 # --- Services ---------------------------------------------------------------------------------
@@ -247,22 +254,18 @@ access_logs = (
 api = ApiService(
     f"{prefix}-api",
     ApiServiceArgs(
-        cluster_arn=cluster.cluster_arn,
-        cluster_name=cluster.cluster_name,
-        vpc_id=network.vpc_id,
-        public_subnet_ids=network.public_subnet_ids,
-        private_subnet_ids=network.private_subnet_ids,
-        alb_sg_id=firewall.alb_sg_id,
-        api_sg_id=firewall.api_sg_id,
-        container=container(
+        task=fargate_task(
             "api",
+            s.api.size,
+            firewall.api_sg_id,
             {**app_env, "HOST": "0.0.0.0", "PORT": str(API_PORT)},  # noqa: S104 - in-container
             http_health_check(API_PORT, "/healthz"),
             port=API_PORT,
         ),
-        size=size(s.api.size),
-        execution_role_arn=iam.execution_role_arns["api"],
-        task_role_arn=iam.task_role_arns["api"],
+        cluster_name=cluster.cluster_name,
+        vpc_id=network.vpc_id,
+        public_subnet_ids=network.public_subnet_ids,
+        alb_sg_id=firewall.alb_sg_id,
         min_count=s.api.min_count,
         max_count=s.api.max_count,
         cpu_target_percent=s.api.cpu_target_percent,
@@ -280,12 +283,10 @@ w = s.worker
 workers = WorkerService(
     f"{prefix}-worker",
     WorkerServiceArgs(
-        cluster_arn=cluster.cluster_arn,
-        cluster_name=cluster.cluster_name,
-        private_subnet_ids=network.private_subnet_ids,
-        security_group_id=firewall.worker_sg_id,
-        container=container(
+        task=fargate_task(
             "worker",
+            w.size,
+            firewall.worker_sg_id,
             {
                 **app_env,
                 "WORKER_COUNT": str(w.count),
@@ -297,9 +298,7 @@ workers = WorkerService(
             role_health_check("worker"),
             stop_timeout=WORKER_STOP_TIMEOUT,
         ),
-        size=size(w.size),
-        execution_role_arn=iam.execution_role_arns["worker"],
-        task_role_arn=iam.task_role_arns["worker"],
+        cluster_name=cluster.cluster_name,
         scaling=w.scaling,
         metrics=queue_metrics,
         shutdown_grace_seconds=w.shutdown_grace_seconds,
@@ -311,11 +310,10 @@ workers = WorkerService(
 metrics_task = MetricsService(
     f"{prefix}-metrics",
     MetricsServiceArgs(
-        cluster_arn=cluster.cluster_arn,
-        private_subnet_ids=network.private_subnet_ids,
-        security_group_id=firewall.metrics_sg_id,
-        container=container(
+        task=fargate_task(
             "metrics",
+            s.metrics_size,
+            firewall.metrics_sg_id,
             {
                 **common_env,
                 "CLOUDWATCH_ENABLED": "true",
@@ -324,9 +322,6 @@ metrics_task = MetricsService(
             },
             role_health_check("metrics"),
         ),
-        size=size(s.metrics_size),
-        execution_role_arn=iam.execution_role_arns["metrics"],
-        task_role_arn=iam.task_role_arns["metrics"],
         tags=tags,
     ),
 )

@@ -7,6 +7,7 @@ alarms), so no component has to wait for the dashboard to exist.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -78,3 +79,24 @@ class Alerts(pulumi.ComponentResource):
             )
         self.topic_arn = topic.arn
         self.register_outputs({"topic_arn": topic.arn})
+
+
+def paging_alarm(
+    resource_name: str,
+    description: str,
+    topic_arn: pulumi.Input[str],
+    *,
+    parent: pulumi.Resource,
+    tags: dict[str, str],
+    **metric: Any,
+) -> aws.cloudwatch.MetricAlarm:
+    """An alarm on `metric` that tells the on-call topic when it fires and when it clears."""
+    return aws.cloudwatch.MetricAlarm(
+        resource_name,
+        alarm_description=description,
+        alarm_actions=[topic_arn],
+        ok_actions=[topic_arn],
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+        **metric,
+    )

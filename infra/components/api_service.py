@@ -16,7 +16,15 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.access_logs import AccessLogs
-from infra.components.containers import ContainerSpec, TaskSize, fargate_task_definition
+from infra.components.fargate_service import (
+    DeploymentAlarm,
+    FargateTask,
+    Rollout,
+    deployment_alarm,
+    fargate_service,
+    scalable_target,
+    target_tracking_policy,
+)
 
 ALB_NAMESPACE = "AWS/ApplicationELB"
 
@@ -26,19 +34,14 @@ TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 @dataclass
 class ApiServiceArgs:
-    """Placement, size, TLS and scaling of the API."""
+    """The API's task, its load balancer's placement and TLS, and its scaling."""
 
-    cluster_arn: pulumi.Input[str]
+    # The API tasks; an internal load balancer shares their (private) subnets.
+    task: FargateTask
     cluster_name: pulumi.Input[str]
     vpc_id: pulumi.Input[str]
     public_subnet_ids: list[pulumi.Output[str]]
-    private_subnet_ids: list[pulumi.Output[str]]
     alb_sg_id: pulumi.Input[str]
-    api_sg_id: pulumi.Input[str]
-    container: ContainerSpec
-    size: TaskSize
-    execution_role_arn: pulumi.Input[str]
-    task_role_arn: pulumi.Input[str]
     min_count: int
     max_count: int
     cpu_target_percent: float
@@ -57,7 +60,7 @@ class ApiServiceArgs:
     def __post_init__(self) -> None:
         if not 1 <= self.min_count <= self.max_count:
             raise ValueError("apiMinCount must be >= 1 and <= apiMaxCount")
-        if self.container.port is None:
+        if self.task.container.port is None:
             raise ValueError("the API container needs a port")
 
 
@@ -78,13 +81,11 @@ class ApiService(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        # The service names its deployment alarms; it is created after them so ECS finds them.
-        self._deployment_alarms_created: list[aws.cloudwatch.MetricAlarm] = []
         lb = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
             internal=not args.internet_facing,
-            subnets=args.public_subnet_ids if args.internet_facing else args.private_subnet_ids,
+            subnets=args.public_subnet_ids if args.internet_facing else args.task.subnet_ids,
             security_groups=[args.alb_sg_id],
             drop_invalid_header_fields=True,
             access_logs=(
@@ -103,8 +104,9 @@ class ApiService(pulumi.ComponentResource):
         )
         target_group = self._target_group()
         listener = self._listeners(lb, target_group)
-        self.deployment_alarm_names = self._deployment_alarms(lb, target_group)
-        service = self._service(target_group, listener)
+        alarms = self._deployment_alarms(lb, target_group)
+        self.deployment_alarm_names = [a.name for a in alarms]
+        service = self._service(target_group, listener, alarms)
         self._autoscaling(service, lb, target_group)
         scheme = "https" if args.certificate_arn else "http"
         self.internal = not args.internet_facing
@@ -119,7 +121,7 @@ class ApiService(pulumi.ComponentResource):
             f"{self._name}-tg",
             target_type="ip",
             vpc_id=self._args.vpc_id,
-            port=self._args.container.port,
+            port=self._args.task.container.port,
             protocol="HTTP",
             deregistration_delay=self._args.deregistration_delay_seconds,
             health_check=aws.lb.TargetGroupHealthCheckArgs(
@@ -180,56 +182,38 @@ class ApiService(pulumi.ComponentResource):
         return https
 
     def _service(
-        self, target_group: aws.lb.TargetGroup, listener: aws.lb.Listener
+        self,
+        target_group: aws.lb.TargetGroup,
+        listener: aws.lb.Listener,
+        alarms: list[DeploymentAlarm],
     ) -> aws.ecs.Service:
         args = self._args
-        task = fargate_task_definition(
-            f"{self._name}-task",
-            spec=args.container,
-            size=args.size,
-            execution_role_arn=args.execution_role_arn,
-            task_role_arn=args.task_role_arn,
-            parent=self,
-        )
-        return aws.ecs.Service(
-            f"{self._name}-service",
-            cluster=args.cluster_arn,
-            task_definition=task.arn,
-            launch_type="FARGATE",
-            desired_count=args.min_count,
-            deployment_minimum_healthy_percent=100,
-            deployment_maximum_percent=200,
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
-                enable=True, rollback=True
-            ),
+        container = args.task.container
+        return fargate_service(
+            self._name,
+            args.task,
             # A deployment whose tasks start but serve errors (or nothing) rolls back too.
-            alarms=aws.ecs.ServiceAlarmsArgs(
-                alarm_names=self.deployment_alarm_names, enable=True, rollback=True
+            Rollout(
+                desired_count=args.min_count,
+                minimum_healthy_percent=100,
+                maximum_percent=200,
+                alarms=alarms,
+                autoscaled=True,
+            ),
+            parent=self,
+            tags=args.tags,
+            load_balancer=aws.ecs.ServiceLoadBalancerArgs(
+                target_group_arn=target_group.arn,
+                container_name=container.name,
+                container_port=container.port or 0,
             ),
             health_check_grace_period_seconds=30,
-            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=args.private_subnet_ids,
-                security_groups=[args.api_sg_id],
-                assign_public_ip=False,
-            ),
-            load_balancers=[
-                aws.ecs.ServiceLoadBalancerArgs(
-                    target_group_arn=target_group.arn,
-                    container_name=args.container.name,
-                    container_port=args.container.port or 0,
-                )
-            ],
-            propagate_tags="SERVICE",
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[listener, *self._deployment_alarms_created],
-                # Autoscaling owns the count after creation; `pulumi up` must not reset it.
-                ignore_changes=["desired_count"],
-            ),
+            depends_on=[listener],
         )
 
-    def _deployment_alarms(self, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup) -> list[str]:
+    def _deployment_alarms(
+        self, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup
+    ) -> list[DeploymentAlarm]:
         """5xx responses and no healthy target: they page, and roll a deployment back."""
         args = self._args
         errors = self._paging_alarm(
@@ -267,34 +251,23 @@ class ApiService(pulumi.ComponentResource):
         )
         return [errors, no_targets]
 
-    def _paging_alarm(self, suffix: str, description: str, **metric: Any) -> str:
-        """An alarm notifying the on-call topic; its name is fixed so ECS can watch it."""
-        name = f"{self._name}-{suffix}"
-        alarm = aws.cloudwatch.MetricAlarm(
-            name,
-            name=name,
-            alarm_description=description,
-            alarm_actions=[self._args.alarm_topic_arn],
-            ok_actions=[self._args.alarm_topic_arn],
-            tags=self._args.tags,
-            opts=self._child,
+    def _paging_alarm(self, suffix: str, description: str, **metric: Any) -> DeploymentAlarm:
+        args = self._args
+        return deployment_alarm(
+            f"{self._name}-{suffix}",
+            description,
+            args.alarm_topic_arn,
+            parent=self,
+            tags=args.tags,
             **metric,
         )
-        self._deployment_alarms_created.append(alarm)
-        return name
 
     def _autoscaling(
         self, service: aws.ecs.Service, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup
     ) -> None:
         args = self._args
-        target = aws.appautoscaling.Target(
-            f"{self._name}-scaling",
-            service_namespace="ecs",
-            scalable_dimension="ecs:service:DesiredCount",
-            resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
-            min_capacity=args.min_count,
-            max_capacity=args.max_count,
-            opts=self._child,
+        target = scalable_target(
+            self._name, args.cluster_name, service, (args.min_count, args.max_count), self
         )
         cpu = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
             target_value=args.cpu_target_percent,
@@ -314,15 +287,7 @@ class ApiService(pulumi.ComponentResource):
             scale_out_cooldown=60,
         )
         for kind, config in (("cpu", cpu), ("requests", requests)):
-            aws.appautoscaling.Policy(
-                f"{self._name}-{kind}",
-                policy_type="TargetTrackingScaling",
-                service_namespace=target.service_namespace,
-                scalable_dimension=target.scalable_dimension,
-                resource_id=target.resource_id,
-                target_tracking_scaling_policy_configuration=config,
-                opts=self._child,
-            )
+            target_tracking_policy(f"{self._name}-{kind}", target, config, self)
 
 
 def _alb_query(

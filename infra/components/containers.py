@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 
 SCRATCH_VOLUME = "scratch"
 
@@ -106,48 +105,3 @@ def container_definitions(spec: ContainerSpec) -> pulumi.Output[str]:
     if spec.health_check is not None:
         container["healthCheck"] = spec.health_check.definition()
     return pulumi.Output.json_dumps([container])
-
-
-@dataclass
-class TaskSize:
-    """Fargate task size and CPU architecture."""
-
-    cpu: int
-    memory: int
-    architecture: str = "X86_64"
-
-    def __post_init__(self) -> None:
-        # Fargate allows 2-8 GB per vCPU above 0.5 vCPU (0.25 vCPU takes 0.5-2 GB).
-        low, high = (512, 2048) if self.cpu == 256 else (self.cpu * 2, self.cpu * 8)
-        if not low <= self.memory <= high:
-            raise ValueError(f"Fargate cannot run cpu={self.cpu} with memory={self.memory}")
-        if self.architecture not in ("X86_64", "ARM64"):
-            raise ValueError("cpuArchitecture must be X86_64 or ARM64")
-
-
-def fargate_task_definition(
-    name: str,
-    *,
-    spec: ContainerSpec,
-    size: TaskSize,
-    execution_role_arn: pulumi.Input[str],
-    task_role_arn: pulumi.Input[str],
-    parent: pulumi.Resource,
-) -> aws.ecs.TaskDefinition:
-    """A one-container Fargate task definition."""
-    return aws.ecs.TaskDefinition(
-        name,
-        family=name,
-        requires_compatibilities=["FARGATE"],
-        network_mode="awsvpc",
-        cpu=str(size.cpu),
-        memory=str(size.memory),
-        runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-            operating_system_family="LINUX", cpu_architecture=size.architecture
-        ),
-        execution_role_arn=execution_role_arn,
-        task_role_arn=task_role_arn,
-        container_definitions=container_definitions(spec),
-        volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
-        opts=pulumi.ResourceOptions(parent=parent),
-    )

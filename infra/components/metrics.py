@@ -7,6 +7,7 @@ name metrics the metrics task publishes, with the dimensions it publishes them w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi_aws as aws
 
@@ -44,6 +45,16 @@ class QueueMetrics:
         if spec.extra_dimension is not None and extra_value is not None:
             dims[spec.extra_dimension.value] = extra_value
         return dims
+
+    def alarm_metric(self, spec: MetricSpec, statistic: str) -> dict[str, Any]:
+        """A single-metric alarm's metric arguments: `spec` at the publishing period."""
+        return {
+            "namespace": NAMESPACE,
+            "metric_name": spec.name,
+            "dimensions": self.dimensions(spec),
+            "statistic": statistic,
+            "period": PUBLISH_PERIOD_SECONDS,
+        }
 
     def widget_metric(
         self, spec: MetricSpec, extra_value: str | None = None, **options: str

@@ -20,7 +20,15 @@ import pulumi
 import pulumi_aws as aws
 from pulumi_aws import appautoscaling
 
-from infra.components.containers import ContainerSpec, TaskSize, fargate_task_definition
+from infra.components.fargate_service import (
+    DeploymentAlarm,
+    FargateTask,
+    Rollout,
+    deployment_alarm,
+    fargate_service,
+    scalable_target,
+    target_tracking_policy,
+)
 from infra.components.metrics import QueueMetrics
 from infra.scaling import FROM_ZERO_COOLDOWN_SECONDS, ScalingPlan
 from service.metrics.contract import BACKLOG_PER_TASK, LIVE_WORKERS, QUEUE_DEPTH, STALLED_WORKERS
@@ -39,26 +47,12 @@ HANDBACK_MARGIN_SECONDS = 15
 STALLED_MINUTES = 3
 
 
-@dataclass(frozen=True)
-class DeploymentAlarm:
-    """An alarm a service's deployments watch: its fixed name and the resource."""
-
-    name: str
-    alarm: aws.cloudwatch.MetricAlarm
-
-
 @dataclass
 class WorkerServiceArgs:
-    """Placement, size, shutdown timing and scaling of the workers."""
+    """The workers' task, shutdown timing and scaling."""
 
-    cluster_arn: pulumi.Input[str]
+    task: FargateTask
     cluster_name: pulumi.Input[str]
-    private_subnet_ids: list[pulumi.Output[str]]
-    security_group_id: pulumi.Input[str]
-    container: ContainerSpec
-    size: TaskSize
-    execution_role_arn: pulumi.Input[str]
-    task_role_arn: pulumi.Input[str]
     scaling: ScalingPlan
     metrics: QueueMetrics
     shutdown_grace_seconds: float
@@ -67,7 +61,7 @@ class WorkerServiceArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        stop = self.container.stop_timeout
+        stop = self.task.container.stop_timeout
         if stop is None or not 0 < stop <= FARGATE_MAX_STOP_TIMEOUT:
             raise ValueError(f"worker stopTimeout must be 1..{FARGATE_MAX_STOP_TIMEOUT} seconds")
         if self.shutdown_grace_seconds > stop - HANDBACK_MARGIN_SECONDS:
@@ -94,66 +88,32 @@ class WorkerService(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         stalled = self._stalled_alarm()
         self.deployment_alarm_names = [stalled.name]
-        service = self._service(depends_on=[stalled.alarm])
-        target = aws.appautoscaling.Target(
-            f"{name}-scaling",
-            service_namespace="ecs",
-            scalable_dimension="ecs:service:DesiredCount",
-            resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", service.name),
-            min_capacity=args.scaling.min_tasks,
-            max_capacity=args.scaling.max_tasks,
-            opts=self._child,
+        service = fargate_service(
+            name,
+            args.task,
+            # 100/200: new tasks start beside the old ones, which stop once idle (protected busy
+            # tasks are left to finish, up to the protection bound), so a deploy never lowers
+            # the fleet's capacity while a backlog waits.
+            Rollout(
+                desired_count=args.scaling.min_tasks,
+                minimum_healthy_percent=100,
+                maximum_percent=200,
+                alarms=[stalled],
+                autoscaled=True,
+            ),
+            parent=self,
+            tags=args.tags,
+            # Spot's 2-minute notice arrives as SIGTERM: the same graceful hand-back path.
+            capacity_provider="FARGATE_SPOT" if args.use_spot else "FARGATE",
+        )
+        plan = args.scaling
+        target = scalable_target(
+            name, args.cluster_name, service, (plan.min_tasks, plan.max_tasks), self
         )
         self._backlog_policy(target)
         self._scale_from_zero(target)
         self.service_name = service.name
         self.register_outputs({"service_name": service.name})
-
-    def _service(self, depends_on: list[pulumi.Resource]) -> aws.ecs.Service:
-        args = self._args
-        task = fargate_task_definition(
-            f"{self._name}-task",
-            spec=args.container,
-            size=args.size,
-            execution_role_arn=args.execution_role_arn,
-            task_role_arn=args.task_role_arn,
-            parent=self,
-        )
-        provider = "FARGATE_SPOT" if args.use_spot else "FARGATE"
-        return aws.ecs.Service(
-            f"{self._name}-service",
-            cluster=args.cluster_arn,
-            task_definition=task.arn,
-            # Spot's 2-minute notice arrives as SIGTERM: the same graceful hand-back path.
-            capacity_provider_strategies=[
-                aws.ecs.ServiceCapacityProviderStrategyArgs(capacity_provider=provider, weight=1)
-            ],
-            desired_count=args.scaling.min_tasks,
-            # 100/200: new tasks start beside the old ones, which stop once idle (protected busy
-            # tasks are left to finish, up to the protection bound), so a deploy never lowers
-            # the fleet's capacity while a backlog waits.
-            deployment_minimum_healthy_percent=100,
-            deployment_maximum_percent=200,
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
-                enable=True, rollback=True
-            ),
-            alarms=aws.ecs.ServiceAlarmsArgs(
-                alarm_names=self.deployment_alarm_names, enable=True, rollback=True
-            ),
-            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=args.private_subnet_ids,
-                security_groups=[args.security_group_id],
-                assign_public_ip=False,
-            ),
-            propagate_tags="SERVICE",
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                ignore_changes=["desired_count"],
-                # Its deployment alarms exist before ECS is told to watch them.
-                depends_on=depends_on,
-            ),
-        )
 
     def _backlog_policy(self, target: aws.appautoscaling.Target) -> None:
         args = self._args
@@ -174,47 +134,34 @@ class WorkerService(pulumi.ComponentResource):
                 },
             },
         }
-        aws.appautoscaling.Policy(
+        target_tracking_policy(
             f"{self._name}-backlog",
-            policy_type="TargetTrackingScaling",
-            service_namespace=target.service_namespace,
-            scalable_dimension=target.scalable_dimension,
-            resource_id=target.resource_id,
-            target_tracking_scaling_policy_configuration={
+            target,
+            {
                 "target_value": args.scaling.target_backlog_per_task,
                 "customized_metric_specification": {"metrics": [backlog]},
                 "scale_in_cooldown": args.scaling.scale_in_cooldown_seconds,
                 "scale_out_cooldown": args.scaling.scale_out_cooldown_seconds,
             },
-            opts=self._child,
+            self,
         )
 
     def _stalled_alarm(self) -> DeploymentAlarm:
-        m = self._args.metrics
-        name = f"{self._name}-stalled"
-        alarm = aws.cloudwatch.MetricAlarm(
-            name,
-            name=name,
-            alarm_description=(
-                f"A worker process took no job for {STALLED_MINUTES} minutes while it had room "
-                "and due jobs were pending"
-            ),
-            namespace=m.namespace,
-            metric_name=STALLED_WORKERS.name,
-            dimensions=m.dimensions(STALLED_WORKERS),
-            statistic="Maximum",
-            period=m.period_seconds,
+        args = self._args
+        return deployment_alarm(
+            f"{self._name}-stalled",
+            f"A worker process took no job for {STALLED_MINUTES} minutes while it had room "
+            "and due jobs were pending",
+            args.alarm_topic_arn,
+            parent=self,
+            tags=args.tags,
+            **args.metrics.alarm_metric(STALLED_WORKERS, "Maximum"),
             evaluation_periods=STALLED_MINUTES,
             threshold=0,
             comparison_operator="GreaterThanThreshold",
             # Silence of the metrics task has its own alarm; here it proves nothing.
             treat_missing_data="notBreaching",
-            alarm_actions=[self._args.alarm_topic_arn],
-            ok_actions=[self._args.alarm_topic_arn],
-            tags=self._args.tags,
-            opts=self._child,
         )
-        return DeploymentAlarm(name, alarm)
 
     def _scale_from_zero(self, target: aws.appautoscaling.Target) -> None:
         step = aws.appautoscaling.Policy(

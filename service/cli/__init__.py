@@ -1,0 +1,54 @@
+"""`jobqueue`: run the system (run, api, worker, metrics: `server.py`, with the local supervisor
+in `supervisor.py`) and talk to its HTTP API (enqueue, status, watch, cancel, retry, stats,
+workers: `client.py`).
+
+Exit codes: 0 success; 1 the watched job ended failed or cancelled; 2 bad usage or
+configuration; 3 the API refused the request (4xx); 4 the API or Redis is unreachable or failed
+(5xx); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from service.cli.client import add_client_commands, sse_events
+from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
+from service.cli.server import add_server_commands
+from service.cli.supervisor import ensure_api_key
+
+__all__ = ["build_parser", "ensure_api_key", "main", "sse_events"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `jobqueue` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="jobqueue",
+        description="A priority job queue on Redis/Valkey: run it, and talk to its API.",
+        epilog="Exit codes: 0 ok, 1 job failed/cancelled, 2 usage, 3 refused, 4 unavailable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    add_server_commands(sub)
+    add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `jobqueue` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        err.print(f"jobqueue: {exc.message}", highlight=False, markup=False)
+        return exc.code
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]).upper()
+        err.print(f"jobqueue: invalid setting {where}: {first['msg']}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+

@@ -1,0 +1,7 @@
+"""`python -m service.cli`: how `jobqueue run` starts its children."""
+
+import sys
+
+from service.cli import main
+
+sys.exit(main())
