@@ -19,6 +19,11 @@ Environment = Literal["local", "test", "dev", "staging", "prod"]
 # ECS Fargate gives a stopping task at most 120 s (stopTimeout) before SIGKILL. The worker's
 # grace must end comfortably before that, leaving time to hand unfinished jobs back.
 FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
+# How long after its grace a worker needs to hand unfinished jobs back and exit: the hard exit
+# 3 s after the grace (service.worker.receiver) or taskiq's 10 s broker shutdown
+# (service.worker.BROKER_SHUTDOWN_SECONDS), plus process exit. The infra's stopTimeout must
+# leave this much after SHUTDOWN_GRACE_SECONDS (tests/infra/test_shutdown_margin.py).
+HANDBACK_MARGIN_SECONDS = 15
 
 
 class Settings(BaseSettings):
