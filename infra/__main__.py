@@ -41,14 +41,18 @@ from infra.components.network import Network, NetworkArgs
 from infra.components.observability import AlarmThresholds, Observability, ObservabilityArgs
 from infra.components.registry import Registry, RegistryArgs
 from infra.components.workers import WorkerService, WorkerServiceArgs
-from infra.config import KEYS, ConfigError, StackSettings, TaskSettings, read_stack_settings
+from infra.config import (
+    KEYS,
+    WORKER_STOP_TIMEOUT_SECONDS,
+    ConfigError,
+    StackSettings,
+    TaskSettings,
+    read_stack_settings,
+)
 from service.metrics.contract import NAMESPACE
-from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
 
 ROLES = ("api", "worker", "metrics")
 API_PORT = 8000
-# Fargate's maximum, the same constant the worker validates SHUTDOWN_GRACE_SECONDS against.
-WORKER_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
 ACCESS_LOG_RETENTION_DAYS = 90
 
 
@@ -296,7 +300,7 @@ workers = WorkerService(
                 "TASK_PROTECTION_MINUTES": str(w.protection_minutes),
             },
             role_health_check("worker"),
-            stop_timeout=WORKER_STOP_TIMEOUT,
+            stop_timeout=WORKER_STOP_TIMEOUT_SECONDS,
         ),
         cluster_name=cluster.cluster_name,
         scaling=w.scaling,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from infra.scaling import ScalingPlan
+from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, HANDBACK_MARGIN_SECONDS
 
 NAMESPACE = "jobqueue"
 DEV_ENVIRONMENTS = frozenset({"dev", "test", "sandbox"})
@@ -32,6 +33,10 @@ MODULE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 FARGATE_CPU = (256, 512, 1024, 2048, 4096)
+# The workers get Fargate's longest stopTimeout; their grace may take all of it but the time
+# they need after it to hand jobs back and exit (both numbers are the service's own).
+WORKER_STOP_TIMEOUT_SECONDS = FARGATE_MAX_STOP_TIMEOUT_SECONDS
+MAX_SHUTDOWN_GRACE_SECONDS = WORKER_STOP_TIMEOUT_SECONDS - HANDBACK_MARGIN_SECONDS
 
 
 class ConfigError(ValueError):
@@ -105,7 +110,11 @@ KEYS: tuple[Key, ...] = (
     Key("workerMinCount", "1", "Worker tasks at least (0 only without the canary)"),
     Key("workerMaxCount", "4", "Worker tasks at most"),
     Key("workerUseSpot", "false", "Run workers on Fargate Spot"),
-    Key("shutdownGraceSeconds", "90", "Running jobs' grace on SIGTERM; <= 105"),
+    Key(
+        "shutdownGraceSeconds",
+        "90",
+        f"Running jobs' grace on SIGTERM; <= {MAX_SHUTDOWN_GRACE_SECONDS}",
+    ),
     Key("leaseSeconds", "30", "Job lease (LEASE_SECONDS)"),
     Key("acceptableWaitSeconds", "60", "How long a job may wait before it starts"),
     Key("averageJobSeconds", "10", "Mean job run time (for the default task throughput)"),
@@ -502,7 +511,9 @@ def _worker(reader: ConfigReader) -> WorkerSettings:
         count=count,
         concurrency=concurrency,
         use_spot=reader.boolean("workerUseSpot", default=False),
-        shutdown_grace_seconds=reader.number("shutdownGraceSeconds", 90.0, 0.0, 105.0),
+        shutdown_grace_seconds=reader.number(
+            "shutdownGraceSeconds", 90.0, 0.0, MAX_SHUTDOWN_GRACE_SECONDS
+        ),
         lease_seconds=reader.number("leaseSeconds", 30.0, 5.0, 3600.0),
         protection_minutes=reader.integer("workerProtectionMinutes", 15, 1, 2880),
         scaling=plan,

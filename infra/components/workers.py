@@ -32,15 +32,10 @@ from infra.components.fargate_service import (
 from infra.components.metrics import QueueMetrics
 from infra.scaling import FROM_ZERO_COOLDOWN_SECONDS, ScalingPlan
 from service.metrics.contract import BACKLOG_PER_TASK, LIVE_WORKERS, QUEUE_DEPTH, STALLED_WORKERS
-from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS
+from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, HANDBACK_MARGIN_SECONDS
 
 MetricQuery = appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationMetricArgsDict  # noqa: E501
 
-# Fargate sends SIGKILL at most 120 s after SIGTERM (one constant, shared with the worker).
-FARGATE_MAX_STOP_TIMEOUT = FARGATE_MAX_STOP_TIMEOUT_SECONDS
-# Time the worker needs after its grace to hand unfinished jobs back and exit: taskiq's broker
-# shutdown (service.worker.BROKER_SHUTDOWN_SECONDS, 10 s) plus process exit.
-HANDBACK_MARGIN_SECONDS = 15
 # A stalled worker (room, due jobs, none taken) for this many minutes pages and rolls back a
 # deployment: the one failure a running, heartbeating worker can have that the health check and
 # the circuit breaker cannot see.
@@ -62,8 +57,12 @@ class WorkerServiceArgs:
 
     def __post_init__(self) -> None:
         stop = self.task.container.stop_timeout
-        if stop is None or not 0 < stop <= FARGATE_MAX_STOP_TIMEOUT:
-            raise ValueError(f"worker stopTimeout must be 1..{FARGATE_MAX_STOP_TIMEOUT} seconds")
+        # Fargate sends SIGKILL at most this long after SIGTERM; the worker needs the margin
+        # (service.settings) after its grace to hand unfinished jobs back and exit.
+        if stop is None or not 0 < stop <= FARGATE_MAX_STOP_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"worker stopTimeout must be 1..{FARGATE_MAX_STOP_TIMEOUT_SECONDS} seconds"
+            )
         if self.shutdown_grace_seconds > stop - HANDBACK_MARGIN_SECONDS:
             raise ValueError(
                 f"shutdownGraceSeconds={self.shutdown_grace_seconds:g} must be <= stopTimeout "
