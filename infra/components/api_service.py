@@ -16,11 +16,11 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.access_logs import AccessLogs
+from infra.components.alerts import paging_alarm
 from infra.components.fargate_service import (
     DeploymentAlarm,
     FargateTask,
     Rollout,
-    deployment_alarm,
     fargate_service,
     scalable_target,
     target_tracking_policy,
@@ -252,15 +252,11 @@ class ApiService(pulumi.ComponentResource):
         return [errors, no_targets]
 
     def _paging_alarm(self, suffix: str, description: str, **metric: Any) -> DeploymentAlarm:
-        args = self._args
-        return deployment_alarm(
-            f"{self._name}-{suffix}",
-            description,
-            args.alarm_topic_arn,
-            parent=self,
-            tags=args.tags,
-            **metric,
-        )
+        """An alarm notifying the on-call topic; its name is fixed so ECS can watch it."""
+        name = f"{self._name}-{suffix}"
+        topic, tags = self._args.alarm_topic_arn, self._args.tags
+        alarm = paging_alarm(name, description, topic, parent=self, tags=tags, name=name, **metric)
+        return DeploymentAlarm(name, alarm)
 
     def _autoscaling(
         self, service: aws.ecs.Service, lb: aws.lb.LoadBalancer, tg: aws.lb.TargetGroup

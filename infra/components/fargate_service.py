@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.alerts import paging_alarm
 from infra.components.containers import SCRATCH_VOLUME, ContainerSpec, container_definitions
 
 
@@ -56,22 +54,6 @@ class DeploymentAlarm:
 
     name: str
     alarm: aws.cloudwatch.MetricAlarm
-
-
-def deployment_alarm(
-    name: str,
-    description: str,
-    topic_arn: pulumi.Input[str],
-    *,
-    parent: pulumi.Resource,
-    tags: dict[str, str],
-    **metric: Any,
-) -> DeploymentAlarm:
-    """A paging alarm whose physical name is `name`, so a service's deployments can watch it."""
-    alarm = paging_alarm(
-        name, description, topic_arn, parent=parent, tags=tags, name=name, **metric
-    )
-    return DeploymentAlarm(name, alarm)
 
 
 @dataclass(frozen=True)

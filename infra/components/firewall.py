@@ -86,29 +86,19 @@ class Firewall(pulumi.ComponentResource):
         else:
             ports = [HTTP_PORT, HTTPS_PORT] if args.http_redirect else [HTTPS_PORT]
         source = ANYWHERE_V4 if args.internet_facing else args.vpc_cidr
+        inside = "" if args.internet_facing else " (inside the VPC)"
         for port in ports:
             # The ALB is IPv4-only (its default address type), so no ::/0 rule is needed.
-            aws.vpc.SecurityGroupIngressRule(
-                f"{self._name}-alb-in-{port}",
-                security_group_id=alb.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                cidr_ipv4=source,
-                description="Clients to the load balancer"
-                + ("" if args.internet_facing else " (inside the VPC)"),
-                opts=self._child,
+            self._ingress(
+                f"alb-in-{port}", alb, port, f"Clients to the load balancer{inside}", source
             )
         self._egress("alb-to-api", alb, args.api_port, "Load balancer to API tasks", api)
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-api-from-alb",
-            security_group_id=api.id,
-            referenced_security_group_id=alb.id,
-            ip_protocol="tcp",
-            from_port=args.api_port,
-            to_port=args.api_port,
-            description="API tasks accept traffic only from the load balancer",
-            opts=self._child,
+        self._ingress(
+            "api-from-alb",
+            api,
+            args.api_port,
+            "API tasks accept traffic only from the load balancer",
+            alb,
         )
 
     def _task_egress(
@@ -117,16 +107,18 @@ class Firewall(pulumi.ComponentResource):
         port = self._args.cache_port
         self._egress(f"{role}-https", group, HTTPS_PORT, "AWS APIs over HTTPS", ANYWHERE_V4)
         self._egress(f"{role}-to-cache", group, port, "Valkey", cache)
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-cache-from-{role}",
-            security_group_id=cache.id,
-            referenced_security_group_id=group.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            description=f"Valkey from {role} tasks",
-            opts=self._child,
-        )
+        self._ingress(f"cache-from-{role}", cache, port, f"Valkey from {role} tasks", group)
+
+    def _ingress(
+        self,
+        suffix: str,
+        group: aws.ec2.SecurityGroup,
+        port: int,
+        description: str,
+        source: aws.ec2.SecurityGroup | str,
+    ) -> None:
+        rule = aws.vpc.SecurityGroupIngressRule
+        self._rule(rule, suffix, group, port, description=description, peer=source)
 
     def _egress(
         self,
@@ -136,14 +128,28 @@ class Firewall(pulumi.ComponentResource):
         description: str,
         to: aws.ec2.SecurityGroup | str,
     ) -> None:
-        aws.vpc.SecurityGroupEgressRule(
+        rule = aws.vpc.SecurityGroupEgressRule
+        self._rule(rule, suffix, group, port, description=description, peer=to)
+
+    def _rule(
+        self,
+        rule: type[aws.vpc.SecurityGroupIngressRule | aws.vpc.SecurityGroupEgressRule],
+        suffix: str,
+        group: aws.ec2.SecurityGroup,
+        port: int,
+        *,
+        description: str,
+        peer: aws.ec2.SecurityGroup | str,
+    ) -> None:
+        """One TCP port of `group`, to or from `peer`: a security group, or an IPv4 range."""
+        rule(
             f"{self._name}-{suffix}",
             security_group_id=group.id,
             ip_protocol="tcp",
             from_port=port,
             to_port=port,
-            cidr_ipv4=to if isinstance(to, str) else None,
-            referenced_security_group_id=None if isinstance(to, str) else to.id,
+            cidr_ipv4=peer if isinstance(peer, str) else None,
+            referenced_security_group_id=None if isinstance(peer, str) else peer.id,
             description=description,
             opts=self._child,
         )

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.alerts import paging_alarm
 from infra.components.metrics import QueueMetrics
 from service.metrics.contract import (
     ACTIVE_JOBS,
@@ -33,6 +34,7 @@ from service.metrics.contract import (
     QUEUE_DEPTH,
     QUEUE_DEPTH_BY_PRIORITY,
     STALLED_WORKERS,
+    MetricSpec,
 )
 
 ALB_NAMESPACE = "AWS/ApplicationELB"
@@ -86,7 +88,6 @@ class Observability(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        self._actions = [args.alarm_topic_arn]
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
             dashboard_name=name,
@@ -220,43 +221,30 @@ class Observability(pulumi.ComponentResource):
 
     # --- alarms ----------------------------------------------------------------------------
 
-    def _alarm(self, suffix: str, description: str, **kwargs: Any) -> None:
-        aws.cloudwatch.MetricAlarm(
+    def _alarm(self, suffix: str, description: str, **metric: Any) -> None:
+        args = self._args
+        paging_alarm(
             f"{self._name}-{suffix}",
-            alarm_description=description,
-            alarm_actions=self._actions,
-            ok_actions=self._actions,
-            tags=self._args.tags,
-            opts=self._child,
-            **kwargs,
+            description,
+            args.alarm_topic_arn,
+            parent=self,
+            tags=args.tags,
+            **metric,
         )
 
     def _queue_alarms(self) -> None:
         m, t = self._args.metrics, self._args.thresholds
-        self._alarm(
+        self._high_for_3_of_5_minutes(
             "oldest-pending-age",
             f"A job has waited more than {t.oldest_pending_age_seconds:g} s to start",
-            namespace=m.namespace,
-            metric_name=OLDEST_PENDING_AGE.name,
-            dimensions=m.dimensions(OLDEST_PENDING_AGE),
-            statistic="Maximum",
-            period=m.period_seconds,
-            evaluation_periods=5,
-            datapoints_to_alarm=3,
-            threshold=t.oldest_pending_age_seconds,
-            comparison_operator="GreaterThanThreshold",
-            # Silence is metrics-silent's to judge; a deploy's gap must not page here.
-            treat_missing_data="missing",
+            OLDEST_PENDING_AGE,
+            t.oldest_pending_age_seconds,
         )
         self._alarm(
             "metrics-silent",
             f"The metrics task published nothing for {t.metrics_silent_minutes} minutes: "
             "worker scaling and every queue alarm are blind",
-            namespace=m.namespace,
-            metric_name=QUEUE_DEPTH.name,
-            dimensions=m.dimensions(QUEUE_DEPTH),
-            statistic="SampleCount",
-            period=m.period_seconds,
+            **m.alarm_metric(QUEUE_DEPTH, "SampleCount"),
             evaluation_periods=t.metrics_silent_minutes,
             threshold=1,
             comparison_operator="LessThanThreshold",
@@ -296,24 +284,32 @@ class Observability(pulumi.ComponentResource):
         )
 
     def _canary_alarm(self) -> None:
-        m, t = self._args.metrics, self._args.thresholds
+        t = self._args.thresholds
         if not self._args.canary_enabled:
             return
-        self._alarm(
+        # A stuck canary raises the metric (the oldest waiting canary's age), it does not
+        # silence it, so missing data is left to metrics-silent here too.
+        self._high_for_3_of_5_minutes(
             "canary-latency",
             f"The canary job took more than {t.canary_latency_seconds:g} s end to end",
-            namespace=m.namespace,
-            metric_name=CANARY_LATENCY.name,
-            dimensions=m.dimensions(CANARY_LATENCY),
-            statistic="Maximum",
-            period=m.period_seconds,
-            # 3 of 5 minutes: a canary that waited through one worker deploy does not page.
+            CANARY_LATENCY,
+            t.canary_latency_seconds,
+        )
+
+    def _high_for_3_of_5_minutes(
+        self, suffix: str, description: str, spec: MetricSpec, threshold: float
+    ) -> None:
+        """`spec` above `threshold` in 3 of 5 minutes: a job or canary that waited through one
+        deploy does not page. Silence is metrics-silent's to judge: a deploy's gap keeps the
+        state instead of paging."""
+        self._alarm(
+            suffix,
+            description,
+            **self._args.metrics.alarm_metric(spec, "Maximum"),
             evaluation_periods=5,
             datapoints_to_alarm=3,
-            threshold=t.canary_latency_seconds,
+            threshold=threshold,
             comparison_operator="GreaterThanThreshold",
-            # A stuck canary raises the metric (the oldest waiting canary's age), it does not
-            # silence it; silence is a metrics-task deploy or outage (metrics-silent's job).
             treat_missing_data="missing",
         )
 
@@ -324,11 +320,7 @@ class Observability(pulumi.ComponentResource):
                 f"redis-memory-{i + 1}",
                 f"Valkey node memory above {t.redis_memory_percent:g}%: at 100% it refuses "
                 "writes (noeviction) and enqueues fail with 503",
-                namespace=CACHE_NAMESPACE,
-                metric_name="DatabaseMemoryUsagePercentage",
-                dimensions={"CacheClusterId": node},
-                statistic="Maximum",
-                period=300,
+                **_node_metric(node, "DatabaseMemoryUsagePercentage", "Maximum"),
                 evaluation_periods=2,
                 threshold=t.redis_memory_percent,
                 comparison_operator="GreaterThanThreshold",
@@ -338,11 +330,7 @@ class Observability(pulumi.ComponentResource):
                 f"redis-evictions-{i + 1}",
                 "Valkey evicted keys: queue data is being lost (maxmemory-policy is not "
                 "noeviction on this node)",
-                namespace=CACHE_NAMESPACE,
-                metric_name="Evictions",
-                dimensions={"CacheClusterId": node},
-                statistic="Sum",
-                period=300,
+                **_node_metric(node, "Evictions", "Sum"),
                 evaluation_periods=1,
                 threshold=0,
                 comparison_operator="GreaterThanThreshold",
@@ -371,6 +359,17 @@ class Observability(pulumi.ComponentResource):
             arn=self._args.alarm_topic_arn,
             opts=self._child,
         )
+
+
+def _node_metric(node: pulumi.Input[str], metric_name: str, statistic: str) -> dict[str, Any]:
+    """A single-metric alarm's metric arguments: one cache node's metric over 5 minutes."""
+    return {
+        "namespace": CACHE_NAMESPACE,
+        "metric_name": metric_name,
+        "dimensions": {"CacheClusterId": node},
+        "statistic": statistic,
+        "period": 300,
+    }
 
 
 def _expression(

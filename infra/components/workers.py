@@ -20,11 +20,11 @@ import pulumi
 import pulumi_aws as aws
 from pulumi_aws import appautoscaling
 
+from infra.components.alerts import paging_alarm
 from infra.components.fargate_service import (
     DeploymentAlarm,
     FargateTask,
     Rollout,
-    deployment_alarm,
     fargate_service,
     scalable_target,
     target_tracking_policy,
@@ -147,13 +147,15 @@ class WorkerService(pulumi.ComponentResource):
 
     def _stalled_alarm(self) -> DeploymentAlarm:
         args = self._args
-        return deployment_alarm(
-            f"{self._name}-stalled",
+        name = f"{self._name}-stalled"
+        alarm = paging_alarm(
+            name,
             f"A worker process took no job for {STALLED_MINUTES} minutes while it had room "
             "and due jobs were pending",
             args.alarm_topic_arn,
             parent=self,
             tags=args.tags,
+            name=name,
             **args.metrics.alarm_metric(STALLED_WORKERS, "Maximum"),
             evaluation_periods=STALLED_MINUTES,
             threshold=0,
@@ -161,6 +163,7 @@ class WorkerService(pulumi.ComponentResource):
             # Silence of the metrics task has its own alarm; here it proves nothing.
             treat_missing_data="notBreaching",
         )
+        return DeploymentAlarm(name, alarm)
 
     def _scale_from_zero(self, target: aws.appautoscaling.Target) -> None:
         step = aws.appautoscaling.Policy(
