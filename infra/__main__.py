@@ -74,6 +74,10 @@ prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
 tags = {"Project": pulumi.get_project(), "Stack": pulumi.get_stack(), "ManagedBy": "pulumi"}
 queue_metrics = QueueMetrics(queue=s.queue_name, environment=s.environment)
 
+# Each block below fills one component's typed Args from the settings, keyword by keyword. They
+# are alike in shape (a duplicate finder pairs them) and stay explicit on purpose: a reader sees
+# which setting feeds which argument, and a renamed field fails here, not at `pulumi up`.
+
 # --- Foundations ------------------------------------------------------------------------------
 alerts = Alerts(
     prefix, AlertsArgs(account_id=account_id, alert_email=s.alarms.alert_email, tags=tags)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -56,6 +56,8 @@ class Key:
     meaning: str
 
 
+# A table, one row per key, alike by design (a duplicate finder pairs its rows): the docs'
+# table is checked against it row by row.
 KEYS: tuple[Key, ...] = (
     Key(
         "environment", "(the stack name)", "Environment dimension of metrics, ENVIRONMENT of tasks"
@@ -142,6 +144,7 @@ KEYS: tuple[Key, ...] = (
     Key("alarmCanaryLatencySeconds", "30", "Page when the canary takes longer"),
 )
 KEY_NAMES = frozenset(k.name for k in KEYS)
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -289,12 +292,8 @@ class ConfigReader:
 
     def text(self, name: str, default: str, pattern: re.Pattern[str], allowed: str) -> str:
         """A string matching `pattern`; `allowed` describes it in the error."""
-        value = self.raw(name)
-        if value is None:
-            return default
-        if not pattern.fullmatch(value):
-            raise _bad(name, value, allowed)
-        return value
+        value = self.optional(name, pattern, allowed)
+        return default if value is None else value
 
     def optional(self, name: str, pattern: re.Pattern[str], allowed: str) -> str | None:
         """A string matching `pattern`, or None when unset."""
@@ -321,27 +320,26 @@ class ConfigReader:
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         """An integer in low..high."""
-        value = self.raw(name)
-        if value is None:
-            return default
-        allowed = f"an integer in {low}..{high}"
-        try:
-            parsed = int(value)
-        except ValueError:
-            raise _bad(name, value, allowed) from None
-        return _in_range(name, value, parsed, (low, high), allowed)
+        return self._bounded(name, default, int, (low, high), f"an integer in {low}..{high}")
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         """A number in low..high."""
+        return self._bounded(name, default, float, (low, high), f"a number in {low:g}..{high:g}")
+
+    def _bounded(
+        self, name: str, default: N, parse: Callable[[str], N], bounds: tuple[N, N], allowed: str
+    ) -> N:
+        """The key's text parsed, within `bounds`; `allowed` describes both in the error."""
         value = self.raw(name)
         if value is None:
             return default
-        allowed = f"a number in {low:g}..{high:g}"
         try:
-            parsed = float(value)
+            parsed = parse(value)
         except ValueError:
             raise _bad(name, value, allowed) from None
-        return _in_range(name, value, parsed, (low, high), allowed)
+        if not bounds[0] <= parsed <= bounds[1]:
+            raise _bad(name, value, allowed)
+        return parsed
 
     def member(self, name: str, default: int, allowed: tuple[int, ...]) -> int:
         """An integer from a fixed list (AWS accepts only those)."""
@@ -349,15 +347,6 @@ class ConfigReader:
         if value not in allowed:
             raise _bad(name, str(value), f"one of {', '.join(map(str, allowed))}")
         return value
-
-
-N = TypeVar("N", int, float)
-
-
-def _in_range(name: str, text: str, parsed: N, bounds: tuple[N, N], allowed: str) -> N:
-    if not bounds[0] <= parsed <= bounds[1]:
-        raise _bad(name, text, allowed)
-    return parsed
 
 
 def _bad(name: str, value: str, allowed: str) -> ConfigError:
