@@ -156,12 +156,10 @@ async def bench_ours(
     }
     os.environ.update({k: env[k] for k in ("REDIS_URL", "QUEUE_NAME", "KEY_PREFIX", "JOB_MODULES")})
     from service.jobs.registry import REGISTRY
-    from service.queue.broker import JobQueueBroker
     from service.settings import Settings
-    from service.worker import register_job_types
+    from service.worker.taskiq_broker import JobQueueBroker
 
-    broker = JobQueueBroker(Settings())
-    register_job_types(broker, REGISTRY)
+    broker = JobQueueBroker(Settings(), registry=REGISTRY)
     await broker.startup()
     queue, redis = broker.queue, broker.queue.redis
     result = Result(name)

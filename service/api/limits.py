@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import ApiError, error_response
+from service.api.errors import ApiError
+from service.api.refusals import call_refusing, refuse
 
 
 class BodyTooLargeError(ApiError):
@@ -42,19 +43,9 @@ class BodyLimitMiddleware:
         if self._declared_length(scope) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, self._counting(receive), send_tracking)
-        except BodyTooLargeError:
-            if started:
-                raise
-            await self._reject(scope, receive, send)
+        await call_refusing(
+            self.app, scope, self._counting(receive), send, refused=BodyTooLargeError
+        )
 
     def _counting(self, receive: Receive) -> Receive:
         received = 0
@@ -81,6 +72,4 @@ class BodyLimitMiddleware:
         return 0
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exc = BodyTooLargeError(self.max_bytes)
-        response = error_response(413, exc.code, exc.message, exc.details)
-        await response(scope, receive, send)
+        await refuse(BodyTooLargeError(self.max_bytes), scope, receive, send)

@@ -15,7 +15,8 @@ from email.message import Message as MimeHeader
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import ApiError, error_response
+from service.api.errors import ApiError
+from service.api.refusals import call_refusing, refuse
 
 # Query parameter names that carry credentials in the conventions clients tend to copy.
 CREDENTIAL_PARAMS = frozenset(
@@ -125,7 +126,7 @@ class RequestChecksMiddleware:
             return
         names = _credential_params(scope)
         if names:
-            await self._reject(CredentialInUrlError(names), scope, receive, send)
+            await refuse(CredentialInUrlError(names), scope, receive, send)
             return
         content_type = _header(scope, b"content-type")
         if not _is_json(content_type):
@@ -133,29 +134,9 @@ class RequestChecksMiddleware:
             return
         problem = _json_charset_problem(content_type)
         if problem:
-            await self._reject(NotUtf8Error(problem), scope, receive, send)
+            await refuse(NotUtf8Error(problem), scope, receive, send)
             return
-        await self._checked(scope, receive, send)
-
-    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, _utf8_checking(receive), send_tracking)
-        except NotUtf8Error as exc:
-            if started:
-                raise
-            await self._reject(exc, scope, receive, send)
-
-    @staticmethod
-    async def _reject(exc: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(exc.status_code, exc.code, exc.message, exc.details)
-        await response(scope, receive, send)
+        await call_refusing(self.app, scope, _utf8_checking(receive), send, refused=NotUtf8Error)
 
 
 def _utf8_checking(receive: Receive) -> Receive:

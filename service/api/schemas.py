@@ -5,13 +5,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.registry import JobType
 from service.metrics.collector import QueueSnapshot
-from service.queue.models import Backoff, Job, WorkerInfo
+from service.queue.models import Job, WorkerInfo
+from service.queue.options import (
+    Attempts,
+    Backoff,
+    DelaySeconds,
+    IdempotencyKey,
+    JobOptions,
+    RetentionAge,
+    RetentionCount,
+    TimeoutSeconds,
+    option_limits,
+)
 from service.queue.states import JobState, Priority
 
 PriorityName = Literal["low", "normal", "high", "critical"]
@@ -32,49 +43,26 @@ class RetentionIn(BaseModel):
 
     model_config = STRICT
 
-    count: int | None = Field(default=None, ge=0, le=10_000_000)
-    age: int | None = Field(default=None, ge=0, le=365 * 86_400)
+    count: RetentionCount | None = None
+    age: RetentionAge | None = None
 
 
 # Bull's forms: true = remove at once, false = keep, N = keep the last N, {count, age}.
-RetentionOption = bool | Annotated[int, Field(ge=0, le=10_000_000)] | RetentionIn
+RetentionOption = bool | RetentionCount | RetentionIn
 
 
-class BackoffIn(BaseModel):
-    """How long a failed attempt waits before the next one."""
+class BackoffIn(Backoff):
+    """How long a failed attempt waits before the next one: the queue's Backoff, strict."""
 
-    model_config = STRICT
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    type: Literal["exponential", "fixed"] = "exponential"
-    delay_seconds: float = Field(default=1.0, ge=0, le=86_400)
-    max_delay_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400)
-    jitter: float | bool = Field(
-        default=0.2,
-        ge=0,
-        le=1,
-        description="Fraction of the delay randomized away; `true` = 0.5, `false` = 0.",
-    )
-
-    @model_validator(mode="after")
-    def _cap_not_below_delay(self) -> BackoffIn:
-        # A cap below the delay would silently shorten every retry's wait. Unset, the cap
-        # follows a delay above its default instead of cutting it.
-        if "max_delay_seconds" not in self.model_fields_set:
-            self.max_delay_seconds = max(self.max_delay_seconds, self.delay_seconds)
-        elif self.max_delay_seconds < self.delay_seconds:
-            raise ValueError(
-                f"max_delay_seconds ({self.max_delay_seconds:g}) is below delay_seconds "
-                f"({self.delay_seconds:g}): raise the cap or lower the delay"
-            )
-        return self
-
-    def to_backoff(self) -> Backoff:
-        """The queue layer's Backoff."""
-        return Backoff.model_validate(self.model_dump())
+    # In the schema as JSON clients may send it (the queue's model reads a bool the same way).
+    jitter: float | bool = Backoff.model_fields["jitter"]  # type: ignore[assignment]
 
 
 class EnqueueOptions(BaseModel):
-    """A job to enqueue when its type is in the path (`POST /{type}/enqueue`)."""
+    """A job to enqueue when its type is in the path (`POST /{type}/enqueue`); the fields and
+    limits of service.queue.options.JobOptions, in the API's JSON forms."""
 
     model_config = STRICT
 
@@ -84,26 +72,36 @@ class EnqueueOptions(BaseModel):
     priority: PriorityName | None = Field(
         default=None, description="Default: the job type's, `normal` unless it says otherwise."
     )
-    delay_seconds: float = Field(default=0.0, ge=0, le=365 * 86_400)
-    attempts: int | None = Field(
-        default=None, ge=1, le=100, description="Runs allowed, counting the first."
-    )
+    delay_seconds: DelaySeconds = 0.0
+    attempts: Attempts | None = Field(default=None, description="Runs allowed, counting the first.")
     backoff: BackoffIn | None = None
-    idempotency_key: str | None = Field(
+    idempotency_key: IdempotencyKey | None = Field(
         default=None,
-        min_length=1,
-        max_length=256,
         description="A key seen before returns the existing job (200) instead of a new one.",
     )
     remove_on_complete: RetentionOption | None = None
     remove_on_fail: RetentionOption | None = None
-    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    timeout_seconds: TimeoutSeconds | None = None
 
-    def retention(self, value: RetentionOption | None) -> bool | int | dict[str, Any] | None:
-        """A retention option in the form `Retention.parse` reads."""
-        if isinstance(value, RetentionIn):
-            return value.model_dump(exclude_none=True)
-        return value
+    def to_options(self) -> JobOptions:
+        """The queue layer's JobOptions for this request."""
+        return JobOptions(
+            priority=Priority.parse(self.priority) if self.priority else None,
+            delay_seconds=self.delay_seconds,
+            attempts=self.attempts,
+            backoff=Backoff.model_validate(self.backoff.model_dump()) if self.backoff else None,
+            timeout_seconds=self.timeout_seconds,
+            idempotency_key=self.idempotency_key,
+            remove_on_complete=_retention(self.remove_on_complete),
+            remove_on_fail=_retention(self.remove_on_fail),
+        )
+
+
+def _retention(value: RetentionOption | None) -> bool | int | dict[str, Any] | None:
+    """A retention option in the form `Retention.parse` reads."""
+    if isinstance(value, RetentionIn):
+        return value.model_dump(exclude_none=True)
+    return value
 
 
 class EnqueueRequest(EnqueueOptions):
@@ -310,7 +308,11 @@ class StatsPublic(BaseModel):
 
 
 class WorkerPublic(BaseModel):
-    """A live worker process."""
+    """A live worker process.
+
+    Its fields repeat the queue's WorkerInfo on purpose: this is the API's contract, the other
+    what workers store, so a field a heartbeat gains is published only when added here.
+    """
 
     id: str
     host: str
@@ -387,9 +389,13 @@ class JobTypePublic(BaseModel):
 
 
 class JobTypesPublic(BaseModel):
-    """Registered job types, by name."""
+    """Registered job types, by name, and the limits of the options a job may set."""
 
     items: list[JobTypePublic]
+    option_limits: dict[str, dict[str, float]] = Field(
+        default_factory=option_limits,
+        description="Bounds of each job option (JSON-schema keywords), as the API checks them.",
+    )
 
 
 class Liveness(BaseModel):

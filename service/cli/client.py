@@ -6,23 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from service.settings import Settings, get_settings
 
 from service.cli.common import (
     API_KEY_FILE,
@@ -35,6 +27,7 @@ from service.cli.common import (
     err,
     out,
 )
+from service.settings import Settings, get_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Client requests: connecting fails fast; a slow server still gets time to answer.
@@ -106,10 +99,7 @@ def print_json(value: Any) -> None:
 
 def enqueue_body(args: argparse.Namespace) -> dict[str, Any]:
     """The JSON body of `jobqueue enqueue` from its options."""
-    try:
-        data = json.loads(args.data) if args.data else {}
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--data is not valid JSON: {exc}", EXIT_USAGE) from exc
+    data = _json_option("--data", args.data) if args.data else {}
     options = {
         "type": args.type,
         "data": data,
@@ -118,8 +108,16 @@ def enqueue_body(args: argparse.Namespace) -> dict[str, Any]:
         "attempts": args.attempts,
         "idempotency_key": args.idempotency_key,
         "timeout_seconds": args.timeout,
+        "backoff": _json_option("--backoff", args.backoff) if args.backoff else None,
     }
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _json_option(flag: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{flag} is not valid JSON: {exc}", EXIT_USAGE) from exc
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -275,7 +273,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return watch_job(client, args.id)
 
 
-
 # --- argument parsing ----------------------------------------------------------------------------
 
 
@@ -297,6 +294,10 @@ def _enqueue_parser(
     p.add_argument("--delay", type=float, help="seconds before it may run")
     p.add_argument("--attempts", type=int, help="runs allowed, counting the first")
     p.add_argument("--timeout", type=float, help="seconds one run may take")
+    p.add_argument(
+        "--backoff",
+        help='retry waits as JSON, e.g. \'{"type": "fixed", "delay_seconds": 600}\'',
+    )
     p.add_argument("--idempotency-key", help="a repeat with the same key returns the same job")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends")
     p.set_defaults(func=cmd_enqueue)
@@ -316,5 +317,3 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         p.set_defaults(func=func)
     sub.add_parser("stats", parents=[parent], help="queue statistics").set_defaults(func=cmd_stats)
     sub.add_parser("workers", parents=[parent], help="live workers").set_defaults(func=cmd_workers)
-
-

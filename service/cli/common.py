@@ -3,25 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-from urllib.parse import quote
 
-import httpx
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from service.settings import Settings, get_settings
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -46,8 +29,6 @@ class CliError(Exception):
         self.code = code
 
 
-
-
 def port_number(text: str) -> int:
     """A TCP port for `--port`; anything else is a usage error (exit 2), not a crash."""
     try:
@@ -57,5 +38,3 @@ def port_number(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
     return port
-
-

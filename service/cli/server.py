@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-from urllib.parse import quote
-
-import httpx
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from service.settings import Settings, get_settings
 
 from service.cli.common import EXIT_OK, EXIT_USAGE, CliError, port_number
 from service.cli.supervisor import LocalStack
+from service.settings import get_settings
+
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the HTTP API with uvicorn (one process; scale with more tasks)."""
@@ -83,7 +67,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return LocalStack(settings, args.host or settings.host, args.port or settings.port).run()
 
 
-
 def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, func, text in (
         (
@@ -102,5 +85,3 @@ def add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     metrics.add_argument("--once", action="store_true", help="publish one period and exit")
     metrics.add_argument("--dry-run", action="store_true", help="print instead of publishing")
     metrics.set_defaults(func=cmd_metrics)
-
-

@@ -3,8 +3,6 @@ embedded when no Redis is configured."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import secrets
 import signal
@@ -12,19 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from service.settings import Settings, get_settings
 
 from service.cli.common import API_KEY_FILE, EXIT_OK, EXIT_UNAVAILABLE, CliError, out
+from service.settings import Settings
 
 # Locally, Ctrl-C should not wait the cloud's 90 s for running jobs: they are handed back to
 # pending and run again on the next start, so nothing is lost by a short grace.
@@ -159,5 +150,3 @@ class LocalStack:
                 child.wait()
         if self.valkey is not None:
             self.valkey.stop()
-
-

@@ -25,7 +25,7 @@ from service.artifacts import artifact_key, get_artifact_store
 from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 
 Row = dict[str, Any]
 # Output rows copied into the job's result, so a client sees a sample without fetching the file.

@@ -34,7 +34,7 @@ from service.email_backends import OutgoingEmail, SentEmail, get_email_backend
 from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 from service.settings import Settings, get_settings
 
 # SES accepts at most 50 recipients per message; the same cap keeps SMTP sends bounded.

@@ -20,7 +20,7 @@ from service.artifacts import artifact_key, get_artifact_store
 from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 
 # Output sides above this are refused: a 20k x 20k RGBA image is 1.6 GB of memory.
 MAX_SIDE = 20_000

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 
 
 class NoopPayload(BaseModel):

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from service.queue.errors import InvalidJobError, PermanentJobError, UnknownJobTypeError
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff, JobSpec, Retention
+from service.queue.models import JobSpec
+from service.queue.options import Backoff, JobOptions, Retention
 from service.queue.queue import QueueConfig
 from service.queue.states import Priority
 
@@ -42,7 +43,9 @@ RESERVED_NAMES = frozenset(
 
 @dataclass(frozen=True)
 class JobTypeDefaults:
-    """Per-type defaults; every field can be overridden per job except `concurrency`."""
+    """Per-type defaults; every field can be overridden per job (service.queue.options
+    .JobOptions) except `concurrency`. Checked against the options' limits when a job's
+    JobSpec is built."""
 
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
@@ -99,32 +102,30 @@ class JobType:
         self,
         data: dict[str, Any],
         config: QueueConfig,
-        *,
-        priority: Priority | None = None,
-        delay_seconds: float = 0.0,
-        attempts: int | None = None,
-        backoff: Backoff | None = None,
-        timeout_seconds: float | None = None,
-        idempotency_key: str | None = None,
-        remove_on_complete: bool | int | dict[str, Any] | None = None,
-        remove_on_fail: bool | int | dict[str, Any] | None = None,
+        options: JobOptions | None = None,
+        **fields: Any,
     ) -> JobSpec:
-        """A validated JobSpec: the job's options over this type's defaults over the queue's."""
+        """A validated JobSpec: the job's options over this type's defaults over the queue's.
+
+        The options come as `options`, or as its fields by keyword (`attempts=3`), checked
+        against the same limits either way.
+        """
+        opts = options if options is not None else JobOptions.model_validate(fields)
         payload = self.validate_payload(data)
         d = self.defaults
         return JobSpec(
             type=self.name,
             data=payload.model_dump(mode="json", exclude_unset=False),
-            priority=priority or d.priority,
-            delay_seconds=delay_seconds,
-            attempts=attempts or d.attempts,
-            backoff=backoff or d.backoff,
-            timeout_seconds=timeout_seconds or d.timeout_seconds,
-            idempotency_key=idempotency_key,
+            priority=opts.priority or d.priority,
+            delay_seconds=opts.delay_seconds,
+            attempts=opts.attempts or d.attempts,
+            backoff=opts.backoff or d.backoff,
+            timeout_seconds=opts.timeout_seconds or d.timeout_seconds,
+            idempotency_key=opts.idempotency_key,
             keep_completed=Retention.parse(
-                remove_on_complete, d.keep_completed or config.keep_completed
+                opts.remove_on_complete, d.keep_completed or config.keep_completed
             ),
-            keep_failed=Retention.parse(remove_on_fail, d.keep_failed or config.keep_failed),
+            keep_failed=Retention.parse(opts.remove_on_fail, d.keep_failed or config.keep_failed),
         )
 
     async def run(self, data: dict[str, Any], job: JobContext) -> Any:

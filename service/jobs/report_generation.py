@@ -21,7 +21,7 @@ from service.jobs.data_processing import Dataset, column_names
 from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 from service.queue.queue import JobQueue
 
 ReportFormat = Literal["csv", "html", "pdf"]

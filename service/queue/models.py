@@ -5,84 +5,38 @@ Loading and saving live in queue.py; these types never touch Redis.
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from service.queue.options import (
+    Attempts,
+    Backoff,
+    DelaySeconds,
+    IdempotencyKey,
+    Retention,
+    TimeoutSeconds,
+)
 from service.queue.states import JobState, Priority
 
+# Backoff and Retention are defined with the other job options (options.py); importable from
+# here too, where the stored job's other types live.
+__all__ = [
+    "Backoff",
+    "EnqueueResult",
+    "Job",
+    "JobSpec",
+    "MemoryUsage",
+    "Page",
+    "QueueCounts",
+    "Retention",
+    "TimelineEntry",
+    "WorkerInfo",
+    "from_ms",
+]
+
 T = TypeVar("T")
-
-
-class Backoff(BaseModel):
-    """How long a failed attempt waits before the next one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["exponential", "fixed"] = "exponential"
-    delay_seconds: float = Field(default=1.0, ge=0, le=86_400)
-    max_delay_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400)
-    # Fraction of the delay that is randomized away, so jobs failing together (a downstream
-    # outage) do not all retry in the same instant. 0 = exact delays.
-    jitter: float = Field(default=0.2, ge=0, le=1)
-
-    @field_validator("jitter", mode="before")
-    @classmethod
-    def _jitter_from_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # `"jitter": true` reads naturally in JSON
-            return 0.5 if value else 0.0
-        return value
-
-    def delay_for(self, attempt: int, rand: float | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        base = self.delay_seconds
-        if self.type == "exponential":
-            base = self.delay_seconds * 2 ** max(attempt - 1, 0)
-        base = min(base, self.max_delay_seconds)
-        fraction = random.random() if rand is None else rand  # noqa: S311 - not cryptographic
-        return base * (1 - self.jitter * fraction)
-
-
-class Retention(BaseModel):
-    """How many finished jobs to keep and for how long (Bull's removeOnComplete/removeOnFail).
-
-    `count` 0 removes the job as soon as it finishes; None means no limit on that axis.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    count: int | None = Field(default=None, ge=0)
-    age_seconds: int | None = Field(default=None, ge=0)
-
-    @classmethod
-    def parse(
-        cls, value: bool | int | dict[str, Any] | Retention | None, default: Retention
-    ) -> Retention:
-        """Read Bull's forms: true = remove at once, false = keep all, N = keep the last N,
-        {"age": seconds, "count": n} = both limits; None = the default."""
-        if value is None:
-            return default
-        if isinstance(value, Retention):
-            return value
-        if isinstance(value, bool):
-            return cls(count=0) if value else cls()
-        if isinstance(value, int):
-            return cls(count=value)
-        return cls(count=value.get("count"), age_seconds=value.get("age", value.get("age_seconds")))
-
-    def encode(self) -> str:
-        """The "count,age" form the Lua scripts read (-1 = unlimited)."""
-        count = -1 if self.count is None else self.count
-        age = -1 if self.age_seconds is None else self.age_seconds
-        return f"{count},{age}"
-
-    @classmethod
-    def decode(cls, raw: str) -> Retention:
-        """Inverse of encode."""
-        count, age = (int(part) for part in raw.split(","))
-        return cls(count=None if count < 0 else count, age_seconds=None if age < 0 else age)
 
 
 class JobSpec(BaseModel):
@@ -93,11 +47,11 @@ class JobSpec(BaseModel):
     type: str
     data: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
-    delay_seconds: float = Field(default=0.0, ge=0, le=365 * 86_400)
-    attempts: int = Field(default=1, ge=1, le=100)
+    delay_seconds: DelaySeconds = 0.0
+    attempts: Attempts = 1
     backoff: Backoff = Field(default_factory=Backoff)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 86_400)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    timeout_seconds: TimeoutSeconds | None = None
+    idempotency_key: IdempotencyKey | None = None
     keep_completed: Retention = Field(default_factory=Retention)
     keep_failed: Retention = Field(default_factory=Retention)
 

@@ -7,42 +7,22 @@ WORKER_COUNT processes through taskiq's process manager with our settings applie
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from taskiq.cli.common_args import LogLevel
 from taskiq.cli.worker.args import WorkerArgs
 from taskiq.cli.worker.run import run_worker
 
 from service.jobs import load_job_types
-from service.jobs.registry import JobRegistry, JobType
-from service.queue.broker import JobQueueBroker
-from service.queue.job_context import current_job
 from service.settings import Settings, get_settings
+from service.worker.taskiq_broker import JobQueueBroker
 
 # After the grace, taskiq gives the broker this long to hand jobs back and disconnect.
 BROKER_SHUTDOWN_SECONDS = 10.0
 # Batch delivery from our runtime instead of taskiq's one-message-at-a-time prefetcher.
-RECEIVER = "service.queue.receiver:JobReceiver"
+RECEIVER = "service.worker.receiver:JobReceiver"
 # taskiq's receiver logs every job start at INFO: thousands of lines a second on a busy worker,
 # each billed by CloudWatch Logs, saying what the job's own timeline already records.
 PER_JOB_LOGGERS = ("taskiq.receiver.receiver",)
-
-
-def _task_for(job_type: JobType) -> Callable[[dict[str, Any]], Awaitable[Any]]:
-    async def run(data: dict[str, Any]) -> Any:
-        return await job_type.run(data, current_job.get())
-
-    run.__name__ = job_type.name.replace("-", "_")
-    run.__doc__ = job_type.description
-    return run
-
-
-def register_job_types(broker: JobQueueBroker, registry: JobRegistry) -> None:
-    """Make every job type a taskiq task named after it."""
-    for job_type in registry.all():
-        if broker.find_task(job_type.name) is None:
-            broker.register_task(_task_for(job_type), task_name=job_type.name)
 
 
 def _make_broker() -> JobQueueBroker:
@@ -54,9 +34,9 @@ def _make_broker() -> JobQueueBroker:
         protection = TaskProtection()
     except ImportError:  # pragma: no cover - the module ships with the package
         protection = None
-    broker = JobQueueBroker(settings, protection=protection)
-    register_job_types(broker, load_job_types(settings.extra_job_modules))
-    return broker
+    return JobQueueBroker(
+        settings, protection=protection, registry=load_job_types(settings.extra_job_modules)
+    )
 
 
 broker = _make_broker()

@@ -8,7 +8,7 @@ and starts them together, so jobs that end together are recorded by one `finish`
 Each job still runs through taskiq's own `Receiver.callback` (middlewares, dependency
 injection, parameter parsing, timeouts, results), so a task behaves exactly as under the stock
 receiver. `jobqueue worker` uses it; plain `taskiq worker service.worker:broker` still works
-with the stock one (and `--receiver service.queue.receiver:JobReceiver` selects this one).
+with the stock one (and `--receiver service.worker.receiver:JobReceiver` selects this one).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from taskiq import AckableMessage
 from taskiq.abc.broker import AsyncBroker
 from taskiq.receiver import Receiver
 
-from service.queue.broker import JobQueueBroker
 from service.queue.consumer import Delivery
 from service.queue.queue import REDIS_DOWN
-from service.queue.runtime import WorkerRuntime
+from service.worker.runtime import WorkerRuntime
+from service.worker.taskiq_broker import JobQueueBroker
 
 log = logging.getLogger(__name__)
 

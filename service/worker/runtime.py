@@ -18,69 +18,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
 import os
 import socket
 import time
-import traceback
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
 from taskiq.message import TaskiqMessage
 from taskiq.result import TaskiqResult
 
 from service import healthcheck
-from service.queue.consumer import Consumer, Delivery, FinishStatus, Outcome, new_worker_id
-from service.queue.errors import PermanentJobError
+from service.queue.consumer import Consumer, Delivery, FinishStatus, new_worker_id
 from service.queue.job_context import JobContext, current_job
-from service.queue.lease_keeper import LeaseKeeper
-from service.queue.models import Backoff
-from service.queue.queue import REDIS_DOWN, JobQueue, now_ms
-from service.queue.stalls import Capacity, StallDetector
+from service.queue.queue import JobQueue, now_ms
 from service.settings import Settings
+from service.worker.background import every, quietly
+from service.worker.cancels import listen_for_cancels
+from service.worker.finishing import FinishBatcher, outcome_of
+from service.worker.holdings import HeldState, Holdings
+from service.worker.lease_keeper import LeaseKeeper
+from service.worker.protection import ProtectionSwitch, ScaleInProtection
+from service.worker.stalls import Capacity, StallDetector
 
 log = logging.getLogger(__name__)
 
-# Finishes sent in one pipeline at most; more wait for the next round trip.
-FINISH_BATCH = 500
-# A finish that Redis refuses (an error other than being unreachable) is retried this many
-# times, with growing pauses, before the job is let go: its lease then lapses and it runs again
-# (at-least-once). One that cannot reach Redis is retried until Redis is back (see _send).
-FINISH_RETRIES = 5
-# Longest pause between tries of a finish: once Redis answers again, ends land within this.
-FINISH_RETRY_MAX_PAUSE_SECONDS = 1.0
 # A container health record holds for this many heartbeats: one late heartbeat (a slow disk, a
 # busy loop) is not a failed check, three are.
 HEALTH_FRESH_HEARTBEATS = 3
-# A job whose type this worker does not know (e.g. during a rolling deploy) is retried after
-# this long, spending one attempt, rather than failed at once.
-UNKNOWN_TYPE_RETRY_MS = 5_000
 
-
-class ScaleInProtection(Protocol):
-    """ECS task scale-in protection (service.ecs_protection.TaskProtection)."""
-
-    async def update(self, busy: bool) -> None:
-        """Protect the task while busy, release it when idle."""
-
-    async def aclose(self) -> None:
-        """Release resources."""
-
-
-@dataclass
-class Held:
-    """A job this worker took: buffered, running, or finishing."""
-
-    delivery: Delivery
-    message: TaskiqMessage | None = None
-    task: asyncio.Task[Any] | None = None
-    running: bool = False
-    result: TaskiqResult[Any] | None = None
+__all__ = ["Dispatcher", "FinishBatcher", "ScaleInProtection", "WorkerRuntime", "WorkerStats"]
 
 
 @dataclass
@@ -90,62 +58,6 @@ class WorkerStats:
     processed: int = 0
     failed: int = 0
     started_ms: int = field(default_factory=lambda: 0)
-
-
-class FinishBatcher:
-    """Collects the finishes of one event-loop turn and sends them in one round trip."""
-
-    def __init__(self, finish_many: Callable[[list[Outcome]], Awaitable[list[int]]]) -> None:
-        self._finish_many = finish_many
-        self._waiting: list[tuple[Outcome, asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def submit(self, outcome: Outcome) -> int:
-        """Finish one job; resolves with its FinishStatus once Redis has recorded it."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((outcome, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
-
-    async def _flush(self) -> None:
-        while self._waiting:
-            await asyncio.sleep(0)  # let the other acks of this loop turn join the batch
-            batch, self._waiting = self._waiting[:FINISH_BATCH], self._waiting[FINISH_BATCH:]
-            try:
-                statuses = await self._send([outcome for outcome, _ in batch])
-            except Exception as exc:  # handed to every waiting ack
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), status in zip(batch, statuses, strict=True):
-                if not future.done():
-                    future.set_result(status)
-
-    async def _send(self, outcomes: list[Outcome]) -> list[int]:
-        """Record the ends, trying again until Redis is back. The outcomes wait in memory
-        meanwhile, bounded by what the worker may hold (WorkerRuntime._room_left): jobs whose
-        end is not recorded stop it taking more once a concurrency's worth of them pile up."""
-        refusals = 0
-        for attempt in itertools.count():
-            try:
-                return await self._finish_many(outcomes)
-            except REDIS_DOWN as exc:
-                if attempt == 0 or attempt % 30 == 0:  # a line when it starts, then now and then
-                    log.warning("cannot record %d job end(s) (%s); retrying", len(outcomes), exc)
-            except Exception:
-                refusals += 1
-                if refusals >= FINISH_RETRIES:
-                    raise
-                log.exception("Redis refused to record %d job end(s); retrying", len(outcomes))
-            await asyncio.sleep(min(FINISH_RETRY_MAX_PAUSE_SECONDS, 0.1 * 2 ** min(attempt, 8)))
-        raise AssertionError("unreachable")
-
-    def cancel(self) -> None:
-        """Stop trying to record ends (shutdown: what is still held is handed back)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
 
 
 class Dispatcher(Protocol):
@@ -171,12 +83,9 @@ class WorkerRuntime:
         self.consumer = Consumer(queue, new_worker_id(), settings.lease_seconds)
         self.worker_id = self.consumer.worker_id
         self.concurrency = settings.worker_concurrency
-        self.protection = protection
-        self.held: dict[str, Held] = {}
-        self._buffer: deque[Delivery] = deque()
+        self.held = Holdings()
         self._next_due_ms: int | None = None  # of the earliest delayed job, from dequeue
-        self._protected = False  # busy as last told to the scale-in protection
-        self._protecting: asyncio.Task[None] | None = None
+        self._protection = ProtectionSwitch(protection, busy=lambda: bool(self.held))
         self._batcher = FinishBatcher(self.consumer.finish_many)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -188,7 +97,7 @@ class WorkerRuntime:
         self._last_progress = time.monotonic()  # a take attempt ended or jobs were started
         self.stall_detector = StallDetector(settings.worker_stall_seconds)
         self._keeper = LeaseKeeper(
-            settings, queue, self.worker_id, self._held_now, self._lost_from_thread
+            settings, queue, self.worker_id, self.held.ids_now, self._lost_from_thread
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
@@ -204,10 +113,10 @@ class WorkerRuntime:
         s = self.settings
         # Each loop sleeps its interval between steps (woken by nothing else; stop() cancels it).
         self._loops = [
-            asyncio.create_task(self._every(s.heartbeat_seconds, self._heartbeat)),
-            asyncio.create_task(self._every(s.heartbeat_seconds, self._health_step)),
-            asyncio.create_task(self._every(s.sweep_interval_seconds, self._sweep)),
-            asyncio.create_task(self._listen_for_cancels()),
+            asyncio.create_task(every(s.heartbeat_seconds, self._heartbeat)),
+            asyncio.create_task(every(s.heartbeat_seconds, self._health_step)),
+            asyncio.create_task(every(s.sweep_interval_seconds, self._sweep)),
+            asyncio.create_task(listen_for_cancels(self.consumer, self._drop)),
         ]
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
@@ -219,10 +128,10 @@ class WorkerRuntime:
         self._batcher.cancel()
         unfinished = list(self.held)
         if unfinished:
-            released = await self._quietly(self.consumer.release(unfinished), "hand back jobs")
+            released = await quietly(self.consumer.release(unfinished), "hand back jobs")
             log.info("handed %s unfinished job(s) back to pending", released)
         for held in self.held.values():
-            if held.task is not None and held.running:
+            if held.state is HeldState.RUNNING and held.task is not None:
                 held.task.cancel()
         for loop in self._loops:
             loop.cancel()
@@ -230,12 +139,8 @@ class WorkerRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self._loops = []
-        await self._quietly(self.consumer.deregister(), "leave the worker registry")
-        if self._protecting is not None:
-            await self._protecting
-        if self.protection is not None:
-            await self._quietly(self.protection.update(busy=False), "clear task protection")
-            await self.protection.aclose()
+        await quietly(self.consumer.deregister(), "leave the worker registry")
+        await self._protection.close()
 
     # --- taking jobs ---------------------------------------------------------------------------
 
@@ -280,14 +185,14 @@ class WorkerRuntime:
     @property
     def buffered(self) -> int:
         """Jobs dequeued and not yet handed out by `take`."""
-        return len(self._buffer)
+        return self.held.buffered
 
     def take(self, max_jobs: int) -> list[Delivery]:
         """Up to `max_jobs` already dequeued jobs, oldest first; no I/O."""
-        count = min(max_jobs, len(self._buffer))
-        if count:
+        taken = self.held.take(max_jobs)
+        if taken:
             self._last_progress = time.monotonic()
-        return [self._buffer.popleft() for _ in range(count)]
+        return taken
 
     async def refill(self) -> int | None:
         """Dequeue as many jobs as this worker has room for into the buffer. Returns how many
@@ -322,7 +227,7 @@ class WorkerRuntime:
 
     async def wake(self) -> None:
         """End this worker's own `wait_and_refill` now (shutdown)."""
-        await self._quietly(self.consumer.wake(), "wake the worker's own wait")
+        await quietly(self.consumer.wake(), "wake the worker's own wait")
 
     def _room_left(self) -> int:
         """Jobs this worker may still take: its concurrency plus prefetch, less what it holds.
@@ -331,7 +236,7 @@ class WorkerRuntime:
         written take no room: otherwise every finish round trip would stall the worker with
         nothing to run (measured: a third of the worker's time idle at 100 concurrent no-ops).
         """
-        ending = sum(1 for held in self.held.values() if held.result is not None)
+        ending = self.held.count(HeldState.ENDING)
         return (
             self.concurrency
             + self.settings.prefetch
@@ -341,27 +246,10 @@ class WorkerRuntime:
 
     def _hold(self, jobs: list[Delivery], next_due_ms: int | None) -> int:
         self._next_due_ms = next_due_ms
-        for delivery in jobs:
-            self.held[delivery.job_id] = Held(delivery)
-        self._buffer.extend(jobs)
-        if jobs and not self._protected:
-            self._protect_now()
+        self.held.hold(jobs)
+        if jobs:
+            self._protection.took_work()
         return len(jobs)
-
-    def _protect_now(self) -> None:
-        """An idle worker just took work: protect the task now rather than at the next
-        heartbeat, so a scale-in in between cannot pick this task. Off the delivery path."""
-        if self.protection is None or (self._protecting and not self._protecting.done()):
-            return
-        self._protecting = asyncio.create_task(
-            self._quietly(self._update_protection(), "set task protection")
-        )
-
-    async def _update_protection(self) -> None:
-        if self.protection is not None:
-            busy = bool(self.held)
-            await self.protection.update(busy=busy)
-            self._protected = busy
 
     async def wait_for_work(self) -> None:
         """Block on the wake-up marker (no polling) until a producer marks work, the next
@@ -382,12 +270,9 @@ class WorkerRuntime:
 
     def on_start(self, message: TaskiqMessage) -> None:
         """The job's task is about to run: remember it (for cancel) and give it its context."""
-        held = self.held.get(message.task_id)
-        if held is None:
+        if self.held.get(message.task_id) is None:
             return
-        held.message = message
-        held.task = asyncio.current_task()
-        held.running = True
+        held = self.held.started(message.task_id, message, asyncio.current_task())
         current_job.set(
             JobContext(
                 job_id=message.task_id,
@@ -400,10 +285,7 @@ class WorkerRuntime:
 
     def on_result(self, job_id: str, result: TaskiqResult[Any]) -> None:
         """The job's function returned or raised."""
-        held = self.held.get(job_id)
-        if held is not None:
-            held.running = False
-            held.result = result
+        self.held.ended(job_id, result)
 
     async def ack(self, job_id: str) -> None:
         """Record how the job ended (the taskiq ack of its message)."""
@@ -433,25 +315,6 @@ class WorkerRuntime:
 
     # --- background loops ----------------------------------------------------------------------
 
-    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            await self._quietly(action(), action.__name__)
-
-    async def _quietly(self, awaitable: Awaitable[Any], what: str) -> Any:
-        """A transient Redis error in a background step is logged; the loop goes on."""
-        try:
-            return await awaitable
-        except Exception:
-            log.exception("could not %s", what.strip("_"))
-            return None
-
-    def _held_now(self) -> list[str]:
-        """The jobs to renew, read by the lease keeper's thread. dict.copy() runs in C under
-        the GIL with no Python code in between (the keys are str), so it never sees the dict
-        mid-change, even while the event loop thread changes it."""
-        return list(self.held.copy())
-
     def _lost_from_thread(self, job_ids: list[str]) -> None:
         """The lease keeper found jobs this worker no longer holds: stop them on the loop."""
         if self._loop is None:
@@ -473,20 +336,20 @@ class WorkerRuntime:
         held = self.held.get(job_id)
         if held is None:
             return
-        if held.task is not None and held.running:
+        if held.state is HeldState.RUNNING and held.task is not None:
             log.info("stopping job %s: cancelled or no longer held by this worker", job_id)
             held.task.cancel()
-        elif held.delivery in self._buffer:
-            self._buffer.remove(held.delivery)
+        elif held.state is HeldState.BUFFERED:
+            self.held.unbuffer(held)
             self._let_go(job_id)
 
     def _let_go(self, job_id: str) -> None:
-        self.held.pop(job_id, None)
+        self.held.release(job_id)
         self.room_may_have_freed()
 
     async def _heartbeat(self) -> None:
         stalled = await self._detect_stall()
-        running = [job_id for job_id, held in self.held.items() if held.running]
+        running = self.held.ids_in(HeldState.RUNNING)
         info: dict[str, str | int] = {
             "id": self.worker_id,
             "host": socket.gethostname(),
@@ -500,19 +363,18 @@ class WorkerRuntime:
         }
         ttl_ms = int(self.settings.heartbeat_ttl_seconds * 1000)
         await self.consumer.heartbeat(info, running, ttl_ms)
-        await self._update_protection()
+        await self._protection.update()
 
     def capacity(self) -> Capacity:
         """What this worker holds and could do now (the stall detector's view)."""
-        ending = sum(1 for held in self.held.values() if held.result is not None)
         if self.dispatcher is not None:
             free = self.dispatcher.free_slots()
         else:
-            free = self.concurrency - sum(1 for held in self.held.values() if held.running)
+            free = self.concurrency - self.held.count(HeldState.RUNNING)
         return Capacity(
             held=len(self.held),
-            ending=ending,
-            buffered=len(self._buffer),
+            ending=self.held.count(HeldState.ENDING),
+            buffered=self.held.buffered,
             room=self._room_left(),
             free_slots=free,
             taking=self._takes_in_flight > 0,
@@ -565,63 +427,3 @@ class WorkerRuntime:
                 report.requeued,
                 report.failed_stalled,
             )
-
-    async def _listen_for_cancels(self) -> None:
-        while True:
-            try:
-                async with self.consumer.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.consumer.keys.cancel_channel)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._drop(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Lease renewal also notices cancelled jobs, so a gap here only slows a cancel.
-                log.exception("cancel listener lost its connection; reconnecting")
-                await asyncio.sleep(1)
-
-
-def outcome_of(held: Held) -> Outcome:
-    """The finish to record for a job, from its taskiq result."""
-    job_id = held.delivery.job_id
-    result = held.result
-    if result is None or held.message is None:
-        return Outcome(
-            job_id,
-            completed=False,
-            payload="no worker code ran this job: its type is not registered in this worker",
-            retry_delay_ms=UNKNOWN_TYPE_RETRY_MS,
-        )
-    if not result.is_err:
-        try:
-            return Outcome(
-                job_id,
-                completed=True,
-                payload=json.dumps(result.return_value, default=_json_default),
-            )
-        except (TypeError, ValueError) as exc:
-            return Outcome(
-                job_id, completed=False, payload=f"result is not JSON-serializable: {exc}"
-            )
-    return _failure(job_id, held.message, held.delivery.attempt, result.error)
-
-
-def _failure(
-    job_id: str, message: TaskiqMessage, attempt: int, error: BaseException | None
-) -> Outcome:
-    trace = "".join(traceback.format_exception(error)) if error is not None else ""
-    text = f"{type(error).__name__}: {error}"
-    retry_ms = -1
-    if isinstance(error, TimeoutError):
-        text = f"job exceeded its timeout of {message.labels.get('timeout')} s"
-    if not isinstance(error, PermanentJobError | ValidationError):
-        backoff = Backoff.model_validate_json(message.labels.get("backoff", "{}"))
-        retry_ms = int(backoff.delay_for(attempt) * 1000)
-    return Outcome(job_id, completed=False, payload=text, traceback=trace, retry_delay_ms=retry_ms)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")

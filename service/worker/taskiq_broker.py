@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import gc
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,23 +19,34 @@ from taskiq import AckableMessage, AsyncBroker, AsyncResultBackend, TaskiqMiddle
 from taskiq.message import BrokerMessage, TaskiqMessage
 from taskiq.result import TaskiqResult
 
-from service.jobs.registry import REGISTRY
+from service.jobs.registry import JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
 from service.queue.errors import JobNotFoundError
-from service.queue.models import Backoff, JobSpec
+from service.queue.job_context import current_job
+from service.queue.models import JobSpec
+from service.queue.options import JobOptions
 from service.queue.queue import JobQueue, build_message
-from service.queue.runtime import ScaleInProtection, WorkerRuntime
-from service.queue.states import TERMINAL, JobState, Priority
+from service.queue.states import TERMINAL, JobState
 from service.settings import Settings, get_settings
+from service.worker.protection import ScaleInProtection
+from service.worker.runtime import WorkerRuntime
 
 
 class JobQueueBroker(AsyncBroker):
     """A taskiq broker whose queue is service.queue (priorities, leases, delays, retries)."""
 
     def __init__(
-        self, settings: Settings | None = None, protection: ScaleInProtection | None = None
+        self,
+        settings: Settings | None = None,
+        protection: ScaleInProtection | None = None,
+        registry: JobRegistry | None = None,
     ) -> None:
         super().__init__()
+        # The job types it runs (their defaults for kiq() options, their concurrency limits):
+        # handed in, so that the queue layer below never reaches for the job registry.
+        self.registry = JobRegistry()
+        if registry is not None:
+            self.use_job_types(registry)
         self.with_result_backend(JobResultBackend(self))
         self.with_id_generator(lambda: uuid.uuid4().hex)
         self.settings = settings or get_settings()
@@ -44,6 +55,13 @@ class JobQueueBroker(AsyncBroker):
         self._queue: JobQueue | None = None
         self.runtime: WorkerRuntime | None = None
         self.add_middlewares(JobLifecycleMiddleware(self))
+
+    def use_job_types(self, registry: JobRegistry) -> None:
+        """Run `registry`'s job types, each as a taskiq task named after it."""
+        self.registry = registry
+        for job_type in registry.all():
+            if self.find_task(job_type.name) is None:
+                self.register_task(_task_for(job_type), task_name=job_type.name)
 
     @property
     def queue(self) -> JobQueue:
@@ -58,7 +76,7 @@ class JobQueueBroker(AsyncBroker):
         self._queue = make_queue(self.settings, self._redis)
         await super().startup()
         if self.is_worker_process:
-            await self.queue.set_type_limits(REGISTRY.concurrency_limits())
+            await self.queue.set_type_limits(self.registry.concurrency_limits())
             self.runtime = WorkerRuntime(self.queue, self.settings, self.protection)
             await self.runtime.start()
             # What exists now (modules, job types, pydantic schemas) lives as long as the
@@ -77,7 +95,7 @@ class JobQueueBroker(AsyncBroker):
 
     async def kick(self, message: BrokerMessage) -> None:
         """Enqueue a message sent with `task.kiq(...)`; its labels carry the job options."""
-        spec, body = spec_from_message(message, self.settings)
+        spec, body = spec_from_message(message, self.settings, self.registry)
         await self.queue.enqueue_message(message.task_id, spec, body)
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:
@@ -89,6 +107,15 @@ class JobQueueBroker(AsyncBroker):
                 data=delivery.message.encode(),
                 ack=functools.partial(self.runtime.ack, delivery.job_id),
             )
+
+
+def _task_for(job_type: JobType) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    async def run(data: dict[str, Any]) -> Any:
+        return await job_type.run(data, current_job.get())
+
+    run.__name__ = job_type.name.replace("-", "_")
+    run.__doc__ = job_type.description
+    return run
 
 
 class JobLifecycleMiddleware(TaskiqMiddleware):
@@ -143,29 +170,27 @@ class JobResultBackend(AsyncResultBackend[Any]):
         )
 
 
-def spec_from_message(message: BrokerMessage, settings: Settings) -> tuple[JobSpec, str]:
+# The options a JobSpec takes as they are (not the retention forms, which it takes resolved):
+# a plain taskiq task, which has no job type to resolve them, keeps these as sent.
+AS_SENT_OPTIONS = set(JobOptions.model_fields) & set(JobSpec.model_fields)
+
+
+def spec_from_message(
+    message: BrokerMessage, settings: Settings, registry: JobRegistry
+) -> tuple[JobSpec, str]:
     """Job options from a kicked message's labels; registered job types get their defaults and
     a canonical message, other taskiq tasks keep theirs as sent."""
-    labels = {key: value for key, value in message.labels.items() if value is not None}
-    options: dict[str, Any] = {
-        "priority": Priority.parse(labels["priority"]) if "priority" in labels else None,
-        "delay_seconds": float(labels.get("delay", 0)),
-        "attempts": int(labels["attempts"]) if "attempts" in labels else None,
-        "backoff": Backoff.model_validate_json(labels["backoff"]) if "backoff" in labels else None,
-        "timeout_seconds": float(labels["timeout"]) if "timeout" in labels else None,
-        "idempotency_key": labels.get("idempotency_key"),
-    }
+    options = JobOptions.from_labels(message.labels)
     taskiq_message = TaskiqMessage.model_validate_json(message.message)
     config = queue_config(settings)
-    if message.task_name in REGISTRY.names():
-        job_type = REGISTRY.get(message.task_name)
+    if message.task_name in registry.names():
+        job_type = registry.get(message.task_name)
         data = taskiq_message.kwargs.get("data", {})
-        spec = job_type.build_spec(data, config, **options)
-
+        spec = job_type.build_spec(data, config, options)
         return spec, build_message(message.task_id, spec)
     spec = JobSpec(
         type=message.task_name,
-        **{key: value for key, value in options.items() if value is not None},
+        **options.model_dump(include=AS_SENT_OPTIONS, exclude_none=True),
         keep_completed=config.keep_completed,
         keep_failed=config.keep_failed,
     )

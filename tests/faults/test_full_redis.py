@@ -17,14 +17,13 @@ from redis.asyncio import Redis
 from taskiq.exceptions import SendTaskError
 
 from service.jobs import load_job_types
-from service.queue.broker import JobQueueBroker
 from service.queue.consumer import Consumer, Outcome
 from service.queue.errors import QueueFullError
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, QueueConfig
 from service.settings import Settings
-from service.worker import register_job_types
+from service.worker.taskiq_broker import JobQueueBroker
 from tests.api.api_harness import API_KEY, api_server
 from tests.faults.servers import OwnServer
 from tests.support.workers import running_worker, worker_env
@@ -159,8 +158,7 @@ async def test_the_python_api_and_kiq_raise_queue_full_while_workers_finish(
         environment="test", redis_url=small_server.url, queue_name=fault_queue,
         key_prefix="jqtest",
     )  # fmt: skip
-    broker = JobQueueBroker(settings)
-    register_job_types(broker, load_job_types())
+    broker = JobQueueBroker(settings, registry=load_job_types())
     try:
         small_server.fill_to(0.5)
         running = await queue.enqueue(_spec())

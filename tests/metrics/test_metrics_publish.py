@@ -350,6 +350,35 @@ async def test_run_metrics_once_fails_when_the_publish_fails(
     assert await in_own_thread(run_metrics, settings, once=True) == 1
 
 
-def test_timestamps_fit_cloudwatch_window() -> None:
-    # Guard for the test data itself: CloudWatch accepts points up to two weeks old.
-    assert datetime.now(tz=UTC) - datetime.fromtimestamp(T0, tz=UTC) < timedelta(days=14)
+# PutMetricData takes points at most two weeks old and at most two hours ahead of its own clock.
+CLOUDWATCH_OLDEST = timedelta(days=14)
+CLOUDWATCH_NEWEST = timedelta(hours=2)
+
+
+class SentMetricData:
+    """A CloudWatch client that keeps every MetricData entry it sends."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.sent: list[dict[str, Any]] = []
+
+    def put_metric_data(self, **request: Any) -> Any:
+        self.sent += request["MetricData"]
+        return self.client.put_metric_data(**request)
+
+
+async def test_timestamps_fit_cloudwatch_window(
+    cqueue: JobQueue, clock: FakeClock, cloudwatch: Any
+) -> None:
+    # The period counters carry the minute they count (from Redis's millisecond stamps), the
+    # gauges the tick's time: every one must land in the window CloudWatch accepts.
+    await build_known_state(cqueue, clock)
+    recorder = SentMetricData(cloudwatch)
+    assert await make_loop(cqueue, recorder, clock).tick()
+
+    now = datetime.now(tz=UTC)
+    assert recorder.sent
+    for datum in recorder.sent:
+        stamp = datum["Timestamp"]
+        assert now - CLOUDWATCH_OLDEST < stamp < now + CLOUDWATCH_NEWEST, datum["MetricName"]
+        assert abs(stamp - datetime.fromtimestamp(T0, tz=UTC)) <= timedelta(minutes=2), datum

@@ -19,14 +19,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from taskiq import Context, TaskiqDepends, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from service.queue.broker import JobQueueBroker
 from service.queue.consumer import FinishStatus, Outcome
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, build_message, now_ms
-from service.queue.receiver import JobReceiver
-from service.queue.runtime import FinishBatcher
 from service.queue.states import JobState
 from service.settings import Settings
+from service.worker.finishing import FinishBatcher
+from service.worker.receiver import JobReceiver
+from service.worker.taskiq_broker import JobQueueBroker
 from tests.support.state import assert_consistent
 
 

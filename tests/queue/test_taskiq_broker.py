@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from service.jobs import load_job_types
-from service.queue.broker import JobQueueBroker
 from service.queue.queue import JobQueue
 from service.queue.states import JobState, Priority
 from service.settings import Settings
-from service.worker import register_job_types
+from service.worker.taskiq_broker import JobQueueBroker
 from tests.support.workers import REPO, kill_group, worker_env
 
 pytestmark = pytest.mark.slow
@@ -23,8 +22,7 @@ async def test_kiq_labels_become_job_options_and_taskiq_worker_runs_it(
     queue: JobQueue, redis_url: str, tmp_path: Path
 ) -> None:
     settings = Settings(redis_url=redis_url, queue_name=queue.keys.queue, key_prefix="jqtest")
-    broker = JobQueueBroker(settings)
-    register_job_types(broker, load_job_types())
+    broker = JobQueueBroker(settings, registry=load_job_types())
     await broker.startup()
     try:
         noop = broker.find_task("noop")

@@ -22,14 +22,14 @@ import pytest
 from redis.asyncio import Redis
 
 from service import healthcheck
-from service.queue.broker import JobQueueBroker
 from service.queue.job_context import current_job
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, QueueConfig
-from service.queue.receiver import JobReceiver
 from service.queue.states import JobState
 from service.settings import Settings
+from service.worker.receiver import JobReceiver
+from service.worker.taskiq_broker import JobQueueBroker
 from tests.conftest import delete_queue_keys
 from tests.support.relay import SlowingRelay, script_sha
 from tests.support.state import assert_consistent

@@ -19,13 +19,13 @@ import pytest
 from redis.asyncio import Redis
 
 from service import healthcheck
-from service.queue.broker import JobQueueBroker
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
-from service.queue.receiver import JobReceiver
-from service.queue.runtime import WorkerRuntime
 from service.queue.states import JobState
 from service.settings import Settings
+from service.worker.receiver import JobReceiver
+from service.worker.runtime import WorkerRuntime
+from service.worker.taskiq_broker import JobQueueBroker
 
 STALL_SECONDS = 1.0
 
@@ -85,7 +85,7 @@ async def test_a_stalled_worker_is_noticed_warned_about_counted_and_healed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, runtime = stalling_worker
-    caplog.set_level(logging.WARNING, logger="service.queue.stalls")
+    caplog.set_level(logging.WARNING, logger="service.worker.stalls")
     ids = [r.job.id for r in await queue.enqueue_many([JobSpec(type="quick")] * 3)]
 
     async def all_completed() -> bool:

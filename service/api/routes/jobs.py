@@ -30,7 +30,6 @@ from service.jobs.registry import REGISTRY
 from service.queue.errors import InvalidJobError, JobQueueError
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
-from service.queue.states import Priority
 
 router = APIRouter(tags=["jobs"], dependencies=[Authenticated], route_class=TemplateRoute)
 type_router = APIRouter(tags=["jobs"], dependencies=[Authenticated], route_class=TemplateRoute)
@@ -55,18 +54,7 @@ def build_spec(queue: JobQueue, type_name: str, options: EnqueueOptions) -> JobS
     """Validate a request against its job type (404 unknown type, 422 bad data)."""
     job_type = REGISTRY.get(type_name)
     require_unicode(options.data)
-    return job_type.build_spec(
-        options.data,
-        queue.config,
-        priority=Priority.parse(options.priority) if options.priority else None,
-        delay_seconds=options.delay_seconds,
-        attempts=options.attempts,
-        backoff=options.backoff.to_backoff() if options.backoff else None,
-        timeout_seconds=options.timeout_seconds,
-        idempotency_key=options.idempotency_key,
-        remove_on_complete=options.retention(options.remove_on_complete),
-        remove_on_fail=options.retention(options.remove_on_fail),
-    )
+    return job_type.build_spec(options.data, queue.config, options.to_options())
 
 
 def require_unicode(data: dict[str, Any]) -> None:

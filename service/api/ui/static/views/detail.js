@@ -228,6 +228,6 @@ function attempts(job) {
 
 function logs(lines) {
   if (!lines.length) return h("p", { class: "muted" }, "No log lines.");
-  const text = lines.map((line) => (typeof line === "string" ? line : `${line.at ?? line.ts ?? ""} ${line.message ?? line.line ?? JSON.stringify(line)}`)).join("\n");
+  const text = lines.join("\n"); // the API's log lines are strings (JobDetail.logs)
   return h("pre", { class: "log", "data-testid": "job-log" }, text);
 }

@@ -7,21 +7,22 @@ import { h, replace, toast } from "../dom.js";
 
 const PRIORITIES = ["low", "normal", "high", "critical"];
 
-/** The types list in one shape: [{name, description, defaults, schema}]. */
+/** GET /jobs/types in the form's shape: the types [{name, description, defaults, schema}] and
+ * the bounds of each job option (service/queue/options.py states them; the API checks them). */
 export function normalizeTypes(body) {
-  const list = Array.isArray(body) ? body : body.items ?? body.types ?? [];
-  return list.map((t) => ({
-    name: t.name ?? t.type,
-    description: t.description ?? "",
-    defaults: t.defaults ?? {},
-    schema: t.payload_schema ?? t.schema ?? t.payload ?? { properties: {} },
-  }));
+  return {
+    types: body.items.map((t) => ({
+      name: t.name, description: t.description, defaults: t.defaults, schema: t.payload_schema,
+    })),
+    limits: body.option_limits,
+  };
 }
 
 export async function renderEnqueue(view, { params }) {
   let types;
+  let limits;
   try {
-    types = normalizeTypes(await api("/jobs/types"));
+    ({ types, limits } = normalizeTypes(await api("/jobs/types")));
   } catch (err) {
     replace(view, h("p", { class: "error", role: "alert" }, `Cannot load job types: ${err.message}`));
     return null;
@@ -42,7 +43,7 @@ export async function renderEnqueue(view, { params }) {
       chosen.description ? h("p", { class: "hint" }, chosen.description) : null),
     h("fieldset", {}, h("legend", {}, "Payload (data)"),
       payloadFields.length ? payloadFields.map((f) => f.element) : h("p", { class: "muted" }, "This type takes no data.")),
-    h("fieldset", {}, h("legend", {}, "Options"), optionFields(chosen.defaults)),
+    h("fieldset", {}, h("legend", {}, "Options"), optionFields(chosen.defaults, limits)),
     formError,
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Enqueue job")),
   );
@@ -59,8 +60,7 @@ export async function renderEnqueue(view, { params }) {
     const submit = form.querySelector("button[type=submit]");
     submit.disabled = true;
     try {
-      const job = await api("/jobs/enqueue", { method: "POST", body });
-      const created = job.job ?? job;
+      const created = await api("/jobs/enqueue", { method: "POST", body });
       toast(`Enqueued ${created.type} job ${created.id}.`);
       location.hash = `#/job/${encodeURIComponent(created.id)}`;
     } catch (err) {
@@ -141,12 +141,14 @@ function collect(fields) {
   return data;
 }
 
-function optionFields(defaults) {
-  const defaultPriority = typeof defaults.priority === "string" ? defaults.priority : "normal";
+function optionFields(defaults, limits) {
+  const defaultPriority = defaults.priority;
   const numeric = (name, label, hint, attrs = {}) => {
     const id = `field-${name}`;
+    const bound = limits[name];
+    const min = bound.minimum ?? bound.exclusiveMinimum;
     return h("div", { class: "field" }, h("label", { for: id }, label),
-      h("input", { id, name, type: "number", step: "any", min: 0, "aria-describedby": `${id}-hint ${id}-error`, ...attrs }),
+      h("input", { id, name, type: "number", step: "any", min, max: bound.maximum, "aria-describedby": `${id}-hint ${id}-error`, ...attrs }),
       h("p", { class: "hint", id: `${id}-hint` }, hint), h("p", { class: "field-error", id: `${id}-error` }));
   };
   return [
@@ -155,10 +157,10 @@ function optionFields(defaults) {
         PRIORITIES.map((p) => h("option", { value: p, selected: p === defaultPriority }, p))),
       h("p", { class: "field-error", id: "field-priority-error" })),
     numeric("delay_seconds", "Delay (seconds)", "Run no earlier than this many seconds from now."),
-    numeric("attempts", "Attempts", `Total tries before it fails; type default ${defaults.attempts ?? "applies"}.`, { step: 1, min: 1, placeholder: defaults.attempts ?? "" }),
+    numeric("attempts", "Attempts", `Total tries before it fails; type default ${defaults.attempts ?? "applies"}.`, { step: 1, placeholder: defaults.attempts }),
     numeric("timeout_seconds", "Timeout (seconds)", "Stop an attempt that runs longer.", { placeholder: defaults.timeout_seconds ?? "" }),
     h("div", { class: "field" }, h("label", { for: "field-idempotency_key" }, "Idempotency key"),
-      h("input", { id: "field-idempotency_key", name: "idempotency_key", type: "text", autocomplete: "off", "aria-describedby": "field-idempotency_key-hint field-idempotency_key-error" }),
+      h("input", { id: "field-idempotency_key", name: "idempotency_key", type: "text", autocomplete: "off", maxlength: limits.idempotency_key.maxLength, "aria-describedby": "field-idempotency_key-hint field-idempotency_key-error" }),
       h("p", { class: "hint", id: "field-idempotency_key-hint" }, "Enqueueing twice with the same key returns the first job."),
       h("p", { class: "field-error", id: "field-idempotency_key-error" })),
   ];

@@ -11,15 +11,13 @@ const STATES = ["delayed", "pending", "processing", "completed", "failed", "canc
 const PRIORITIES = ["critical", "high", "normal", "low"];
 const LIST_FOR_STATE = { processing: "active" };
 
-/** The stats body in one shape, whichever names the API used. */
+/** The parts of GET /jobs/stats (StatsPublic) the overview draws. */
 export function normalizeStats(stats) {
-  const byState = stats.by_status ?? stats.counts ?? stats.by_state ?? stats.jobs ?? {};
-  const processing = byState.processing ?? byState.active ?? 0;
   return {
-    byState: { ...byState, processing },
-    byPriority: stats.pending_by_priority ?? stats.by_priority ?? {},
-    byType: stats.by_type ?? stats.types ?? {},
-    oldestAge: stats.oldest_pending_age_seconds ?? null,
+    byState: stats.counts,
+    byPriority: stats.pending_by_priority,
+    byType: stats.by_type,
+    oldestAge: stats.oldest_pending_age_seconds,
   };
 }
 
@@ -65,7 +63,7 @@ export async function renderOverview(view) {
       norm.oldestAge ? h("p", { class: "muted small" }, `Oldest pending job waits ${Math.round(norm.oldestAge)} s.`) : null);
     drawThroughput(throughput, perMinute);
     drawTypes(types, norm.byType);
-    drawWorkers(workers, workerList.items ?? workerList.workers ?? workerList);
+    drawWorkers(workers, workerList.items);
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   }
 

@@ -1,0 +1,178 @@
+"""Job options: what a caller may choose for one job, each limit stated once.
+
+Every way in goes through this module. The HTTP API's request models (service/api/schemas.py)
+build their fields from the types below and turn a request into `JobOptions`; kiq() labels
+become `JobOptions.from_labels` (service/worker/taskiq_broker.py); the CLI sends the HTTP
+API's body; the dashboard's form reads `option_limits()` from `GET /jobs/types`; job-type
+defaults (service/jobs/registry.py) and the resolved `JobSpec` (models.py) use the same types.
+A new option (a schedule, a flow parent, a dedupe window, a group) is a field of `JobOptions`
+here, then a field in each of those paths; tests/api/test_job_options_paths.py checks that
+every path stores the same job.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.queue.states import Priority
+
+# A job may wait up to a year before its first run, and one run may take up to a week.
+MAX_DELAY_SECONDS = 365 * 86_400
+MAX_TIMEOUT_SECONDS = 7 * 86_400
+# Runs allowed, counting the first: more than 100 is a loop, not a retry policy.
+MAX_ATTEMPTS = 100
+# A retry waits at most a day per step and never more than a week in all.
+MAX_BACKOFF_DELAY_SECONDS = 86_400
+MAX_BACKOFF_CAP_SECONDS = 7 * 86_400
+# Unless a backoff says otherwise, no retry waits longer than this (or than its own delay).
+DEFAULT_BACKOFF_CAP_SECONDS = 300.0
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
+# Retention: finished jobs kept per state, and for how long.
+MAX_RETENTION_COUNT = 10_000_000
+MAX_RETENTION_AGE_SECONDS = 365 * 86_400
+
+DelaySeconds = Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)]
+RetentionCount = Annotated[int, Field(ge=0, le=MAX_RETENTION_COUNT)]
+RetentionAge = Annotated[int, Field(ge=0, le=MAX_RETENTION_AGE_SECONDS)]
+
+
+class Backoff(BaseModel):
+    """How long a failed attempt waits before the next one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["exponential", "fixed"] = "exponential"
+    delay_seconds: float = Field(default=1.0, ge=0, le=MAX_BACKOFF_DELAY_SECONDS)
+    max_delay_seconds: float = Field(
+        default=DEFAULT_BACKOFF_CAP_SECONDS, ge=0, le=MAX_BACKOFF_CAP_SECONDS
+    )
+    # Fraction of the delay that is randomized away, so jobs failing together (a downstream
+    # outage) do not all retry in the same instant. 0 = exact delays.
+    jitter: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Fraction of the delay randomized away; `true` = 0.5, `false` = 0.",
+    )
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _jitter_from_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # `"jitter": true` reads naturally in JSON
+            return 0.5 if value else 0.0
+        return value
+
+    @model_validator(mode="after")
+    def _cap_not_below_delay(self) -> Backoff:
+        # A cap below the delay would silently shorten every retry's wait. Unset, the cap
+        # follows a delay above its default instead of cutting it (a 600 s backoff waits 600 s
+        # whichever path it came by).
+        if "max_delay_seconds" not in self.model_fields_set:
+            object.__setattr__(  # frozen model: its own validator completes it
+                self, "max_delay_seconds", max(self.max_delay_seconds, self.delay_seconds)
+            )
+        elif self.max_delay_seconds < self.delay_seconds:
+            raise ValueError(
+                f"max_delay_seconds ({self.max_delay_seconds:g}) is below delay_seconds "
+                f"({self.delay_seconds:g}): raise the cap or lower the delay"
+            )
+        return self
+
+    def delay_for(self, attempt: int, rand: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        base = self.delay_seconds
+        if self.type == "exponential":
+            base = self.delay_seconds * 2 ** max(attempt - 1, 0)
+        base = min(base, self.max_delay_seconds)
+        fraction = random.random() if rand is None else rand  # noqa: S311 - not cryptographic
+        return base * (1 - self.jitter * fraction)
+
+
+class Retention(BaseModel):
+    """How many finished jobs to keep and for how long (Bull's removeOnComplete/removeOnFail).
+
+    `count` 0 removes the job as soon as it finishes; None means no limit on that axis.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: RetentionCount | None = None
+    age_seconds: RetentionAge | None = None
+
+    @classmethod
+    def parse(cls, value: RetentionForm | None, default: Retention) -> Retention:
+        """Read Bull's forms: true = remove at once, false = keep all, N = keep the last N,
+        {"age": seconds, "count": n} = both limits; None = the default."""
+        if value is None:
+            return default
+        if isinstance(value, Retention):
+            return value
+        if isinstance(value, bool):
+            return cls(count=0) if value else cls()
+        if isinstance(value, int):
+            return cls(count=value)
+        return cls(count=value.get("count"), age_seconds=value.get("age", value.get("age_seconds")))
+
+    def encode(self) -> str:
+        """The "count,age" form the Lua scripts read (-1 = unlimited)."""
+        count = -1 if self.count is None else self.count
+        age = -1 if self.age_seconds is None else self.age_seconds
+        return f"{count},{age}"
+
+
+# Bull's forms of a retention option: true = remove at once, false = keep all, N = keep the
+# last N, {"count": n, "age": seconds} = both limits.
+RetentionForm = bool | int | dict[str, Any] | Retention
+
+
+class JobOptions(BaseModel):
+    """One job's own choices; each left unset takes the job type's default, then the queue's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    priority: Priority | None = None
+    delay_seconds: DelaySeconds = 0.0
+    attempts: Attempts | None = None
+    backoff: Backoff | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    idempotency_key: IdempotencyKey | None = None
+    remove_on_complete: RetentionForm | None = None
+    remove_on_fail: RetentionForm | None = None
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_by_name(cls, value: Any) -> Any:
+        return None if value is None else Priority.parse(value)
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, Any]) -> JobOptions:
+        """The options a `kiq()` carries in its labels (`with_labels(priority="high", ...)`):
+        `delay` and `timeout` in seconds, `backoff` as a JSON object or a dict."""
+        given = {key: value for key, value in labels.items() if value is not None}
+        backoff = given.get("backoff")
+        return cls(
+            priority=given.get("priority"),
+            delay_seconds=float(given.get("delay", 0)),
+            attempts=int(given["attempts"]) if "attempts" in given else None,
+            backoff=json.loads(backoff) if isinstance(backoff, str | bytes) else backoff,
+            timeout_seconds=float(given["timeout"]) if "timeout" in given else None,
+            idempotency_key=given.get("idempotency_key"),
+        )
+
+
+def option_limits() -> dict[str, dict[str, float]]:
+    """The bounds of each numeric option, for forms that check before they send (the
+    dashboard's); the API checks the same bounds again."""
+    return {
+        "delay_seconds": {"minimum": 0, "maximum": MAX_DELAY_SECONDS},
+        "attempts": {"minimum": 1, "maximum": MAX_ATTEMPTS},
+        "timeout_seconds": {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS},
+        "idempotency_key": {"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+    }
