@@ -93,25 +93,13 @@ class Consumer:
         self.worker_id = worker_id
         self.lease_ms = int(lease_seconds * 1000)
         self.wake_key = self.keys.worker_wake(worker_id)
-        # Key lists of the hot scripts, built once: a worker sends them with every call.
-        k = self.keys
-        self._event_keys = [k.job_events(""), k.events]
-        self._dequeue_keys = [
-            k.pending, k.delayed, k.active, k.marker, k.sequence, k.type_counts, k.type_limits,
-            k.job_prefix, *self._event_keys,
-        ]  # fmt: skip
-        self._finish_keys = [
-            k.job_prefix, k.active, k.delayed, k.completed, k.failed, k.marker, k.pending,
-            k.type_counts, k.type_limits, k.expiry, k.type_index_prefix, k.idempotency_prefix,
-            k.logs_prefix, k.samples,
-        ]  # fmt: skip
 
     def _now(self) -> int:
         return now_ms(self.queue.clock)
 
     async def dequeue(self, max_jobs: int) -> tuple[list[Delivery], int | None]:
         """Take up to `max_jobs` of the best due jobs; also returns the next delayed due ms."""
-        reply = await self.scripts.run("dequeue", self._dequeue_keys, self._dequeue_args(max_jobs))
+        reply = await self.scripts.run("dequeue", self._dequeue_args(max_jobs))
         return _deliveries(reply)
 
     async def wait_and_dequeue(
@@ -128,11 +116,11 @@ class Consumer:
         # BZPOPMIN treats 0 as "forever"; never block unbounded, so shutdown is noticed.
         pipe.bzpopmin([self.keys.marker, self.wake_key], timeout=max(timeout, 0.01))
         args = self._dequeue_args(max_jobs, now=SERVER_CLOCK)
-        self.scripts.add_to(pipe, "dequeue", self._dequeue_keys, args)
+        self.scripts.add_to(pipe, "dequeue", args)
         popped, reply = await pipe.execute(raise_on_error=False)
         if isinstance(popped, Exception):
             raise popped
-        return _deliveries(await self.scripts.settle(reply, "dequeue", self._dequeue_keys, args))
+        return _deliveries(await self.scripts.settle(reply, "dequeue", args))
 
     async def wake(self) -> None:
         """End this worker's own blocking wait (`wait_and_dequeue`) now; others sleep on."""
@@ -141,14 +129,14 @@ class Consumer:
         pipe.pexpire(self.wake_key, WAKE_TTL_MS)
         await pipe.execute()
 
-    def _dequeue_args(self, max_jobs: int, now: int | None = None) -> list[ScriptArg]:
-        return [
-            self._now() if now is None else now,
-            self.lease_ms,
-            self.worker_id,
-            max_jobs,
-            PROMOTE_BATCH,
-        ]
+    def _dequeue_args(self, max_jobs: int, now: int | None = None) -> dict[str, ScriptArg]:
+        return {
+            "now_ms": self._now() if now is None else now,
+            "lease_ms": self.lease_ms,
+            "worker_id": self.worker_id,
+            "max_jobs": max_jobs,
+            "promote_limit": PROMOTE_BATCH,
+        }
 
     async def wait_for_work(self, timeout: float) -> None:
         """Block (no polling) until a producer marks new work or `timeout` seconds pass."""
@@ -164,19 +152,23 @@ class Consumer:
         if not outcomes:
             return []
         now = self._now()
-        keys = [*self._finish_keys, self.keys.stats_minute(now // 60_000), *self._event_keys]
-        args: list[ScriptArg] = [
-            self.worker_id, now, TRIM_BATCH, STATS_TTL_SECONDS, SAMPLES_KEPT
-        ]  # fmt: skip
+        args: dict[str, ScriptArg] = {
+            "worker_id": self.worker_id, "now_ms": now, "trim_limit": TRIM_BATCH,
+            "stats_ttl_s": STATS_TTL_SECONDS, "samples_kept": SAMPLES_KEPT,
+        }  # fmt: skip
+        per_job: list[ScriptArg] = []
         for outcome in outcomes:
-            args += [
+            per_job += [
                 outcome.job_id,
                 "completed" if outcome.completed else "failed",
                 outcome.payload,
                 outcome.traceback,
                 outcome.retry_delay_ms,
             ]
-        replies = await self.scripts.run("finish", keys, args)
+        stats_minute = self.keys.stats_minute(now // 60_000)
+        replies = await self.scripts.run(
+            "finish", args, per_job, keys={"stats_minute": stats_minute}
+        )
         return [int(reply) for reply in replies]
 
     async def renew(self, job_ids: Sequence[str]) -> list[str]:
@@ -185,7 +177,7 @@ class Consumer:
             return []
         deadline = self._now() + self.lease_ms
         lost: list[str] = await self.scripts.run(
-            "renew", [self.keys.active, self.keys.job_prefix], [self.worker_id, deadline, *job_ids]
+            "renew", {"worker_id": self.worker_id, "deadline_ms": deadline}, job_ids
         )
         return lost
 
@@ -193,32 +185,26 @@ class Consumer:
         """Hand unfinished jobs back to pending (shutdown); returns how many were still ours."""
         if not job_ids:
             return 0
-        k = self.keys
-        keys = [
-            k.active, k.pending, k.marker, k.sequence, k.type_counts, k.job_prefix,
-            k.job_events(""), k.events,
-        ]  # fmt: skip
         released: int = await self.scripts.run(
-            "release", keys, [self.worker_id, self._now(), *job_ids]
+            "release", {"worker_id": self.worker_id, "now_ms": self._now()}, job_ids
         )
         return released
 
     async def progress(self, job_id: str, percent: float, message: str) -> bool:
         """Store and publish progress; False when the job is no longer this worker's."""
-        k = self.keys
-        reply = await self.scripts.run(
-            "progress",
-            [k.job_prefix, k.active, k.job_events(""), k.events],
-            [job_id, self.worker_id, percent, message, self._now()],
-        )
+        args: dict[str, ScriptArg] = {
+            "job_id": job_id, "worker_id": self.worker_id, "percent": percent,
+            "message": message, "now_ms": self._now(),
+        }  # fmt: skip
+        reply = await self.scripts.run("progress", args)
         return bool(reply)
 
     async def log(self, job_id: str, line: str) -> None:
         """Append a log line to the job (the oldest lines beyond the cap are dropped)."""
         await self.scripts.run(
             "log",
-            [self.keys.job(job_id), self.keys.logs(job_id)],
-            [line, self.queue.config.max_log_lines],
+            {"line": line, "lines_kept": self.queue.config.max_log_lines},
+            keys={"job": self.keys.job(job_id), "logs": self.keys.logs(job_id)},
         )
 
     async def sweep(self, lock_ms: int, worker_ttl_ms: int) -> SweepReport | None:
@@ -237,16 +223,13 @@ class Consumer:
         return total
 
     async def _sweep_once(self, worker_ttl_ms: int) -> SweepReport:
-        k = self.keys
         now = self._now()
-        keys = [
-            k.active, k.pending, k.delayed, k.marker, k.sequence, k.type_counts, k.job_prefix,
-            k.completed, k.failed, k.cancelled, k.expiry, k.type_index_prefix,
-            k.idempotency_prefix, k.logs_prefix, k.workers, k.job_events(""), k.events,
-            k.stats_minute(now // 60_000),
-        ]  # fmt: skip
-        args = [now, SWEEP_BATCH, MAX_STALLS, worker_ttl_ms, STATS_TTL_SECONDS]
-        reply = await self.scripts.run("sweep", keys, args)
+        args: dict[str, ScriptArg] = {
+            "now_ms": now, "limit": SWEEP_BATCH, "max_stalls": MAX_STALLS,
+            "worker_ttl_ms": worker_ttl_ms, "stats_ttl_s": STATS_TTL_SECONDS,
+        }  # fmt: skip
+        stats_minute = self.keys.stats_minute(now // 60_000)
+        reply = await self.scripts.run("sweep", args, keys={"stats_minute": stats_minute})
         return SweepReport(*(int(value) for value in reply))
 
     async def heartbeat(

@@ -120,10 +120,6 @@ class QueueKeys:
         """Prefix of idempotency keys; each holds the id of the job first enqueued with it."""
         return self._key("idem", "")
 
-    def idempotency(self, key: str) -> str:
-        """The key recording which job an idempotency key produced."""
-        return self.idempotency_prefix + key
-
     @property
     def samples(self) -> str:
         """Capped list of recent `wait_ms run_ms` pairs of completed jobs, for percentiles."""
@@ -155,6 +151,11 @@ class QueueKeys:
     def job_events(self, job_id: str) -> str:
         """Pub/sub channel carrying a job's state and progress changes (for SSE)."""
         return self._key("events", job_id)
+
+    @property
+    def events_prefix(self) -> str:
+        """Prefix of every job's event stream (`job_events(id)`), for scripts to append ids."""
+        return self.job_events("")
 
     @property
     def events(self) -> str:

@@ -1,7 +1,8 @@
 """The queue layer's Python API: enqueue, inspect, list, count, cancel and retry jobs.
 
 The HTTP API, the CLI, the metrics collector and the broker call this; none of them touches
-Redis keys directly. Worker-side operations (dequeue, leases, finishing) live in consumer.py.
+Redis keys directly. Worker-side operations (dequeue, leases, finishing) live in consumer.py,
+and the worker that uses them in service/worker/.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ MAX_CURSOR_DIGITS = 16
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 Clock = Callable[[], float]
-ScriptCall = tuple[str, Sequence[str], Sequence[ScriptArg]]
 
 
 @dataclass(frozen=True)
@@ -114,31 +114,32 @@ class JobQueue:
         self.keys = keys
         self.config = config or QueueConfig()
         self.clock = clock
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, keys)
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def _enqueue_call(self, jobs: Sequence[tuple[str, JobSpec, str]], now: int) -> ScriptCall:
-        """One `enqueue` call for (job id, spec, taskiq message) triples: all or none."""
-        k = self.keys
-        keys = [
-            k.job_prefix, k.pending, k.delayed, k.marker, k.sequence, k.type_counts,
-            k.type_index_prefix, k.idempotency_prefix, k.job_events(""), k.events,
-        ]  # fmt: skip
-        args: list[ScriptArg] = [now, self.config.enqueue_max_memory_share]
+    def _enqueue_call(
+        self, jobs: Sequence[tuple[str, JobSpec, str]], now: int
+    ) -> tuple[dict[str, ScriptArg], list[ScriptArg]]:
+        """The `enqueue` ARGV for (job id, spec, taskiq message) triples: all or none."""
+        args: dict[str, ScriptArg] = {
+            "now_ms": now,
+            "max_memory_share": self.config.enqueue_max_memory_share,
+        }
+        per_job: list[ScriptArg] = []
         for job_id, spec, message in jobs:
             due = now + int(spec.delay_seconds * 1000)
-            args += [
+            per_job += [
                 job_id, spec.type, int(spec.priority), message, due, spec.attempts,
                 spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
             ]  # fmt: skip
-        return "enqueue", keys, args
+        return args, per_job
 
     async def _run_enqueue(
         self, jobs: Sequence[tuple[str, JobSpec, str]], now: int
     ) -> list[tuple[str, bool, str]]:
         """(job id, created, state) per job; QueueFullError when memory is above the limit."""
-        reply = await self._guard(self.scripts.run(*self._enqueue_call(jobs, now)))
+        reply = await self._guard(self.scripts.run("enqueue", *self._enqueue_call(jobs, now)))
         if reply[0] == "full":
             raise _memory_refusal(int(reply[1]), int(reply[2]), self.config)
         return [(reply[i], bool(reply[i + 1]), reply[i + 2]) for i in range(1, len(reply), 3)]
@@ -317,7 +318,7 @@ class JobQueue:
         oldest_ms = await self._guard(
             self.scripts.run(
                 "oldest-pending",
-                [k.pending, k.job_prefix],
+                {},
                 ["{} {}".format(*pending_score_range(p)) for p in Priority],
             )
         )
@@ -398,26 +399,17 @@ class JobQueue:
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a delayed, pending or processing job (its worker stops a processing one)."""
-        k = self.keys
-        keys = [
-            k.job_prefix, k.pending, k.delayed, k.active, k.cancelled, k.type_counts,
-            k.cancel_channel, k.expiry, k.type_index_prefix, k.idempotency_prefix,
-            k.logs_prefix, k.marker, k.job_events(""), k.events,
-        ]  # fmt: skip
-        reply = await self._guard(
-            self.scripts.run("cancel", keys, [job_id, now_ms(self.clock), TRIM_BATCH])
-        )
+        args: dict[str, ScriptArg] = {
+            "job_id": job_id, "now_ms": now_ms(self.clock), "trim_limit": TRIM_BATCH
+        }  # fmt: skip
+        reply = await self._guard(self.scripts.run("cancel", args))
         self._check_transition(job_id, reply, "cancel")
         return await self.get(job_id)
 
     async def retry(self, job_id: str) -> Job:
         """Run a failed or cancelled job again from its first attempt."""
-        k = self.keys
-        keys = [
-            k.job_prefix, k.failed, k.cancelled, k.pending, k.marker, k.sequence,
-            k.type_counts, k.expiry, k.job_events(""), k.events,
-        ]  # fmt: skip
-        reply = await self._guard(self.scripts.run("retry", keys, [job_id, now_ms(self.clock)]))
+        args: dict[str, ScriptArg] = {"job_id": job_id, "now_ms": now_ms(self.clock)}
+        reply = await self._guard(self.scripts.run("retry", args))
         self._check_transition(job_id, reply, "retry")
         return await self.get(job_id)
 

@@ -1,15 +1,19 @@
-"""The queue's Lua scripts, loaded once per Redis client with `register_script`.
+"""The queue's Lua scripts, loaded once per Redis client with `register_script`, and called by
+the names of their keys and arguments.
 
 Each `lua/<name>-<key count>.lua` file changes several keys in one atomic step; its header names
 every KEYS and ARGV entry. `_lib.lua` holds helpers prepended to each (Redis has no includes).
-The key count in the file name is checked on every call, so a caller cannot silently pass the
-keys of another version of a script.
+`DECLARATIONS` below states each script's KEYS and ARGV once, in order: a call names its
+arguments (`args={"now_ms": ...}`) and never lists keys, which are looked up by name on the
+queue's QueueKeys (or, for the few that depend on the call, such as this minute's stats key,
+given by name). tests/queue/test_script_declarations.py checks every header against its
+declaration, so a key reordered in one of them fails the tests instead of the queue.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from service.queue.keys import QueueKeys
+
 LUA_DIR = Path(__file__).parent / "lua"
 _SCRIPT_FILE = re.compile(r"^(?P<name>[a-z-]+)-(?P<keys>\d+)\.lua$")
 
@@ -26,43 +32,161 @@ ScriptArg = str | int | float
 
 
 @dataclass(frozen=True)
+class ScriptDeclaration:
+    """A script's KEYS and fixed ARGV, in order, each by the name its header gives it.
+
+    A key's name is a QueueKeys property (`pending`), or a key that depends on the call (`job`,
+    `logs`, `stats_minute`), passed by name with it. `more_args` says what may follow the
+    fixed ARGV (per job: ...), None when nothing may.
+    """
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    more_args: str | None = None
+
+
+# Keys most scripts take: the per-job event stream prefix and the live-events channel.
+_EVENTS = ("events_prefix", "events")
+
+DECLARATIONS: dict[str, ScriptDeclaration] = {
+    "cancel": ScriptDeclaration(
+        keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
+              "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
+              "logs_prefix", "marker", *_EVENTS),
+        args=("job_id", "now_ms", "trim_limit"),
+    ),
+    "dequeue": ScriptDeclaration(
+        keys=("pending", "delayed", "active", "marker", "sequence", "type_counts",
+              "type_limits", "job_prefix", *_EVENTS),
+        args=("now_ms", "lease_ms", "worker_id", "max_jobs", "promote_limit"),
+    ),
+    "enqueue": ScriptDeclaration(
+        keys=("job_prefix", "pending", "delayed", "marker", "sequence", "type_counts",
+              "type_index_prefix", "idempotency_prefix", *_EVENTS),
+        args=("now_ms", "max_memory_share"),
+        more_args="9 per job: id, type, priority, message, due ms, attempts, retention x2, key",
+    ),
+    "finish": ScriptDeclaration(
+        keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "pending",
+              "type_counts", "type_limits", "expiry", "type_index_prefix", "idempotency_prefix",
+              "logs_prefix", "samples", "stats_minute", *_EVENTS),
+        args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
+        more_args="5 per job: id, outcome, payload, traceback, retry delay ms",
+    ),
+    "log": ScriptDeclaration(keys=("job", "logs"), args=("line", "lines_kept")),
+    "oldest-pending": ScriptDeclaration(
+        keys=("pending", "job_prefix"), args=(), more_args="a score range per priority"
+    ),
+    "progress": ScriptDeclaration(
+        keys=("job_prefix", "active", *_EVENTS),
+        args=("job_id", "worker_id", "percent", "message", "now_ms"),
+    ),
+    "release": ScriptDeclaration(
+        keys=("active", "pending", "marker", "sequence", "type_counts", "job_prefix", *_EVENTS),
+        args=("worker_id", "now_ms"),
+        more_args="job ids",
+    ),
+    "renew": ScriptDeclaration(
+        keys=("active", "job_prefix"), args=("worker_id", "deadline_ms"), more_args="job ids"
+    ),
+    "retry": ScriptDeclaration(
+        keys=("job_prefix", "failed", "cancelled", "pending", "marker", "sequence",
+              "type_counts", "expiry", *_EVENTS),
+        args=("job_id", "now_ms"),
+    ),
+    "sweep": ScriptDeclaration(
+        keys=("active", "pending", "delayed", "marker", "sequence", "type_counts", "job_prefix",
+              "completed", "failed", "cancelled", "expiry", "type_index_prefix",
+              "idempotency_prefix", "logs_prefix", "workers", *_EVENTS, "stats_minute"),
+        args=("now_ms", "limit", "max_stalls", "worker_ttl_ms", "stats_ttl_s"),
+    ),
+}  # fmt: skip
+
+
+def script_source(name: str) -> str:
+    """The text Redis runs for script `name`: the helpers, then the script's file."""
+    lib = (LUA_DIR / "_lib.lua").read_text()
+    [path] = LUA_DIR.glob(f"{name}-*.lua")
+    return lib + "\n" + path.read_text()
+
+
+@dataclass(frozen=True)
 class _Script:
     script: AsyncScript
-    key_count: int
+    declaration: ScriptDeclaration
+    # KEYS in order, with None where the call supplies the key (`declaration.keys` names it).
+    fixed_keys: tuple[str | None, ...]
+    supplied_keys: frozenset[str]
 
 
 class Scripts:
-    """Every queue script, registered on one Redis client."""
+    """Every queue script, registered on one Redis client for one queue's keys."""
 
-    def __init__(self, redis: Redis) -> None:
-        lib = (LUA_DIR / "_lib.lua").read_text()
+    def __init__(self, redis: Redis, keys: QueueKeys) -> None:
         self._scripts: dict[str, _Script] = {}
         for path in sorted(LUA_DIR.glob("*.lua")):
             match = _SCRIPT_FILE.match(path.name)
             if match is None:
                 continue
-            body = lib + "\n" + path.read_text()
-            self._scripts[match["name"]] = _Script(redis.register_script(body), int(match["keys"]))
+            name = match["name"]
+            declaration = DECLARATIONS[name]
+            if len(declaration.keys) != int(match["keys"]):
+                raise ValueError(f"{path.name} is not declared with {match['keys']} keys")
+            fixed = tuple(_queue_key(keys, key) for key in declaration.keys)
+            script = redis.register_script(script_source(name))
+            supplied = {k for k, v in zip(declaration.keys, fixed, strict=True) if v is None}
+            self._scripts[name] = _Script(script, declaration, fixed, frozenset(supplied))
+
+    def sha(self, name: str) -> str:
+        """The SHA1 Redis knows script `name` by."""
+        return str(self._scripts[name].script.sha)
+
+    def call(
+        self,
+        name: str,
+        args: Mapping[str, ScriptArg],
+        more: Sequence[ScriptArg] = (),
+        keys: Mapping[str, str] | None = None,
+    ) -> tuple[list[str], list[ScriptArg]]:
+        """KEYS and ARGV of one call of `name`, in its declared order: `args` by name, then
+        `more` (where the script takes more), and the keys the call supplies by name."""
+        entry = self._scripts[name]
+        declared = entry.declaration
+        if set(args) != set(declared.args) or (more and declared.more_args is None):
+            raise ValueError(
+                f"script {name} takes ARGV {', '.join(declared.args)}"
+                f"{', then ' + declared.more_args if declared.more_args else ''}; got "
+                f"{', '.join(args)}{' and more' if more else ''}"
+            )
+        given = keys or {}
+        if set(given) != entry.supplied_keys:
+            raise ValueError(
+                f"script {name} takes the keys {sorted(entry.supplied_keys)} from its caller"
+            )
+        resolved = [
+            fixed or given[key] for key, fixed in zip(declared.keys, entry.fixed_keys, strict=True)
+        ]
+        return resolved, [*(args[arg] for arg in declared.args), *more]
 
     async def run(
         self,
         name: str,
-        keys: Sequence[str],
-        args: Sequence[ScriptArg],
+        args: Mapping[str, ScriptArg],
+        more: Sequence[ScriptArg] = (),
+        keys: Mapping[str, str] | None = None,
         client: Redis | None = None,
     ) -> Any:
         """Run script `name` once (loading it first if the server has lost it)."""
-        entry = self._check(name, keys)
-        return await entry.script(keys=list(keys), args=list(args), client=client)
-
-    def _check(self, name: str, keys: Sequence[str]) -> _Script:
-        entry = self._scripts[name]
-        if len(keys) != entry.key_count:
-            raise ValueError(f"script {name} takes {entry.key_count} keys, got {len(keys)}")
-        return entry
+        key_list, arg_list = self.call(name, args, more, keys)
+        return await self._scripts[name].script(keys=key_list, args=arg_list, client=client)
 
     def add_to(
-        self, pipe: Pipeline, name: str, keys: Sequence[str], args: Sequence[ScriptArg]
+        self,
+        pipe: Pipeline,
+        name: str,
+        args: Mapping[str, ScriptArg],
+        more: Sequence[ScriptArg] = (),
+        keys: Mapping[str, str] | None = None,
     ) -> None:
         """Queue a call of script `name` on `pipe`; read its result back with `settle`.
 
@@ -70,17 +194,29 @@ class Scripts:
         trip); instead the call is sent blind as EVALSHA and `settle` loads the script only if
         the server had lost its script cache (restart, failover).
         """
-        entry = self._check(name, keys)
-        pipe.evalsha(entry.script.sha, len(keys), *keys, *args)
+        key_list, arg_list = self.call(name, args, more, keys)
+        pipe.evalsha(self.sha(name), len(key_list), *key_list, *arg_list)
 
     async def settle(
-        self, result: Any, name: str, keys: Sequence[str], args: Sequence[ScriptArg]
+        self,
+        result: Any,
+        name: str,
+        args: Mapping[str, ScriptArg],
+        more: Sequence[ScriptArg] = (),
+        keys: Mapping[str, str] | None = None,
     ) -> Any:
         """The result of a call queued with `add_to` (its pipeline run with
         raise_on_error=False): redone once if the server refused it for an unknown script (a
         refused call changed nothing, inside MULTI too), raised if it failed."""
         if isinstance(result, NoScriptError):
-            return await self.run(name, keys, args)
+            return await self.run(name, args, more, keys)
         if isinstance(result, Exception):
             raise result
         return result
+
+
+def _queue_key(keys: QueueKeys, name: str) -> str | None:
+    """The queue's key called `name` (a QueueKeys property), or None for one the call gives."""
+    if isinstance(getattr(type(keys), name, None), property):
+        return str(getattr(keys, name))
+    return None

@@ -65,7 +65,7 @@ class ReplyDroppingRelay:
 async def test_an_enqueue_whose_reply_was_lost_is_resent_and_still_reported_new(
     redis_url: str, redis: Redis, queue: JobQueue
 ) -> None:
-    sha = queue.scripts._check("enqueue", [""] * 10).script.sha.encode()
+    sha = queue.scripts.sha("enqueue").encode()
     await queue.enqueue(JobSpec(type="noop"))  # the script is loaded; later calls are EVALSHA
     relay = ReplyDroppingRelay(redis_url, marker=sha)
     client = Redis.from_pool(

@@ -82,6 +82,6 @@ def _packed(client: Redis, queue: JobQueue, specs: list[JobSpec]) -> list[bytes]
     connection = client.connection_pool.make_connection()
     jobs = [(job_id, spec, build_message(job_id, spec)) for job_id, spec in
             ((uuid.uuid4().hex, spec) for spec in specs)]  # fmt: skip
-    name, keys, args = queue._enqueue_call(jobs, now_ms(time.time))
-    sha = queue.scripts._check(name, keys).script.sha
+    keys, args = queue.scripts.call("enqueue", *queue._enqueue_call(jobs, now_ms(time.time)))
+    sha = queue.scripts.sha("enqueue")
     return connection.pack_commands([("EVALSHA", sha, len(keys), *keys, *args)])

@@ -241,8 +241,8 @@ async def _enqueue_without_wake_up(queue: JobQueue, spec: JobSpec) -> str:
     job_id = uuid.uuid4().hex
     pipe = queue.redis.pipeline(transaction=True)
     message = build_message(job_id, spec)
-    name, keys, args = queue._enqueue_call([(job_id, spec, message)], now_ms(time.time))
-    queue.scripts.add_to(pipe, name, keys, args)
+    args, per_job = queue._enqueue_call([(job_id, spec, message)], now_ms(time.time))
+    queue.scripts.add_to(pipe, "enqueue", args, per_job)
     pipe.delete(queue.keys.marker)
     await pipe.execute()
     return job_id

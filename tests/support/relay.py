@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 import threading
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-
-from service.queue.scripts import Scripts
+from service.queue.scripts import script_source
 
 
 async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -24,7 +23,7 @@ async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 def script_sha(name: str) -> bytes:
     """The SHA1 a client sends with EVALSHA for one of the queue's scripts (what SlowingRelay
     looks for to slow that script's calls)."""
-    return Scripts(Redis())._scripts[name].script.sha.encode()
+    return hashlib.sha1(script_source(name).encode()).hexdigest().encode()
 
 
 class SlowingRelay:

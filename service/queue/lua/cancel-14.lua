@@ -2,10 +2,10 @@
 A processing job is marked cancelled here at once (so its worker's late finish is stale and it is
 never retried) and its worker is told on the cancel channel to stop the running task.
 KEYS[1]  job_prefix   KEYS[2]  pending       KEYS[3]  delayed          KEYS[4] active
-KEYS[5]  cancelled    KEYS[6]  type_counts   KEYS[7]  cancel channel   KEYS[8] expiry
+KEYS[5]  cancelled    KEYS[6]  type_counts   KEYS[7]  cancel_channel   KEYS[8] expiry
 KEYS[9]  type_index_prefix   KEYS[10] idempotency_prefix   KEYS[11] logs_prefix
-KEYS[12] marker       KEYS[13] events_prefix KEYS[14] events channel
-ARGV[1] job id   ARGV[2] now ms   ARGV[3] trim limit
+KEYS[12] marker       KEYS[13] events_prefix KEYS[14] events
+ARGV[1] job_id   ARGV[2] now_ms   ARGV[3] trim_limit
 Returns {"missing"} | {terminal state it is already in} | {"ok", previous state}.
 ]]
 local job_id, now = ARGV[1], tonumber(ARGV[2])

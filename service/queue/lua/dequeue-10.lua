@@ -3,10 +3,10 @@ Due delayed jobs are promoted first, so delays need no scheduler process. Job ty
 concurrency limit (type_limits) are skipped while that many of them are processing.
 KEYS[1] pending    KEYS[2] delayed      KEYS[3] active        KEYS[4] marker
 KEYS[5] sequence   KEYS[6] type_counts  KEYS[7] type_limits   KEYS[8] job_prefix
-KEYS[9] events_prefix                   KEYS[10] events channel
-ARGV[1] now ms, or -1 for the server's clock (the call was queued behind a blocking pop, so
+KEYS[9] events_prefix                   KEYS[10] events
+ARGV[1] now_ms, or -1 for the server's clock (the call was queued behind a blocking pop, so
         the time it was sent at is stale by however long the pop waited)
-ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max jobs   ARGV[5] promote limit
+ARGV[2] lease_ms   ARGV[3] worker_id   ARGV[4] max_jobs   ARGV[5] promote_limit
 Returns {next delayed due ms or -1, id1, msg1, attempt1, pending_since1, id2, ...}.
 ]]
 local now, lease, worker, max_jobs = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])

@@ -2,9 +2,9 @@
 KEYS[1]  job_prefix          KEYS[2]  pending             KEYS[3]  delayed
 KEYS[4]  marker              KEYS[5]  sequence            KEYS[6]  type_counts
 KEYS[7]  type_index_prefix   KEYS[8]  idempotency_prefix  KEYS[9]  events_prefix
-KEYS[10] events channel
-ARGV[1] now ms
-ARGV[2] share of maxmemory above which nothing is enqueued (0 = no check of our own)
+KEYS[10] events
+ARGV[1] now_ms
+ARGV[2] max_memory_share: share of maxmemory above which nothing is enqueued (0 = no check of our own)
 then 9 per job, from ARGV[3]:
   job id, type, priority, taskiq message, due ms (<= now: pending at once), max attempts,
   keep-completed policy "count,age", keep-failed policy, idempotency key or ""

@@ -7,10 +7,10 @@ KEYS[1]  job_prefix    KEYS[2]  active        KEYS[3]  delayed      KEYS[4]  com
 KEYS[5]  failed        KEYS[6]  marker        KEYS[7]  pending      KEYS[8]  type_counts
 KEYS[9]  type_limits   KEYS[10] expiry        KEYS[11] type_index_prefix
 KEYS[12] idempotency_prefix                   KEYS[13] logs_prefix  KEYS[14] samples
-KEYS[15] stats of this minute                 KEYS[16] events_prefix
-KEYS[17] events channel
-ARGV[1] worker id   ARGV[2] now ms   ARGV[3] trim limit   ARGV[4] stats TTL s
-ARGV[5] samples kept
+KEYS[15] stats_minute                         KEYS[16] events_prefix
+KEYS[17] events
+ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
+ARGV[5] samples_kept
 then per job, 5 entries: job id, "completed" | "failed", result JSON (completed) or error
 message (failed), traceback, retry delay ms (-1 = do not retry).
 Returns per job: 0 stale, 1 completed, 2 retry scheduled, 3 failed.

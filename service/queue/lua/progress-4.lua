@@ -1,6 +1,6 @@
 --[[ Record a running job's progress and tell live listeners.
-KEYS[1] job_prefix   KEYS[2] active   KEYS[3] events_prefix   KEYS[4] events channel
-ARGV[1] job id   ARGV[2] worker id   ARGV[3] percent 0-100   ARGV[4] message   ARGV[5] now ms
+KEYS[1] job_prefix   KEYS[2] active   KEYS[3] events_prefix   KEYS[4] events
+ARGV[1] job_id   ARGV[2] worker_id   ARGV[3] percent (0-100)   ARGV[4] message   ARGV[5] now_ms
 Returns 1, or 0 when the worker no longer holds the job (cancelled or lease lost).
 ]]
 local job_id, worker = ARGV[1], ARGV[2]

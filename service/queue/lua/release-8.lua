@@ -1,8 +1,8 @@
 --[[ Hand jobs back to pending (worker shutting down before they finished). The interrupted
 attempt is not counted: the job did not fail, its worker left.
 KEYS[1] active   KEYS[2] pending   KEYS[3] marker          KEYS[4] sequence
-KEYS[5] type_counts   KEYS[6] job_prefix   KEYS[7] events_prefix   KEYS[8] events channel
-ARGV[1] worker id   ARGV[2] now ms   ARGV[3..] job ids
+KEYS[5] type_counts   KEYS[6] job_prefix   KEYS[7] events_prefix   KEYS[8] events
+ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3..] job ids
 Returns how many were handed back.
 ]]
 local worker, now = ARGV[1], tonumber(ARGV[2])

@@ -2,7 +2,7 @@
 A job is lost when its lease already expired and the sweeper gave it away, or it was cancelled:
 the worker then stops running it.
 KEYS[1] active   KEYS[2] job_prefix
-ARGV[1] worker id   ARGV[2] new lease deadline ms   ARGV[3..] job ids
+ARGV[1] worker_id   ARGV[2] deadline_ms (the new lease deadline)   ARGV[3..] job ids
 Returns the ids of jobs not held any more.
 ]]
 local worker, deadline = ARGV[1], ARGV[2]

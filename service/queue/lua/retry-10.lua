@@ -1,8 +1,8 @@
 --[[ Run a failed or cancelled job again, with its attempts reset.
 KEYS[1] job_prefix   KEYS[2] failed        KEYS[3] cancelled     KEYS[4] pending
 KEYS[5] marker       KEYS[6] sequence      KEYS[7] type_counts   KEYS[8] expiry
-KEYS[9] events_prefix                      KEYS[10] events channel
-ARGV[1] job id   ARGV[2] now ms
+KEYS[9] events_prefix                      KEYS[10] events
+ARGV[1] job_id   ARGV[2] now_ms
 Returns {"missing"} | {state it is in, when not retryable} | {"ok", previous state}.
 ]]
 local job_id, now = ARGV[1], tonumber(ARGV[2])

@@ -9,10 +9,10 @@ KEYS[1]  active      KEYS[2]  pending      KEYS[3]  delayed       KEYS[4]  marke
 KEYS[5]  sequence    KEYS[6]  type_counts  KEYS[7]  job_prefix    KEYS[8]  completed
 KEYS[9]  failed      KEYS[10] cancelled    KEYS[11] expiry        KEYS[12] type_index_prefix
 KEYS[13] idempotency_prefix                KEYS[14] logs_prefix   KEYS[15] workers
-KEYS[16] events_prefix                     KEYS[17] events channel
-KEYS[18] stats of this minute
-ARGV[1] now ms   ARGV[2] limit   ARGV[3] max stalls   ARGV[4] worker heartbeat TTL ms
-ARGV[5] stats TTL s
+KEYS[16] events_prefix                     KEYS[17] events
+KEYS[18] stats_minute
+ARGV[1] now_ms   ARGV[2] limit   ARGV[3] max_stalls   ARGV[4] worker_ttl_ms (heartbeat TTL)
+ARGV[5] stats_ttl_s
 Returns {requeued, failed for stalling, promoted, expired and deleted, workers dropped}.
 ]]
 local now, limit, max_stalls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
