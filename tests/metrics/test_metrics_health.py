@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from metrics_state import T0, FakeClock, heartbeat, spec
-from redis.asyncio import Redis
 
 from service.metrics.health import (
     HealthReport,
@@ -16,6 +15,7 @@ from service.queue.keys import QueueKeys
 from service.queue.models import MemoryUsage, WorkerInfo, from_ms
 from service.queue.queue import JobQueue, QueueConfig
 from service.settings import Settings
+from tests.support.dead_redis import dead_redis
 
 SETTINGS = Settings(environment="test")
 
@@ -107,7 +107,7 @@ async def test_slow_redis_is_degraded(cqueue: JobQueue) -> None:
 
 
 async def test_unreachable_redis_is_unhealthy_and_never_raises() -> None:
-    dead = Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=1)
+    dead = dead_redis()
     try:
         report = await check_health(
             JobQueue(dead, QueueKeys("jqtest", "dead"), QueueConfig()), SETTINGS

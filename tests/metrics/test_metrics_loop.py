@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from metrics_state import T0, FakeClock, in_own_thread
-from redis.asyncio import Redis
 
 from service.metrics import contract as c
 from service.metrics.datums import Datum
@@ -25,6 +24,7 @@ from service.metrics.task import (
 from service.queue.keys import QueueKeys
 from service.queue.queue import JobQueue, QueueConfig
 from service.settings import Settings
+from tests.support.dead_redis import dead_redis
 
 
 class Recorder:
@@ -63,7 +63,7 @@ async def test_ticks_land_just_after_each_period_boundary(
 
 
 async def test_a_failing_tick_does_not_stop_the_loop(clock: FakeClock) -> None:
-    dead = Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=1)
+    dead = dead_redis()
     queue = JobQueue(dead, QueueKeys("jqtest", "dead"), QueueConfig(), clock=clock)
     stop = asyncio.Event()
     slept: list[float] = []
@@ -118,7 +118,7 @@ async def test_a_transient_aws_error_is_logged_and_the_next_periods_publish(
 async def test_a_transient_redis_error_is_logged_with_its_cause(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dead = Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=1)
+    dead = dead_redis()
     queue = JobQueue(dead, QueueKeys("jqtest", "dead"), QueueConfig(), clock=clock)
     stop = asyncio.Event()
     try:

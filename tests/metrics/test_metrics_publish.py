@@ -13,7 +13,6 @@ import pytest
 from botocore.exceptions import ClientError
 from metrics_state import T0, FakeClock, KnownState, build_known_state, in_own_thread, spec
 from moto import mock_aws
-from redis.asyncio import Redis
 
 from service.metrics import contract as c
 from service.metrics.datums import Datum
@@ -30,6 +29,7 @@ from service.metrics.task import MetricsLoop, registered_job_types, run_metrics
 from service.queue.keys import QueueKeys
 from service.queue.queue import JobQueue, QueueConfig
 from service.settings import Settings
+from tests.support.dead_redis import dead_redis
 
 ENV = "test"
 
@@ -265,7 +265,7 @@ async def test_a_publish_failing_for_good_is_reported_and_the_next_period_publis
 async def test_redis_down_is_reported_and_the_loop_survives(
     redis_url: str, clock: FakeClock, cloudwatch: Any
 ) -> None:
-    dead = Redis(host="127.0.0.1", port=1, decode_responses=True, socket_connect_timeout=1)
+    dead = dead_redis()
     queue = JobQueue(dead, QueueKeys("jqtest", "dead"), QueueConfig(), clock=clock)
     try:
         assert not await make_loop(queue, cloudwatch, clock).tick()
