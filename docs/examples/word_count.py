@@ -8,7 +8,7 @@ from collections import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs import JobContext, JobTypeDefaults, PermanentJobError, job_type
-from service.queue.models import Backoff
+from service.queue.options import Backoff
 
 
 class WordCountPayload(BaseModel):
