@@ -219,11 +219,14 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS")
         if self.heartbeat_ttl_seconds <= self.heartbeat_seconds:
             raise ValueError("HEARTBEAT_TTL_SECONDS must be longer than HEARTBEAT_SECONDS")
-        if self.environment in ("dev", "staging", "prod") and self.shutdown_grace_seconds >= (
-            FARGATE_MAX_STOP_TIMEOUT_SECONDS - 10
+        longest_grace = FARGATE_MAX_STOP_TIMEOUT_SECONDS - HANDBACK_MARGIN_SECONDS
+        if self.environment in ("dev", "staging", "prod") and (
+            self.shutdown_grace_seconds > longest_grace
         ):
             raise ValueError(
-                "SHUTDOWN_GRACE_SECONDS must leave at least 10 s below Fargate's 120 s stopTimeout"
+                f"SHUTDOWN_GRACE_SECONDS must be at most {longest_grace} s: the worker needs "
+                f"{HANDBACK_MARGIN_SECONDS} s after it to hand jobs back before Fargate's "
+                f"{FARGATE_MAX_STOP_TIMEOUT_SECONDS} s stopTimeout"
             )
         return self
 

@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 
 from service.cli.common import API_KEY_FILE, EXIT_OK, EXIT_UNAVAILABLE, CliError, out
-from service.settings import Settings
+from service.settings import HANDBACK_MARGIN_SECONDS, Settings
 
 # Locally, Ctrl-C should not wait the cloud's 90 s for running jobs: they are handed back to
 # pending and run again on the next start, so nothing is lost by a short grace.
 LOCAL_SHUTDOWN_GRACE_SECONDS = 10.0
-# After SIGTERM a child gets its grace plus this long before it is killed.
-STOP_MARGIN_SECONDS = 15.0
+# After SIGTERM a child gets its grace plus the worker's hand-back margin before it is killed,
+# as ECS gives a task (service.settings.HANDBACK_MARGIN_SECONDS).
+STOP_MARGIN_SECONDS = float(HANDBACK_MARGIN_SECONDS)
 READY_TIMEOUT_SECONDS = 30.0
 
 

@@ -67,6 +67,8 @@ class JobReceiver(Receiver):
             grace = self.broker.settings.shutdown_grace_seconds
         with _deadline_on_shutdown_signals(runtime, grace + HARD_EXIT_AFTER_GRACE_SECONDS):
             running = await _Dispatch(self, runtime, finish_event).run()
+            if finish_event.is_set():  # a signal, not taskiq's --max-tasks-per-child
+                await runtime.shutdown_signalled()
             if running:
                 log.info("waiting for %d running job(s) to finish", len(running))
                 # Woken by the last of them ending, or the grace running out.

@@ -120,6 +120,12 @@ class WorkerRuntime:
         ]
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
+    async def shutdown_signalled(self) -> None:
+        """A shutdown signal stopped the taking of jobs: the task is being stopped, so its ECS
+        scale-in protection is released now rather than after the running jobs drain (a
+        deployment waits on a protected task until its protection lapses)."""
+        await self._protection.release()
+
     async def stop(self) -> None:
         """Hand back every job still held, stop the loops, leave the registry. Idempotent."""
         self._stopping.set()

@@ -85,3 +85,12 @@ def test_the_worker_service_refuses_a_grace_that_eats_into_the_margin() -> None:
     _worker_args(grace=45, stop_timeout=60)
     with pytest.raises(ValueError, match="ECS kills the task at stopTimeout"):
         _worker_args(grace=45.5, stop_timeout=60)
+
+
+def test_the_service_accepts_the_longest_grace_the_infra_does_and_no_longer() -> None:
+    """The service's own check and the stack's bound are the same number, so a grace a stack
+    accepts never stops the worker at start-up, and one the stack refuses is refused too."""
+    prod = {"_env_file": None, "environment": "prod", "api_keys": "k" * 40}
+    Settings(**prod, shutdown_grace_seconds=MAX_SHUTDOWN_GRACE_SECONDS)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="SHUTDOWN_GRACE_SECONDS must be at most 105 s"):
+        Settings(**prod, shutdown_grace_seconds=MAX_SHUTDOWN_GRACE_SECONDS + 1)  # type: ignore[arg-type]

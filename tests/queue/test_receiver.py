@@ -305,8 +305,13 @@ class RecordingProtection:
     async def update(self, busy: bool) -> None:
         self.calls.append((time.monotonic(), busy))
 
+    async def release(self) -> None:
+        self.released_at = len(self.calls)
+
     async def aclose(self) -> None:
         pass
+
+    released_at: int | None = None
 
 
 async def test_taking_work_protects_the_task_at_once_not_at_the_next_heartbeat(
@@ -343,7 +348,48 @@ async def test_taking_work_protects_the_task_at_once_not_at_the_next_heartbeat(
         release.set()
         await listening.stop()
         await broker.shutdown()
-    assert protection.calls[-1][1] is False  # cleared on the way out
+    # Cleared on the way out: the stop is a shutdown signal, so by release(), and nothing
+    # protected the task again after it.
+    assert protection.released_at == len(protection.calls)
+
+
+async def test_a_shutdown_signal_releases_protection_while_running_jobs_drain(
+    redis_url: str, queue: JobQueue
+) -> None:
+    protection = RecordingProtection()
+    broker = JobQueueBroker(
+        Settings(redis_url=redis_url, queue_name=queue.keys.queue, key_prefix="jqtest"),
+        protection=protection,
+    )
+    broker.is_worker_process = True
+    release = asyncio.Event()
+
+    @broker.task(task_name="draining")
+    async def draining(data: dict[str, Any]) -> None:
+        await release.wait()
+
+    receiver = JobReceiver(broker, max_async_tasks=10, wait_tasks_timeout=30)
+    listening = Listening(receiver)
+    try:
+        job_id = (await queue.enqueue(JobSpec(type="draining"))).job.id
+        await until(lambda: _told(protection, busy=True), timeout=5)
+        listening.finish.set()  # what taskiq does on SIGTERM
+        await until(lambda: _released(protection), timeout=5)
+        assert (await queue.get(job_id)).state is JobState.PROCESSING  # still draining
+        told_before_release = protection.released_at
+        await broker.runtime._heartbeat()  # type: ignore[union-attr]  # a beat during the drain
+        release.set()
+        await asyncio.wait_for(listening.task, 30)
+    finally:
+        release.set()
+        await broker.shutdown()
+    assert (await queue.get(job_id)).state is JobState.COMPLETED
+    # Nothing re-protected the task after the release, the drain's heartbeat included.
+    assert protection.calls[told_before_release or 0 :] == []
+
+
+async def _released(protection: RecordingProtection) -> bool:
+    return protection.released_at is not None
 
 
 async def _told(protection: RecordingProtection, busy: bool) -> bool:
