@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # so this only has to outlast a busy loop; checked at each heartbeat, a stall heals within
     # this plus HEARTBEAT_SECONDS.
     worker_stall_seconds: float = Field(default=10.0, gt=0, le=3600.0)
+    # Job code may hold the event loop (a CPU-bound loop, a blocking call) this long before the
+    # worker's container health check fails and ECS replaces the task, running the job again.
+    # Below it, leases are renewed from a thread of their own, so the job runs once. Five
+    # minutes: longer than any built-in job holds it, short enough that wedged code is replaced.
+    worker_loop_hold_limit_seconds: float = Field(default=300.0, gt=0, le=86_400.0)
 
     # Extra modules defining job types (comma-separated import paths), loaded by API and workers.
     job_modules: str = ""

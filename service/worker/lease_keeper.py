@@ -41,7 +41,9 @@ class LeaseKeeper:
         queue: JobQueue,
         worker_id: str,
         held: Callable[[], list[str]],
+        *,
         on_lost: Callable[[list[str]], None],
+        on_cycle: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.keys, self.config, self.clock = queue.keys, queue.config, queue.clock
@@ -49,6 +51,9 @@ class LeaseKeeper:
         self.interval = settings.renew_interval
         self._held = held  # called on this thread: must be safe without the event loop
         self._on_lost = on_lost  # called on this thread with the jobs the renewal found lost
+        # Called on this thread before every renewal, whatever the event loop is doing: the
+        # container health record is written from here (a hogged loop is not a dead process).
+        self._on_cycle = on_cycle
         self._wake = threading.Event()
         self._stopped = False
         self._deadline: float | None = None
@@ -99,6 +104,7 @@ class LeaseKeeper:
             if self._deadline is not None and now >= self._deadline:
                 loop.run_until_complete(self._hand_back_and_exit(consumer))
             if now >= next_renewal:
+                self._on_cycle()
                 loop.run_until_complete(self._renew(consumer))
                 next_renewal = now + self.interval
 

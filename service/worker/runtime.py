@@ -44,9 +44,9 @@ from service.worker.stalls import Capacity, StallDetector
 
 log = logging.getLogger(__name__)
 
-# A container health record holds for this many heartbeats: one late heartbeat (a slow disk, a
-# busy loop) is not a failed check, three are.
-HEALTH_FRESH_HEARTBEATS = 3
+# A container health record holds for this many lease-renewal cycles (the lease keeper writes
+# it): one late write (a slow disk, a Redis call near its timeout) is not a failed check.
+HEALTH_FRESH_CYCLES = 3
 
 __all__ = ["Dispatcher", "FinishBatcher", "ScaleInProtection", "WorkerRuntime", "WorkerStats"]
 
@@ -96,8 +96,15 @@ class WorkerRuntime:
         self._takes_in_flight = 0
         self._last_progress = time.monotonic()  # a take attempt ended or jobs were started
         self.stall_detector = StallDetector(settings.worker_stall_seconds)
+        # When the event loop last ran its health step (read by the lease keeper's thread).
+        self._loop_turned_at = time.monotonic()
         self._keeper = LeaseKeeper(
-            settings, queue, self.worker_id, self.held.ids_now, self._lost_from_thread
+            settings,
+            queue,
+            self.worker_id,
+            self.held.ids_now,
+            on_lost=self._lost_from_thread,
+            on_cycle=self._record_health,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
@@ -408,19 +415,27 @@ class WorkerRuntime:
         return True
 
     async def _health_step(self) -> None:
-        self._record_health()
+        self._loop_turned_at = time.monotonic()
 
     def _record_health(self) -> None:
-        """This process's container health record (service.healthcheck), every heartbeat
-        period. Its own loop, doing no Redis I/O, so a slow Redis delays no record: the
-        container check must not fail a whole fleet for a fault replacing it cannot fix."""
+        """This process's container health record (service.healthcheck), written at start and
+        then by the lease keeper's thread before each renewal, so a job's code holding the
+        event loop does not make the record stale (ECS would replace the task and the job run
+        twice). No Redis I/O comes first: the container check must not fail a whole fleet
+        for a Redis fault that replacing it cannot fix. Unhealthy when the stall detector's
+        restarts do not heal it, or when the loop has been held past its limit."""
         detector = self.stall_detector
-        healthcheck.record(
-            "worker",
-            fresh_for=HEALTH_FRESH_HEARTBEATS * self.settings.heartbeat_seconds,
-            healthy=detector.healthy,
-            detail=detector.detail(),
-        )
+        healthy, detail = detector.healthy, detector.detail()
+        held_for = time.monotonic() - self._loop_turned_at
+        limit = self.settings.worker_loop_hold_limit_seconds
+        if held_for > limit + self.settings.heartbeat_seconds:
+            healthy = False
+            detail = (
+                f"job code has held its event loop for {held_for:.0f} s "
+                f"(WORKER_LOOP_HOLD_LIMIT_SECONDS={limit:g})"
+            )
+        fresh_for = HEALTH_FRESH_CYCLES * self.settings.renew_interval
+        healthcheck.record("worker", fresh_for=fresh_for, healthy=healthy, detail=detail)
 
     async def _sweep(self) -> None:
         report = await self.consumer.sweep(

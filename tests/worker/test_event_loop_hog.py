@@ -8,11 +8,15 @@ for 6 s, so a renewal that needs the loop would let all three jobs go to the sec
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from service import healthcheck
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.states import JobState
@@ -42,11 +46,34 @@ async def _running(queue: JobQueue, ids: list[str]) -> bool:
     return all([await queue.logs(job_id) for job_id in ids])
 
 
+@contextlib.contextmanager
+def health_verdicts(folder: Path) -> Iterator[list[tuple[bool, str]]]:
+    """What `python -m service.healthcheck worker` would answer, read every 0.2 s meanwhile."""
+    verdicts: list[tuple[bool, str]] = []
+
+    async def watch() -> None:
+        while True:
+            verdicts.append(healthcheck.check("worker", folder))
+            await asyncio.sleep(0.2)
+
+    watching = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield verdicts
+    finally:
+        watching.cancel()
+
+
 async def test_a_job_hogging_its_loop_keeps_every_lease_of_its_process(
     queue: JobQueue, redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
+    health = tmp_path / "health"
     env = worker_env(
-        redis_url, queue.keys.queue, lease_seconds=LEASE_SECONDS, worker_concurrency=3, **PROBE
+        redis_url,
+        queue.keys.queue,
+        lease_seconds=LEASE_SECONDS,
+        worker_concurrency=3,
+        health_dir=health,
+        **PROBE,
     )
     hogging = [job("hog", HOG_SECONDS)]
     neighbours = [job("probe", HOG_SECONDS - 1)] * 2  # they end only once the hog lets go
@@ -54,8 +81,12 @@ async def test_a_job_hogging_its_loop_keeps_every_lease_of_its_process(
     with running_worker(env, tmp_path / "hogged.log"):
         await wait_until(lambda: _running(queue, ids), timeout=20)
         # A second worker, with room, that would run any job whose lease lapsed.
-        with running_worker(env, tmp_path / "spare.log"):
+        with running_worker(env, tmp_path / "spare.log"), health_verdicts(health) as verdicts:
             await wait_until(lambda: all_done(queue, ids), timeout=40)
+    # The container stays healthy while the hog holds the loop (its record is written by the
+    # lease keeper's thread), so ECS does not replace it and run the job again.
+    assert verdicts
+    assert [why for healthy, why in verdicts if not healthy] == []
     jobs = await queue.get_many(ids)
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     assert {(job.attempts_made, job.stalls) for job in jobs} == {(1, 0)}
@@ -86,3 +117,30 @@ async def test_sigterm_is_prompt_while_a_job_hogs_the_loop(
     assert hogged.timeline[-1].note == "released"  # handed back, not left to its lease
     assert await redis.zcard(queue.keys.workers) == 0
     await assert_consistent(redis, queue.keys)
+
+
+async def test_a_loop_held_past_its_limit_fails_the_health_check_until_it_is_let_go(
+    queue: JobQueue, redis_url: str, tmp_path: Path
+) -> None:
+    """Past WORKER_LOOP_HOLD_LIMIT_SECONDS the code is taken for wedged: the container's check
+    fails (ECS replaces it), and passes again once the loop turns."""
+    health = tmp_path / "health"
+    env = worker_env(
+        redis_url,
+        queue.keys.queue,
+        lease_seconds=LEASE_SECONDS,
+        worker_loop_hold_limit_seconds=2,
+        health_dir=health,
+        **PROBE,
+    )
+    hog_id = (await queue.enqueue(job("hog", HOG_SECONDS))).job.id
+    with running_worker(env, tmp_path / "w.log"), health_verdicts(health) as verdicts:
+        await wait_until(lambda: _running(queue, [hog_id]), timeout=20)
+        await wait_until(lambda: all_done(queue, [hog_id]), timeout=40)
+
+        async def healthy_again() -> bool:
+            return healthcheck.check("worker", health)[0]
+
+        await wait_until(healthy_again, timeout=20)
+    failures = [why for healthy, why in verdicts if not healthy and "pid" in why]
+    assert any("held its event loop" in why for why in failures), verdicts

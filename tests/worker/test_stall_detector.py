@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from service.queue.states import JobState
 from service.settings import Settings
 from service.worker.receiver import JobReceiver
 from service.worker.runtime import WorkerRuntime
+from service.worker.stalls import UNHEALTHY_AFTER_STALLED_HEARTBEATS
 from service.worker.taskiq_broker import JobQueueBroker
 
 STALL_SECONDS = 1.0
@@ -52,6 +54,7 @@ async def stalling_worker(
         worker_prefetch=0,
         heartbeat_seconds=0.2,
         heartbeat_ttl_seconds=5,
+        lease_seconds=1.5,  # the lease keeper writes the health record every renewal (0.5 s)
         worker_stall_seconds=STALL_SECONDS,
     )
     broker = JobQueueBroker(settings)
@@ -123,7 +126,11 @@ async def test_a_stall_that_does_not_heal_fails_the_health_check_until_it_does(
 
     await until(unhealthy)
     _, why = healthcheck.check("worker")
-    assert "stalled for 3 heartbeat(s) in a row" in why
+    # Written at each renewal, the record says how many heartbeats in a row found the stall:
+    # never fewer than the threshold (a first stall that a restart heals is not a failure).
+    in_a_row = re.search(r"stalled for (\d+) heartbeat\(s\) in a row", why)
+    assert in_a_row, why
+    assert int(in_a_row[1]) >= UNHEALTHY_AFTER_STALLED_HEARTBEATS
     [worker] = await queue.workers()
     assert worker.stalled and worker.stalls == 1  # one stall, still going
     monkeypatch.setattr(runtime.dispatcher, "restart", restart)  # now it can heal
