@@ -43,6 +43,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from service.processes import pid_alive
+
 logger = logging.getLogger(__name__)
 
 PROTECTION_PATH = "/task-protection/v1/state"
@@ -113,7 +115,7 @@ class TaskState:
         self.busy = {
             m: (pid, seen)
             for m, (pid, seen) in self.busy.items()
-            if seen >= silent_since and _pid_alive(pid)
+            if seen >= silent_since and pid_alive(pid)
         }
 
 
@@ -287,16 +289,6 @@ async def _lock(handle: TextIO) -> None:
             await asyncio.sleep(STATE_LOCK_POLL_SECONDS)
         else:
             return
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def _raise_for_agent_failure(response: httpx.Response) -> None:

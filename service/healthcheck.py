@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.processes import pid_alive
+
 ROLES = ("worker", "metrics")
 HEALTH_DIR_ENV = "HEALTH_DIR"
 
@@ -81,16 +83,6 @@ def record(
         return
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _read(path: Path) -> Record | None:
     try:
         body = json.loads(path.read_text())
@@ -114,7 +106,7 @@ def live_records(role: str, directory: Path | None = None) -> list[Record]:
         found = _read(path)
         if found is None:
             continue
-        if not _alive(found.pid):
+        if not pid_alive(found.pid):
             path.unlink(missing_ok=True)
             continue
         records.append(found)
