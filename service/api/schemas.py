@@ -323,6 +323,8 @@ class WorkerPublic(BaseModel):
     failed: int
     concurrency: int
     current_jobs: list[str]
+    stalled: bool = Field(description="its stall detector found it idle with due jobs pending")
+    stalls: int = Field(description="stalls its detector found (and restarted) since it started")
 
     @classmethod
     def from_info(cls, info: WorkerInfo) -> WorkerPublic:

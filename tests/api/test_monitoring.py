@@ -153,7 +153,7 @@ async def test_workers_lists_live_heartbeats(client: httpx.AsyncClient, queue: J
         mapping={
             "id": "w-1", "host": "box", "pid": "42", "started": "1700000000000",
             "heartbeat": "1700000005000", "processed": "7", "failed": "1", "concurrency": "10",
-            "jobs": '["abc"]',
+            "jobs": '["abc"]', "stalled": "1", "stalls": "2",
         },
     )  # fmt: skip
     items = (await client.get("/jobs/workers")).json()["items"]
@@ -161,7 +161,7 @@ async def test_workers_lists_live_heartbeats(client: httpx.AsyncClient, queue: J
         {
             "id": "w-1", "host": "box", "pid": 42, "started_at": "2023-11-14T22:13:20Z",
             "last_heartbeat": "2023-11-14T22:13:25Z", "processed": 7, "failed": 1,
-            "concurrency": 10, "current_jobs": ["abc"],
+            "concurrency": 10, "current_jobs": ["abc"], "stalled": True, "stalls": 2,
         }
     ]  # fmt: skip
 

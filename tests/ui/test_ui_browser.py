@@ -237,6 +237,7 @@ def check_overview(page: Page, running_id: str) -> None:
     workers = page.get_by_role("region", name="Live workers")
     expect(workers.get_by_role("row")).to_have_count(2)  # header + our one worker
     expect(workers.get_by_role("link", name=running_id[:12])).to_be_visible()
+    expect(workers.get_by_test_id("worker-stalls")).to_have_text("0")  # its stall detector's count
     page.screenshot(path=ARTIFACTS / "dashboard-overview.png", full_page=True)
 
 

@@ -135,7 +135,7 @@ function drawWorkers(container, workers) {
   replace(
     container,
     h("table", {},
-      h("thead", {}, h("tr", {}, ["Worker", "Host / pid", "Up since", "Heartbeat", "Processed", "Failed", "Current jobs"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Worker", "Host / pid", "Up since", "Heartbeat", "Processed", "Failed", "Stalls", "Current jobs"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, workers.map((w) =>
         h("tr", {},
           h("td", { title: w.id }, shortId(w.id)),
@@ -144,6 +144,9 @@ function drawWorkers(container, workers) {
           h("td", {}, fmtAgo(w.last_heartbeat)),
           h("td", { class: "num" }, String(w.processed ?? 0)),
           h("td", { class: "num" }, String(w.failed ?? 0)),
+          h("td", { class: "num", "data-testid": "worker-stalls" }, w.stalled
+            ? h("span", { class: "badge state-failed", title: "idle with due jobs pending; its dispatch loop was restarted" }, `stalled (${w.stalls})`)
+            : String(w.stalls ?? 0)),
           h("td", {}, (w.current_jobs ?? []).length
             ? (w.current_jobs ?? []).map((id) => h("a", { href: `#/job/${encodeURIComponent(id)}`, class: "job-chip", title: id }, shortId(id)))
             : h("span", { class: "muted" }, `idle (0 of ${w.concurrency ?? "?"})`)),
