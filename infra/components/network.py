@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.iam import policy_document, statement
+
 # Each subnet is a /20 (4091 usable addresses): Fargate tasks take one ENI each, so a worker fleet
 # of hundreds of tasks fits in one AZ's private subnet with room for deployments (200% peak).
 SUBNET_PREFIX = 20
@@ -169,21 +171,13 @@ class Network(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{self._name}-flow-logs",
             role=role.id,
-            policy=pulumi.Output.json_dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": [
-                                "logs:CreateLogStream",
-                                "logs:PutLogEvents",
-                                "logs:DescribeLogStreams",
-                            ],
-                            "Resource": [pulumi.Output.concat(group.arn, ":*")],
-                        }
-                    ],
-                }
+            policy=policy_document(
+                [
+                    statement(
+                        ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                        [pulumi.Output.concat(group.arn, ":*")],
+                    )
+                ]
             ),
             opts=self._child,
         )
