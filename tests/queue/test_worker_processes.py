@@ -15,6 +15,7 @@ from service.queue.queue import JobQueue
 from service.queue.states import JobState
 from tests.support.state import assert_consistent, assert_no_leaked_keys
 from tests.support.workers import (
+    PROBE,
     all_done,
     kill_group,
     running_worker,
@@ -25,8 +26,6 @@ from tests.support.workers import (
 )
 
 pytestmark = pytest.mark.slow
-
-PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 
 
 def probe(seconds: float = 0, **kwargs: object) -> JobSpec:

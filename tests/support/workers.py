@@ -21,6 +21,8 @@ WORKER_COMMAND = [
     "-c",
     "import sys; from service.worker import run_workers; sys.exit(run_workers())",
 ]
+# worker_env(..., **PROBE): a worker that runs the probe jobs (tests.support.probe_jobs).
+PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 
 
 def worker_env(redis_url: str, queue_name: str, **overrides: str | int | float) -> dict[str, str]:

@@ -22,6 +22,7 @@ from service.queue.queue import JobQueue
 from service.queue.states import JobState
 from tests.support.state import assert_consistent
 from tests.support.workers import (
+    PROBE,
     all_done,
     kill_group,
     running_worker,
@@ -33,7 +34,6 @@ from tests.support.workers import (
 
 pytestmark = pytest.mark.slow
 
-PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 LEASE_SECONDS = 2
 HOG_SECONDS = 6
 

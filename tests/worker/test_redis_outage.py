@@ -23,11 +23,10 @@ from service.queue.queue import JobQueue, QueueConfig
 from service.queue.states import JobState
 from tests.api.api_harness import free_port
 from tests.support.state import assert_consistent
-from tests.support.workers import running_worker, wait_until, worker_env
+from tests.support.workers import PROBE, running_worker, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
-PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 JOBS = 6
 JOB_SECONDS = 1.5
 # Longer than the worker's old finish retries (about 3 s) and than the jobs' remaining run, so

@@ -22,11 +22,10 @@ from service.queue.queue import JobQueue
 from service.queue.states import JobState
 from tests.support.relay import SlowingRelay, script_sha
 from tests.support.state import assert_consistent
-from tests.support.workers import running_worker, wait_until, worker_env
+from tests.support.workers import PROBE, running_worker, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
-PROBE = {"JOB_MODULES": "tests.support.probe_jobs"}
 DEQUEUE_REPLY_DELAY_SECONDS = 0.3
 BURSTS = 4
 BURST_EVERY_SECONDS = 0.5
