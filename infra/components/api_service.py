@@ -25,6 +25,7 @@ from infra.components.fargate_service import (
     scalable_target,
     target_tracking_policy,
 )
+from infra.components.metrics import expression_query
 
 ALB_NAMESPACE = "AWS/ApplicationELB"
 
@@ -226,12 +227,7 @@ class ApiService(pulumi.ComponentResource):
             metric_queries=[
                 _alb_query("target", "HTTPCode_Target_5XX_Count", {"LoadBalancer": lb.arn_suffix}),
                 _alb_query("elb", "HTTPCode_ELB_5XX_Count", {"LoadBalancer": lb.arn_suffix}),
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="errors",
-                    expression="FILL(target, 0) + FILL(elb, 0)",
-                    label="API 5xx",
-                    return_data=True,
-                ),
+                expression_query("errors", "FILL(target, 0) + FILL(elb, 0)", "API 5xx"),
             ],
         )
         no_targets = self._paging_alarm(

@@ -92,3 +92,12 @@ class QueueMetrics:
                 stat=stat,
             ),
         )
+
+
+def expression_query(
+    query_id: str, expression: str, label: str
+) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    """The metric-math alarm input an alarm watches: `expression` over the other queries."""
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query_id, expression=expression, label=label, return_data=True
+    )

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.alerts import paging_alarm
-from infra.components.metrics import QueueMetrics
+from infra.components.metrics import QueueMetrics, expression_query
 from service.metrics.contract import (
     ACTIVE_JOBS,
     BACKLOG_PER_TASK,
@@ -260,7 +260,7 @@ class Observability(pulumi.ComponentResource):
             metric_queries=[
                 m.alarm_query("completed", JOBS_COMPLETED, stat="Sum", period=300),
                 m.alarm_query("failed", JOBS_FAILED, stat="Sum", period=300),
-                _expression(
+                expression_query(
                     "rate",
                     "IF((completed + failed) > 0, 100 * failed / (completed + failed), 0)",
                     "Failure rate %",
@@ -277,7 +277,7 @@ class Observability(pulumi.ComponentResource):
             metric_queries=[
                 m.alarm_query("depth", QUEUE_DEPTH),
                 m.alarm_query("workers", LIVE_WORKERS),
-                _expression(
+                expression_query(
                     "stuck", "IF(depth > 0 AND workers == 0, 1, 0)", "Pending with no worker"
                 ),
             ],
@@ -370,11 +370,3 @@ def _node_metric(node: pulumi.Input[str], metric_name: str, statistic: str) -> d
         "statistic": statistic,
         "period": 300,
     }
-
-
-def _expression(
-    query_id: str, expression: str, label: str
-) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
-    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
-        id=query_id, expression=expression, label=label, return_data=True
-    )

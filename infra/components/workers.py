@@ -29,7 +29,7 @@ from infra.components.fargate_service import (
     scalable_target,
     target_tracking_policy,
 )
-from infra.components.metrics import QueueMetrics
+from infra.components.metrics import QueueMetrics, expression_query
 from infra.scaling import FROM_ZERO_COOLDOWN_SECONDS, ScalingPlan
 from service.metrics.contract import BACKLOG_PER_TASK, LIVE_WORKERS, QUEUE_DEPTH, STALLED_WORKERS
 from service.settings import FARGATE_MAX_STOP_TIMEOUT_SECONDS, HANDBACK_MARGIN_SECONDS
@@ -193,11 +193,10 @@ class WorkerService(pulumi.ComponentResource):
             metric_queries=[
                 m.alarm_query("depth", QUEUE_DEPTH),
                 m.alarm_query("workers", LIVE_WORKERS),
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="needs_worker",
-                    expression="IF(depth > 0 AND workers == 0, 1, 0)",
-                    label="Pending jobs with no live worker",
-                    return_data=True,
+                expression_query(
+                    "needs_worker",
+                    "IF(depth > 0 AND workers == 0, 1, 0)",
+                    "Pending jobs with no live worker",
                 ),
             ],
             alarm_actions=[step.arn],
