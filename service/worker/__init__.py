@@ -12,6 +12,7 @@ from taskiq.cli.common_args import LogLevel
 from taskiq.cli.worker.args import WorkerArgs
 from taskiq.cli.worker.run import run_worker
 
+from service.ecs_protection import TaskProtection
 from service.jobs import load_job_types
 from service.settings import Settings, get_settings
 from service.worker.taskiq_broker import JobQueueBroker
@@ -27,15 +28,10 @@ PER_JOB_LOGGERS = ("taskiq.receiver.receiver",)
 
 def _make_broker() -> JobQueueBroker:
     settings = get_settings()
-    protection = None
-    try:
-        from service.ecs_protection import TaskProtection
-
-        protection = TaskProtection()
-    except ImportError:  # pragma: no cover - the module ships with the package
-        protection = None
     return JobQueueBroker(
-        settings, protection=protection, registry=load_job_types(settings.extra_job_modules)
+        settings,
+        protection=TaskProtection(),
+        registry=load_job_types(settings.extra_job_modules),
     )
 
 

@@ -55,7 +55,6 @@ class StallDetector:
     def __init__(self, after_seconds: float) -> None:
         self.after_seconds = after_seconds
         self.stalls = 0  # episodes since the worker started
-        self.stalled = False  # the verdict of the last heartbeat
         self._in_a_row = 0  # heartbeats in a row that found it stalled
         self._last: Capacity | None = None
 
@@ -63,9 +62,13 @@ class StallDetector:
         """Whether the worker could take and has not for long enough (no Redis read needed)."""
         return capacity.could_take() and capacity.quiet_seconds >= self.after_seconds
 
+    @property
+    def stalled(self) -> bool:
+        """The verdict of the last heartbeat."""
+        return self._in_a_row > 0
+
     def clear(self) -> None:
         """This heartbeat found the worker doing its work."""
-        self.stalled = False
         self._in_a_row = 0
 
     def found_stalled(self, capacity: Capacity) -> None:
@@ -78,7 +81,6 @@ class StallDetector:
                 capacity.describe(),
                 self.stalls,
             )
-        self.stalled = True
         self._in_a_row += 1
         self._last = capacity
 
