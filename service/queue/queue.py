@@ -451,7 +451,7 @@ class JobQueue:
 
 
 def _memory_refusal(used: int, maxmemory: int, config: QueueConfig) -> QueueFullError:
-    limit = int(maxmemory * config.enqueue_max_memory_share)
+    limit = MemoryUsage.of(used, maxmemory, config.enqueue_max_memory_share).enqueue_limit_bytes
     return QueueFullError(
         f"the queue is full: Redis uses {used / maxmemory:.0%} of its {maxmemory} bytes of "
         f"memory and jobs are refused above {config.enqueue_max_memory_share:.0%} "
