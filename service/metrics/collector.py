@@ -49,11 +49,6 @@ class QueueSnapshot(BaseModel):
     run_p50_ms: float
     run_p99_ms: float
     workers: list[WorkerInfo]
-    # Scaling inputs (see backlog_of and backlog_per_task): defaults only for hand-built snapshots.
-    backlog: int = 0
-    live_tasks: int = 0
-    backlog_per_task: float = 0.0
-    stalled_workers: int = 0
     # The period the *_last_period counters cover: [period_started_at, +period_seconds).
     period_seconds: float = 60.0
     period_started_at: datetime | None = None
@@ -62,6 +57,26 @@ class QueueSnapshot(BaseModel):
     def depth(self) -> int:
         """Jobs pending (ready to run), all priorities."""
         return self.counts.by_state.get(JobState.PENDING, 0)
+
+    @property
+    def backlog(self) -> int:
+        """The scaling input: pending plus leased jobs (see backlog_of)."""
+        return backlog_of(self.counts)
+
+    @property
+    def live_tasks(self) -> int:
+        """Worker tasks with a live process (see live_tasks)."""
+        return live_tasks(self.workers)
+
+    @property
+    def backlog_per_task(self) -> float:
+        """The worker autoscaling metric (see backlog_per_task)."""
+        return backlog_per_task(self.backlog, self.live_tasks)
+
+    @property
+    def stalled_workers(self) -> int:
+        """Workers whose last heartbeat says they are stalled."""
+        return sum(1 for worker in self.workers if worker.stalled)
 
 
 def period_minutes(period_seconds: float) -> int:
@@ -126,8 +141,6 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     waits = [wait for wait, _ in samples]
     runs = [run for _, run in samples]
     first_minute = rows[0][0]
-    backlog = backlog_of(counts)
-    tasks = live_tasks(workers)
     return QueueSnapshot(
         taken_at=datetime.fromtimestamp(now, tz=UTC),
         counts=counts,
@@ -142,10 +155,6 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
         run_p50_ms=percentile(runs, 0.50),
         run_p99_ms=percentile(runs, 0.99),
         workers=workers,
-        backlog=backlog,
-        live_tasks=tasks,
-        backlog_per_task=backlog_per_task(backlog, tasks),
-        stalled_workers=sum(1 for worker in workers if worker.stalled),
         period_seconds=minutes * MINUTE_SECONDS,
         period_started_at=datetime.fromtimestamp(first_minute * MINUTE_SECONDS, tz=UTC),
     )
