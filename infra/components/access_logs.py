@@ -99,12 +99,11 @@ class AccessLogs(pulumi.ComponentResource):
             parent=self,
             tags=args.tags,
         )
-        policy = aws.s3.BucketPolicy(
+        aws.s3.BucketPolicy(
             f"{name}-delivery",
             bucket=bucket.id,
             policy=bucket.arn.apply(lambda arn: delivery_policy(arn, args.region, args.account_id)),
             opts=child,
         )
         self.bucket_name = bucket.bucket
-        self.policy = policy
         self.register_outputs({"bucket_name": self.bucket_name})

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.access_logs import AccessLogs
+from infra.components.access_logs import LOG_PREFIX, AccessLogs
 from infra.components.alerts import paging_alarm
 from infra.components.fargate_service import (
     DeploymentAlarm,
@@ -91,7 +91,7 @@ class ApiService(pulumi.ComponentResource):
             drop_invalid_header_fields=True,
             access_logs=(
                 aws.lb.LoadBalancerAccessLogsArgs(
-                    bucket=args.access_logs.bucket_name, prefix="alb", enabled=True
+                    bucket=args.access_logs.bucket_name, prefix=LOG_PREFIX, enabled=True
                 )
                 if args.access_logs
                 else None
