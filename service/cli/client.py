@@ -17,7 +17,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from service.cli.common import (
-    API_KEY_FILE,
     EXIT_JOB_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
@@ -26,20 +25,15 @@ from service.cli.common import (
     CliError,
     err,
     out,
+    stored_api_key,
 )
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Client requests: connecting fails fast; a slow server still gets time to answer.
 CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # `watch` reopens a job's event stream the server closed (its time limit) after this pause.
 RECONNECT_SECONDS = 0.5
-
-
-def stored_api_key(settings: Settings) -> str | None:
-    """The key `jobqueue run` generated, if there is one."""
-    path = settings.data_dir / API_KEY_FILE
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 def make_client(args: argparse.Namespace) -> httpx.Client:

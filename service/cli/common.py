@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from service.settings import Settings
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
@@ -27,6 +29,12 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def stored_api_key(settings: Settings) -> str | None:
+    """The key `jobqueue run` generated, if there is one."""
+    path = settings.data_dir / API_KEY_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 def port_number(text: str) -> int:

@@ -14,7 +14,14 @@ from typing import Any
 
 import httpx
 
-from service.cli.common import API_KEY_FILE, EXIT_OK, EXIT_UNAVAILABLE, CliError, out
+from service.cli.common import (
+    API_KEY_FILE,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    out,
+    stored_api_key,
+)
 from service.settings import HANDBACK_MARGIN_SECONDS, Settings
 
 # Locally, Ctrl-C should not wait the cloud's 90 s for running jobs: they are handed back to
@@ -35,9 +42,10 @@ def ensure_api_key(settings: Settings) -> tuple[str, bool]:
     configured = settings.api_key_values()
     if configured:
         return configured[0], False
+    stored = stored_api_key(settings)
+    if stored:
+        return stored, True
     path = settings.data_dir / API_KEY_FILE
-    if path.is_file() and path.read_text(encoding="utf-8").strip():
-        return path.read_text(encoding="utf-8").strip(), True
     key = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
