@@ -72,7 +72,6 @@ class ApiService(pulumi.ComponentResource):
     load_balancer_arn_suffix: pulumi.Output[str]
     target_group_arn_suffix: pulumi.Output[str]
     service_name: pulumi.Output[str]
-    deployment_alarm_names: list[str]
 
     def __init__(
         self, name: str, args: ApiServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -106,7 +105,6 @@ class ApiService(pulumi.ComponentResource):
         target_group = self._target_group()
         listener = self._listeners(lb, target_group)
         alarms = self._deployment_alarms(lb, target_group)
-        self.deployment_alarm_names = [a.name for a in alarms]
         service = self._service(target_group, listener, alarms)
         self._autoscaling(service, lb, target_group)
         scheme = "https" if args.certificate_arn else "http"

@@ -75,7 +75,6 @@ class WorkerService(pulumi.ComponentResource):
     """The worker service, its scalable target and both scaling policies."""
 
     service_name: pulumi.Output[str]
-    deployment_alarm_names: list[str]
 
     def __init__(
         self, name: str, args: WorkerServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -86,7 +85,6 @@ class WorkerService(pulumi.ComponentResource):
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
         stalled = self._stalled_alarm()
-        self.deployment_alarm_names = [stalled.name]
         service = fargate_service(
             name,
             args.task,
