@@ -1,0 +1,1 @@
+"""Moving work from other queues into this one (`jobqueue import-taskiq-redis`)."""
