@@ -1,0 +1,64 @@
+--[[ Claim one tick of a schedule: enqueue its job and move the schedule to its next tick, only
+while the schedule's score is still the tick the caller read (compare-and-set), so of all the
+processes that saw the tick due exactly one enqueues it. A trigger (expected_ms "") enqueues
+without touching the cadence.
+KEYS[1]  schedules           KEYS[2]  schedule_prefix     KEYS[3]  schedule_runs_prefix
+KEYS[4]  job_prefix          KEYS[5]  pending             KEYS[6]  delayed
+KEYS[7]  marker              KEYS[8]  sequence            KEYS[9]  type_counts
+KEYS[10] type_index_prefix   KEYS[11] events_prefix       KEYS[12] events
+KEYS[13] lanes               KEYS[14] lane_prefix
+ARGV[1] schedule_id
+ARGV[2] expected_ms: the tick (score) the caller read, "" for a trigger
+ARGV[3] next_ms: the schedule's next tick, -1 when it has ended (scored +inf)
+ARGV[4] runs: the schedule's run count after this claim
+ARGV[5] now_ms
+ARGV[6] runs_kept: newest run job ids kept on the schedule
+ARGV[7] job_id: "" for no job (a skipped misfire)
+ARGV[8] type              ARGV[9] priority         ARGV[10] message: the taskiq message
+ARGV[11] due_ms           ARGV[12] attempts: max attempts
+ARGV[13] keep_completed: policy "count,age"         ARGV[14] keep_failed
+Returns {"missing"} (no such schedule), {"stale"} (someone else claimed it, or it was paused,
+replaced or deleted since it was read), else {"ok", job id or ""}.
+]]
+local schedule_id, expected, next_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now, runs_kept = tonumber(ARGV[5]), tonumber(ARGV[6])
+local job_id, job_type, priority, message = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local due = tonumber(ARGV[11])
+local schedule_key = KEYS[2] .. schedule_id
+local pend = {pending = KEYS[5], lanes = KEYS[13], lane_prefix = KEYS[14]}
+
+if rcall("EXISTS", schedule_key) == 0 then return {"missing"} end
+if expected ~= "" then
+  local score = rcall("ZSCORE", KEYS[1], schedule_id)
+  if not score or tonumber(score) ~= tonumber(expected) then return {"stale"} end
+  -- An ended schedule stays listed, scored +inf like a paused one: never due.
+  rcall("ZADD", KEYS[1], next_ms < 0 and "+inf" or ARGV[3], schedule_id)
+  rcall("HSET", schedule_key, "runs", ARGV[4])
+end
+if job_id == "" then return {"ok", ""} end
+
+-- The same steps as enqueue-12.lua's new job (no idempotency key: the id is the key).
+local job_key = KEYS[4] .. job_id
+if rcall("EXISTS", job_key) == 1 then return {"ok", job_id} end
+rcall("HSET", job_key, "type", job_type, "priority", priority, "msg", message, "created", now,
+  "due", math.max(due, now), "attempts", 0, "max_attempts", ARGV[12],
+  "keep_completed", ARGV[13], "keep_failed", ARGV[14], "schedule", schedule_id)
+rcall("ZADD", KEYS[10] .. job_type, now, job_id)
+local state
+if due > now then
+  state = "delayed"
+  rcall("HSET", job_key, "state", state)
+  rcall("ZADD", KEYS[6], due, job_id)
+  count(KEYS[9], job_type, state, 1)
+  timeline(job_key, state, now, "schedule")
+  rcall("ZADD", KEYS[7], "LT", due, "0")
+else
+  state = "pending"
+  make_pending(job_key, job_id, pend, KEYS[8], KEYS[9], job_type, now, "schedule")
+  rcall("ZADD", KEYS[7], 0, "0")
+end
+publish(KEYS[11], KEYS[12], job_id, state, now)
+local runs_key = KEYS[3] .. schedule_id
+rcall("LPUSH", runs_key, job_id)
+rcall("LTRIM", runs_key, 0, runs_kept - 1)
+return {"ok", job_id}
