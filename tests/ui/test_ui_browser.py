@@ -8,8 +8,10 @@ the overview and a job detail go to `test-artifacts/` (gitignored) for a human t
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +36,9 @@ from tests.support.workers import REPO, running_worker, worker_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
+# Looked up, not hard-coded: `CHROMIUM` names one; else the first of these on PATH; else
+# Playwright's own download (`playwright install chromium`). `make browsers` installs Debian's.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Flags for a headless Chromium in CI: no sandbox (containers), and nothing that phones home,
 # so the test also proves the page needs no network beyond the app itself.
 CHROMIUM_ARGS = [
@@ -133,11 +137,19 @@ def system(redis_url: str, tmp_path: Path) -> Iterator[System]:
         delete_keys(redis_url, queue_name)
 
 
+def find_chromium() -> str | None:
+    """The Chromium to drive; None lets Playwright use its own."""
+    named = os.environ.get("CHROMIUM")
+    if named:
+        return named
+    return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     """Debian's headless Chromium driven by Playwright."""
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

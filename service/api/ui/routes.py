@@ -18,9 +18,13 @@ from sse_starlette import EventSourceResponse
 
 from service.api.deps import Authenticated, QueueDep, SettingsDep
 from service.api.errors import responses
+from service.api.routes import history
 from service.api.ui.events import queue_event_stream
 
 router = APIRouter(tags=["dashboard"])
+# The history endpoint lives under /jobs for API clients, but only the dashboard needs it yet:
+# it comes and goes with the dashboard (and needs no edit of app.py's router list).
+router.include_router(history.router)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 

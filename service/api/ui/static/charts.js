@@ -16,9 +16,11 @@ function niceMax(value) {
   return 10 * magnitude;
 }
 
-function minuteLabel(epochMinute) {
-  const d = new Date(epochMinute * 60_000);
-  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+function timeLabel(epochSeconds, bucketSeconds) {
+  const d = new Date(epochSeconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return bucketSeconds < 3600 ? time : `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
 }
 
 /**
@@ -26,16 +28,27 @@ function minuteLabel(epochMinute) {
  * `title` names the series ("completed"), `kind` picks the colour class.
  */
 export function minuteBars(points, { title, kind }) {
+  return timeBars(points.map((p) => ({ start: p.minute * 60, value: p.value })), { title, kind, bucketSeconds: 60 });
+}
+
+/**
+ * A bar per time bucket. points: [{start (epoch s), value}], oldest first; `bucketSeconds`
+ * (60 or 3600) names the bucket in labels; `unit` follows values ("ms") when they are not counts.
+ */
+export function timeBars(points, { title, kind, bucketSeconds, unit = "" }) {
   const total = points.reduce((sum, p) => sum + p.value, 0);
   const max = niceMax(Math.max(0, ...points.map((p) => p.value)));
   const plotW = WIDTH - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const slot = plotW / Math.max(points.length, 1);
+  const per = bucketSeconds < 3600 ? "minute" : "hour";
   const svg = s("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
     class: `chart ${kind}`,
     role: "img",
-    "aria-label": `${title} per minute over the last ${points.length} minutes: ${total} in total`,
+    "aria-label": unit
+      ? `${title} per ${per} over the last ${points.length} ${per}s`
+      : `${title} per ${per} over the last ${points.length} ${per}s: ${total} in total`,
   });
   for (const fraction of [0, 0.5, 1]) {
     const y = PAD.top + plotH * (1 - fraction);
@@ -53,13 +66,13 @@ export function minuteBars(points, { title, kind }) {
       height: Math.max(barH, p.value ? 1 : 0),
       class: "bar",
     });
-    bar.append(s("title", {}, `${minuteLabel(p.minute)}: ${p.value} ${title}`));
+    bar.append(s("title", {}, `${timeLabel(p.start, bucketSeconds)}: ${p.value}${unit ? ` ${unit}` : ""} ${title}`));
     svg.append(bar);
   });
   if (points.length) {
     const y = HEIGHT - 6;
     svg.append(
-      s("text", { x: PAD.left, y, class: "axis" }, minuteLabel(points[0].minute)),
+      s("text", { x: PAD.left, y, class: "axis" }, timeLabel(points[0].start, bucketSeconds)),
       s("text", { x: WIDTH - PAD.right, y, class: "axis", "text-anchor": "end" }, "now"),
     );
   }

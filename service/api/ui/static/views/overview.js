@@ -3,13 +3,14 @@
 
 import { retryAllFailed } from "../actions.js";
 import { api } from "../api.js";
-import { labelledBars, minuteBars } from "../charts.js";
+import { labelledBars, minuteBars, timeBars } from "../charts.js";
 import { keepFresh } from "../live.js";
-import { fmtAgo, h, replace, shortId } from "../dom.js";
+import { confirmDialog, fmtAgo, h, replace, shortId, toast } from "../dom.js";
 
 const STATES = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
 const PRIORITIES = ["critical", "high", "normal", "low"];
 const LIST_FOR_STATE = { processing: "active" };
+const HISTORY_RANGES = ["1h", "24h", "7d"];
 
 /** The parts of GET /jobs/stats (StatsPublic) the overview draws. */
 export function normalizeStats(stats) {
@@ -18,6 +19,8 @@ export function normalizeStats(stats) {
     byPriority: stats.pending_by_priority,
     byType: stats.by_type,
     oldestAge: stats.oldest_pending_age_seconds,
+    paused: Boolean(stats.paused),
+    pausedTypes: new Set(stats.paused_types ?? []),
   };
 }
 
@@ -29,6 +32,43 @@ export async function renderOverview(view) {
   const types = h("div", { class: "panel-body" });
   const retryAll = h("button", { type: "button" }, "Retry all failed");
   const updated = h("p", { class: "muted small", "aria-live": "off" });
+  const history = h("div", { class: "panel-body charts" });
+  const ranges = h("div", { class: "actions", role: "group", "aria-label": "History range" },
+    HISTORY_RANGES.map((range) => h("button", { type: "button", class: "secondary", "data-range": range, "aria-pressed": String(range === "24h") }, range)));
+  let historyRange = "24h";
+  ranges.addEventListener("click", async (event) => {
+    const button = event.target.closest("button");
+    if (!button) return;
+    historyRange = button.dataset.range;
+    for (const other of ranges.children) other.setAttribute("aria-pressed", String(other === button));
+    await drawHistory(history, historyRange);
+  });
+  const queueFlow = h("button", { type: "button", class: "secondary", "data-testid": "queue-flow" }, "Pause queue");
+  const queueState = h("span", { class: "muted", "data-testid": "queue-state" });
+  let paused = false;
+  queueFlow.addEventListener("click", async () => {
+    const action = paused ? "resume" : "pause";
+    if (action === "pause" && !(await confirmDialog("Pause the queue? No job starts until it is resumed; running jobs go on.", "Pause queue"))) return;
+    try {
+      await api(`/queue/${action}`, { method: "POST" });
+      toast(action === "pause" ? "Queue paused." : "Queue resumed.");
+    } catch (err) {
+      toast(`Cannot ${action} the queue: ${err.message}`, "error");
+    }
+    await refresh();
+  });
+  types.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-type]");
+    if (!button) return;
+    const action = button.dataset.action;
+    try {
+      await api(`/jobs/types/${encodeURIComponent(button.dataset.type)}/${action}`, { method: "POST" });
+      toast(`${button.dataset.type} ${action === "pause" ? "paused" : "resumed"}.`);
+    } catch (err) {
+      toast(`Cannot ${action} ${button.dataset.type}: ${err.message}`, "error");
+    }
+    await refresh();
+  });
   retryAll.addEventListener("click", async () => {
     retryAll.disabled = true;
     try {
@@ -40,10 +80,12 @@ export async function renderOverview(view) {
   });
   replace(
     view,
-    h("div", { class: "title-row" }, h("h1", {}, "Overview"), h("div", { class: "actions" }, retryAll)),
+    h("div", { class: "title-row" }, h("h1", {}, "Overview"), h("div", { class: "actions" }, queueState, queueFlow, retryAll)),
     statusCards,
     h("div", { class: "grid" },
       h("section", { class: "panel wide", "aria-labelledby": "h-throughput" }, h("h2", { id: "h-throughput" }, "Last hour"), throughput),
+      h("section", { class: "panel wide", "aria-labelledby": "h-history" },
+        h("div", { class: "title-row" }, h("h2", { id: "h-history" }, "History"), ranges), history),
       h("section", { class: "panel", "aria-labelledby": "h-priority" }, h("h2", { id: "h-priority" }, "Pending per priority"), priority),
       h("section", { class: "panel", "aria-labelledby": "h-types" }, h("h2", { id: "h-types" }, "Jobs per type"), types),
       h("section", { class: "panel wide", "aria-labelledby": "h-workers" }, h("h2", { id: "h-workers" }, "Live workers"), workers),
@@ -62,7 +104,11 @@ export async function renderOverview(view) {
     replace(priority, labelledBars(PRIORITIES.map((p) => ({ label: p, value: norm.byPriority[p] ?? 0 })), { title: "Pending jobs per priority" }),
       norm.oldestAge ? h("p", { class: "muted small" }, `Oldest pending job waits ${Math.round(norm.oldestAge)} s.`) : null);
     drawThroughput(throughput, perMinute);
-    drawTypes(types, norm.byType);
+    drawTypes(types, norm.byType, norm.pausedTypes);
+    paused = norm.paused;
+    queueState.textContent = paused ? "Queue paused" : "Queue running";
+    queueFlow.textContent = paused ? "Resume queue" : "Pause queue";
+    await drawHistory(history, historyRange);
     drawWorkers(workers, workerList.items);
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   }
@@ -107,8 +153,29 @@ function drawThroughput(container, perMinute) {
   );
 }
 
-function drawTypes(container, byType) {
-  const names = Object.keys(byType).sort();
+/** Throughput, failures and wait percentiles from GET /jobs/stats/history. */
+async function drawHistory(container, range) {
+  let body;
+  try {
+    body = await api(`/jobs/stats/history?range=${range}`);
+  } catch (err) {
+    replace(container, h("p", { class: "muted" }, `History is not available: ${err.message}`));
+    return;
+  }
+  const bucketSeconds = body.bucket_seconds;
+  const series = (name) => body.points.map((p) => ({ start: p.start, value: p[name] ?? 0 }));
+  const sum = (name) => body.points.reduce((total, p) => total + p[name], 0);
+  replace(
+    container,
+    h("figure", {}, h("figcaption", {}, `Completed (${sum("completed")} in ${range})`), timeBars(series("completed"), { title: "completed", kind: "ok", bucketSeconds })),
+    h("figure", {}, h("figcaption", {}, `Failed (${sum("failed")} in ${range})`), timeBars(series("failed"), { title: "failed", kind: "bad", bucketSeconds })),
+    h("figure", {}, h("figcaption", {}, "Wait p50 (ms)"), timeBars(series("wait_p50_ms"), { title: "wait p50", kind: "info", bucketSeconds, unit: "ms" })),
+    h("figure", {}, h("figcaption", {}, "Wait p95 (ms)"), timeBars(series("wait_p95_ms"), { title: "wait p95", kind: "warn", bucketSeconds, unit: "ms" })),
+  );
+}
+
+function drawTypes(container, byType, pausedTypes) {
+  const names = [...new Set([...Object.keys(byType), ...pausedTypes])].sort();
   if (!names.length) {
     replace(container, h("p", { class: "muted" }, "No jobs yet."));
     return;
@@ -117,11 +184,14 @@ function drawTypes(container, byType) {
   replace(
     container,
     h("table", {},
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Type"), columns.map((c) => h("th", { scope: "col", class: "num" }, c)))),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Type"), columns.map((c) => h("th", { scope: "col", class: "num" }, c)), h("th", { scope: "col" }, "Starts"))),
       h("tbody", {}, names.map((name) =>
         h("tr", {},
           h("th", { scope: "row" }, h("a", { href: `#/types/${encodeURIComponent(name)}` }, name)),
           columns.map((c) => h("td", { class: "num" }, String(byType[name]?.[c] ?? 0))),
+          h("td", {}, pausedTypes.has(name)
+            ? h("button", { type: "button", class: "secondary", "data-type": name, "data-action": "resume", "aria-label": `Resume ${name}` }, "Paused: resume")
+            : h("button", { type: "button", class: "secondary", "data-type": name, "data-action": "pause", "aria-label": `Pause ${name}` }, "Pause")),
         ))),
     ),
   );
