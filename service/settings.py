@@ -24,12 +24,17 @@ FARGATE_MAX_STOP_TIMEOUT_SECONDS = 120
 # (service.worker.BROKER_SHUTDOWN_SECONDS), plus process exit. The infra's stopTimeout must
 # leave this much after SHUTDOWN_GRACE_SECONDS (tests/infra/test_shutdown_margin.py).
 HANDBACK_MARGIN_SECONDS = 15
+# `jobqueue run` writes the connection settings of the running instance here (REDIS_URL, the
+# queue, the API URL and key) and removes it when it stops. Read after `.env` and below the
+# environment, so `from service.worker import broker` and the CLI find the local instance
+# without exports; anything set in the environment wins.
+RUN_ENV_FILE = Path(".jobqueue/run.env")
 
 
 class Settings(BaseSettings):
     """Runtime configuration for the API, the workers, the metrics task and the CLI."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_file=(".env", RUN_ENV_FILE), extra="ignore", frozen=True)
 
     environment: Environment = "local"
 
@@ -107,6 +112,34 @@ class Settings(BaseSettings):
     # counters, heartbeats). 10% of the cache's smallest node is still far above one 1 MiB bulk
     # request. 1 = only Redis's own limit; no effect where maxmemory is unset.
     enqueue_max_memory_share: float = Field(default=0.9, gt=0, le=1)
+
+    # --- taskiq-redis result backend (docs/migrating-from-taskiq-redis.md) ----------------------
+    # "queue": results live on the job record only (the API, the dashboard, `wait_result()`).
+    # "taskiq-redis" / "taskiq-redis-cluster": each job's final result is also written where
+    # taskiq-redis's RedisAsyncResultBackend (or its cluster variant) keeps it, so code that
+    # reads results through it keeps working while the job record is written as before.
+    result_backend: Literal["queue", "taskiq-redis", "taskiq-redis-cluster"] = "queue"
+    # The Redis those results go to; unset = REDIS_URL.
+    result_backend_url: str | None = None
+    # taskiq-redis's `result_ex_time`: seconds a result is kept; unset = for good, as
+    # taskiq-redis keeps them by default.
+    result_ex_time: int | None = Field(default=None, gt=0)
+    # taskiq-redis's `prefix_str`: result keys are `<prefix>:<task id>`; unset = the bare id.
+    result_key_prefix: str | None = None
+
+    # --- Logs ---------------------------------------------------------------------------------
+    # "json": one JSON object per line (time, level, logger, message, traceback), which
+    # CloudWatch Logs Insights splits into fields; "text" for a terminal (service.logs).
+    log_format: Literal["text", "json"] = "text"
+    # uvicorn's line per HTTP request. Off by default: the ALB keeps access logs in the cloud,
+    # and locally the dashboard's polling would bury every other line.
+    access_log: bool = False
+
+    # --- Redis unreachable at start-up -----------------------------------------------------------
+    # `jobqueue worker` retries a Redis it cannot reach this many times, waiting twice as long
+    # each time from 1 s up to 30 s (about 3 minutes in all: longer than a Valkey failover or a
+    # container restart), then exits with its own code so a process manager sees why.
+    redis_connect_attempts: int = Field(default=8, ge=1, le=1000)
 
     # --- AWS ---------------------------------------------------------------------------------
     aws_region: str = "us-east-1"

@@ -6,6 +6,7 @@ belongs to the lifespan, so it is opened once per process and closed on shutdown
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,13 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from service.api.docs_pages import install_docs_pages
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.request_checks import RequestChecksMiddleware, install_access_log_scrubbing
-from service.api.routes import health, jobs, monitoring
+from service.api.routes import flow_control, health, jobs, monitoring, schedules, search
 from service.api.routing import let_fixed_paths_win
 from service.jobs import load_job_types
 from service.queue.connection import connect, make_queue
+from service.queue.schedules import ScheduleTicker
+from service.queue.wire import cancel_and_wait
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -68,9 +72,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     redis = connect(settings)
     app.state.queue = make_queue(settings, redis)
+    # API processes fire due schedule ticks too, so schedules run while any process is up.
+    ticker = asyncio.create_task(ScheduleTicker(app.state.queue).run())
     try:
         yield
     finally:
+        await cancel_and_wait([ticker])
         await redis.aclose()
 
 
@@ -94,6 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs_pages, from local assets instead of a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.api_keys = load_api_keys(settings)
@@ -101,9 +110,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestChecksMiddleware)  # outermost: a key in the URL goes no further
     install_access_log_scrubbing()
     install_error_handlers(app)
+    install_docs_pages(app)
     # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they win for their own methods;
     # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").
-    routers = [health.router, monitoring.router, jobs.router, jobs.type_router]
+    routers = [health.router, monitoring.router, flow_control.router, search.router]
+    routers += [schedules.router]
+    routers += [jobs.router]
+    routers += [jobs.type_router]
     routers += _dashboard_routers()
     for router in routers:
         app.include_router(router)

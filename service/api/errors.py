@@ -234,8 +234,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "A field is invalid; `details.errors` names it"},
     503: {
         "model": ErrorBody,
-        "description": "Redis is unreachable (`queue_unavailable`) or near its memory limit "
-        "(`queue_full`); nothing was changed; retry after `Retry-After`",
+        "description": "Redis is unreachable (`queue_unavailable`), near its memory limit "
+        "(`queue_full`), or every pooled connection of this API process stayed busy "
+        "(`connection_pool_exhausted`); nothing was changed; retry after `Retry-After`",
     },
 }
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.registry import JobType
 from service.metrics.collector import QueueSnapshot
+from service.queue.flow_control import FlowState, LaneLimits
 from service.queue.models import Job, WorkerInfo
 from service.queue.options import (
     Attempts,
@@ -287,6 +288,8 @@ class StatsPublic(BaseModel):
     run_p50_ms: float = Field(description="Run time of recently completed jobs.")
     run_p99_ms: float
     taken_at: datetime
+    paused: bool = Field(description="The whole queue is paused: no job starts.")
+    paused_types: list[str] = Field(description="Job types paused: none of their jobs start.")
 
     @classmethod
     def from_snapshot(cls, snap: QueueSnapshot) -> StatsPublic:
@@ -304,6 +307,8 @@ class StatsPublic(BaseModel):
             run_p50_ms=snap.run_p50_ms,
             run_p99_ms=snap.run_p99_ms,
             taken_at=snap.taken_at,
+            paused=snap.flow.queue_paused,
+            paused_types=sorted(snap.flow.paused_lanes),
         )
 
 
@@ -364,6 +369,30 @@ class JobTypeDefaultsPublic(BaseModel):
     concurrency: int | None = Field(description="Max running at once across all workers.")
 
 
+class RateLimitPublic(BaseModel):
+    """At most `limit` starts in any window of `per_seconds`, across all workers."""
+
+    limit: int
+    per_seconds: float
+
+
+class LimitsPublic(BaseModel):
+    """The limits in force: set through the API, else declared on the job type in code."""
+
+    rate: RateLimitPublic | None
+    concurrency: int | None
+
+    @classmethod
+    def from_limits(cls, limits: LaneLimits) -> LimitsPublic:
+        rate = limits.rate
+        return cls(
+            rate=None
+            if rate is None
+            else RateLimitPublic(limit=rate.limit, per_seconds=rate.per_seconds),
+            concurrency=limits.concurrency,
+        )
+
+
 class JobTypePublic(BaseModel):
     """A job type clients can enqueue."""
 
@@ -371,13 +400,17 @@ class JobTypePublic(BaseModel):
     description: str
     defaults: JobTypeDefaultsPublic
     payload_schema: dict[str, Any] = Field(description="JSON schema of `data`.")
+    paused: bool = Field(description="No job of this type starts while true.")
+    limits: LimitsPublic
 
     @classmethod
-    def from_type(cls, job_type: JobType) -> JobTypePublic:
-        """The public view of a registered job type."""
+    def from_type(cls, job_type: JobType, flow: FlowState) -> JobTypePublic:
+        """The public view of a registered job type and its flow settings."""
         d = job_type.defaults
         return cls(
             name=job_type.name,
+            paused=job_type.name in flow.paused_lanes,
+            limits=LimitsPublic.from_limits(flow.limits_of(job_type.name)),
             description=job_type.description,
             defaults=JobTypeDefaultsPublic(
                 priority=Priority(d.priority).label,

@@ -3,8 +3,9 @@ in `supervisor.py`) and talk to its HTTP API (enqueue, status, watch, cancel, re
 workers: `client.py`).
 
 Exit codes: 0 success; 1 the watched job ended failed or cancelled; 2 bad usage or
-configuration; 3 the API refused the request (4xx); 4 the API or Redis is unreachable or failed
-(5xx); 130 interrupted.
+configuration (or, for `jobqueue run`, its port is taken); 3 the API refused the request (4xx);
+4 the API or Redis is unreachable or failed (5xx); 5 `jobqueue worker` gave up on an unreachable
+Redis (REDIS_CONNECT_ATTEMPTS); 130 interrupted (or a second Ctrl-C forced `jobqueue run` down).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 
 from service.cli.client import add_client_commands, sse_events
 from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
+from service.cli.flow_control import add_flow_control_commands
+from service.cli.import_taskiq_redis import add_import_command
 from service.cli.server import add_server_commands
 from service.cli.supervisor import ensure_api_key
 
@@ -32,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_server_commands(sub)
     add_client_commands(sub)
+    add_flow_control_commands(sub)
+    add_import_command(sub)
     return parser
 
 

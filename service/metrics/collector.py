@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from service.queue.flow_control import FlowControl, FlowState
 from service.queue.models import QueueCounts, WorkerInfo
 from service.queue.queue import JobQueue
 from service.queue.states import JobState
@@ -49,6 +50,7 @@ class QueueSnapshot(BaseModel):
     run_p50_ms: float
     run_p99_ms: float
     workers: list[WorkerInfo]
+    flow: FlowState  # what is paused and limited
     # The period the *_last_period counters cover: [period_started_at, +period_seconds).
     period_seconds: float = 60.0
     period_started_at: datetime | None = None
@@ -61,7 +63,18 @@ class QueueSnapshot(BaseModel):
     @property
     def backlog(self) -> int:
         """The scaling input: pending plus leased jobs (see backlog_of)."""
-        return backlog_of(self.counts)
+        return backlog_of(self.counts) - self.paused_pending
+
+    @property
+    def paused_pending(self) -> int:
+        """Pending jobs that cannot start because their queue or type is paused: no scale-out
+        for them."""
+        if self.flow.queue_paused:
+            return self.depth
+        return sum(
+            self.counts.by_type.get(lane, {}).get(JobState.PENDING, 0)
+            for lane in self.flow.paused_lanes
+        )
 
     @property
     def live_tasks(self) -> int:
@@ -131,11 +144,12 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     """Read depth, flow, workers and latencies; QueueUnavailableError if Redis is down."""
     minutes = period_minutes(period_seconds)
     now = queue.clock()
-    counts, rows, samples, workers = await asyncio.gather(
+    counts, rows, samples, workers, flow = await asyncio.gather(
         queue.counts(),
         queue.per_minute(minutes + 1),  # the closed minutes of the period plus the open one
         queue.recent_samples(),
         queue.workers(),
+        FlowControl(queue).state(),
     )
     depth = counts.by_state.get(JobState.PENDING, 0)
     waits = [wait for wait, _ in samples]
@@ -144,6 +158,7 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     return QueueSnapshot(
         taken_at=datetime.fromtimestamp(now, tz=UTC),
         counts=counts,
+        flow=flow,
         completed_last_period=closed_minutes_total(rows, "completed"),
         failed_last_period=closed_minutes_total(rows, "failed"),
         retried_last_period=closed_minutes_total(rows, "retried"),

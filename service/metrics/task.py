@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from service import healthcheck
 from service.jobs import load_job_types
-from service.metrics import canary
+from service.metrics import canary, history
 from service.metrics.collector import collect
 from service.metrics.datums import Datum, canary_datum, snapshot_datums
 from service.metrics.publishers import (
@@ -88,6 +88,9 @@ class MetricsLoop:
         now = self.clock()
         try:
             snapshot = await collect(self.queue, self.period)
+            # The dashboard's 24 h / 7 d history outlives the 2 h per-minute counters only
+            # if closed minutes are folded before they expire, dashboard open or not.
+            await history.fold(self.queue)
         except REDIS_ERRORS:
             log.exception("metrics: cannot read the queue, nothing published this period")
             return False

@@ -35,7 +35,12 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from service.queue.wire import PackedConnection, PackedSSLConnection, tcp_url_options
+from service.queue.wire import (
+    PackedConnection,
+    PackedSSLConnection,
+    WaitingConnectionPool,
+    tcp_url_options,
+)
 
 # Replies that say "not here, not now": the command was refused, never applied.
 _SLOT_ELSEWHERE = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
@@ -122,7 +127,7 @@ def _text(value: str | bytes | None) -> str:
 def queue_slot_pool(url: str, queue_slot: int, **options: Any) -> ConnectionPool:
     """A pool whose connections all go to the primary that serves `queue_slot`."""
     tls, url_options = tcp_url_options(url)
-    return ConnectionPool(
+    return WaitingConnectionPool(
         connection_class=QueueSlotSSLConnection if tls else QueueSlotConnection,
         queue_slot=queue_slot,
         retry=Retry(REDIRECT_BACKOFF, REDIRECT_RETRIES, supported_errors=(QueueSlotMovedError,)),

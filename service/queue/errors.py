@@ -71,6 +71,14 @@ class QueueUnavailableError(JobQueueError):
     code = "queue_unavailable"
 
 
+class ConnectionPoolExhaustedError(QueueUnavailableError):
+    """Every pooled connection of this process stayed busy for the pool's whole wait: the
+    process has more concurrent Redis commands than connections. Redis itself may be healthy;
+    nothing was changed."""
+
+    code = "connection_pool_exhausted"
+
+
 class QueueFullError(JobQueueError):
     """Redis is near (or at) its memory limit: no job was enqueued; retry once workers have
     drained the queue or retention has removed finished jobs.

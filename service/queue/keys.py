@@ -88,6 +88,57 @@ class QueueKeys:
         """Hash `<type>` -> max jobs of that type processing at once across all workers."""
         return self._key("typelimits")
 
+    # Flow control (see docs/queue.md "Flow control"): a lane is a share of the pending work
+    # (a job type today) that has its own pending set while it is paused or limited.
+    @property
+    def flow(self) -> str:
+        """Hash of flow settings: `queue_paused`, `paused|<lane>`, `rate|<lane>` = "limit,ms",
+        `concurrency|<lane>` = N or "none" (set through the API; overrides type_limits)."""
+        return self._key("flow")
+
+    @property
+    def lanes(self) -> str:
+        """Set of lanes whose pending jobs live in their own set instead of `pending`."""
+        return self._key("lanes")
+
+    @property
+    def lane_prefix(self) -> str:
+        """Prefix of lane pending sets; `lane_prefix + lane` is scored like `pending`."""
+        return self._key("lane", "")
+
+    def lane(self, lane: str) -> str:
+        """The pending set of one lane."""
+        return self.lane_prefix + lane
+
+    @property
+    def lane_starts_prefix(self) -> str:
+        """Prefix of rate logs; `lane_starts_prefix + lane` holds recent starts, score = ms."""
+        return self._key("starts", "")
+
+    # Schedules (docs/queue.md "Schedules").
+    @property
+    def schedules(self) -> str:
+        """Sorted set of every schedule id; score = next tick ms, +inf when paused or ended."""
+        return self._key("schedules")
+
+    @property
+    def schedule_prefix(self) -> str:
+        """Prefix of schedule hashes; `schedule_prefix + id` holds spec, job, runs, paused."""
+        return self._key("schedule", "")
+
+    def schedule(self, schedule_id: str) -> str:
+        """The hash of one schedule."""
+        return self.schedule_prefix + schedule_id
+
+    @property
+    def schedule_runs_prefix(self) -> str:
+        """Prefix of run lists; `schedule_runs_prefix + id` holds its newest run job ids."""
+        return self._key("schedule-runs", "")
+
+    def schedule_runs(self, schedule_id: str) -> str:
+        """The capped list of one schedule's newest run job ids, newest first."""
+        return self.schedule_runs_prefix + schedule_id
+
     @property
     def job_prefix(self) -> str:
         """Prefix of job hashes; `job_prefix + id` is the job."""
@@ -128,6 +179,19 @@ class QueueKeys:
     def stats_minute(self, minute: int) -> str:
         """Hash of counters (completed, failed, retried) for one epoch minute."""
         return self._key("stats", str(minute))
+
+    @property
+    def history_folded(self) -> str:
+        """The newest epoch minute already folded into the history rollup."""
+        return self._key("history", "folded")
+
+    def history_minute(self, minute: int) -> str:
+        """Hash of one closed minute's counters and wait-time percentiles (history rollup)."""
+        return self._key("history", "m", str(minute))
+
+    def history_hour(self, hour: int) -> str:
+        """Hash of one epoch hour's summed counters and completed-weighted percentile sums."""
+        return self._key("history", "h", str(hour))
 
     @property
     def sweep_lock(self) -> str:

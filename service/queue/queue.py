@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,7 +22,9 @@ from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq.message import TaskiqMessage
 
+from service.queue import schedules as _schedules
 from service.queue.errors import (
+    ConnectionPoolExhaustedError,
     InvalidRequestError,
     InvalidTransitionError,
     JobNotFoundError,
@@ -42,8 +45,10 @@ from service.queue.models import (
     WorkerInfo,
     from_ms,
 )
+from service.queue.schedules import Schedule, ScheduleSpec
 from service.queue.scripts import ScriptArg, Scripts
 from service.queue.states import JobState, Priority, pending_score_range
+from service.queue.wire import PoolExhaustedError
 
 # Finished-set trimming deletes at most this many jobs per script call, so no call blocks Redis
 # for long; every later finish continues where it stopped.
@@ -413,6 +418,11 @@ class JobQueue:
         self._check_transition(job_id, reply, "retry")
         return await self.get(job_id)
 
+    async def delete(self, job_id: str) -> None:
+        """Delete a completed, failed or cancelled job and its logs; 409 for a live one."""
+        reply = await self._guard(self.scripts.run("delete", {"job_id": job_id}))
+        self._check_transition(job_id, reply, "delete")
+
     @staticmethod
     def _check_transition(job_id: str, reply: list[str], verb: str) -> None:
         if reply[0] == "missing":
@@ -424,18 +434,163 @@ class JobQueue:
             )
 
     async def set_type_limits(self, limits: dict[str, int]) -> None:
-        """Publish per-type concurrency limits that every worker's dequeue honours."""
+        """Publish the per-type concurrency limits declared in code (defaults: a limit set
+        through the API, in the flow hash, takes precedence and survives this rewrite)."""
+        previous: dict[str, str] = await self._guard(self.redis.hgetall(self.keys.type_limits))
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.type_limits)
         if limits:
             pipe.hset(self.keys.type_limits, mapping={k: str(v) for k, v in limits.items()})
         await self._guard(pipe.execute())
+        # A type whose default came or went may gain or lose its own lane (flow-set-6.lua).
+        for job_type in set(previous) | set(limits):
+            args: dict[str, ScriptArg] = {"field": "", "value": "", "lane": job_type}
+            await self._guard(self.scripts.run("flow-set", args))
+
+    # --- schedules (service/queue/schedules.py) ---------------------------------------------
+
+    def now_ms(self) -> int:
+        """This queue's clock in ms, the unit of every score."""
+        return now_ms(self.clock)
+
+    async def put_schedule(
+        self, schedule_id: str, spec: ScheduleSpec, job: JobSpec
+    ) -> tuple[Schedule, bool]:
+        """Create or replace a schedule that enqueues `job` (its type's defaults resolved, as
+        `JobType.build_spec` gives it) on `spec`'s cadence; (schedule, created). A replaced
+        schedule keeps its paused state; its run count restarts."""
+        spec.check()
+        now = self.now_ms()
+        fields = _schedules.schedule_fields(spec, job, _ms_of(spec.start_at) or now)
+        key = self.keys.schedule(schedule_id)
+        row = await self._guard(self.redis.hmget(key, "created", "paused"))
+        created, paused = row[0] is None, row[1] == "1"
+        score = (
+            _schedules.NEVER
+            if paused
+            else _schedules.first_tick_ms(spec, _schedules.anchor_of(fields), now)
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={name: value for name, value in fields.items()})
+        pipe.hsetnx(key, "created", str(now))
+        pipe.hsetnx(key, "paused", "0")
+        pipe.zadd(self.keys.schedules, {schedule_id: score})
+        await self._guard(pipe.execute())
+        return await self.get_schedule(schedule_id), created
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """One schedule; ScheduleNotFoundError if there is none."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.schedule(schedule_id))
+        pipe.zscore(self.keys.schedules, schedule_id)
+        pipe.lrange(self.keys.schedule_runs(schedule_id), 0, -1)
+        row, score, runs = await self._guard(pipe.execute())
+        if not row:
+            raise _schedules.not_found(schedule_id)
+        return _schedules.schedule_from_hash(schedule_id, row, score, runs)
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, soonest next run first (paused and ended ones last)."""
+        ids: list[str] = await self._guard(self.redis.zrange(self.keys.schedules, 0, -1))
+        found = []
+        for schedule_id in ids:
+            try:
+                found.append(await self.get_schedule(schedule_id))
+            except _schedules.ScheduleNotFoundError:
+                continue  # deleted since the listing
+        return found
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Remove a schedule (its jobs stay); ScheduleNotFoundError if there is none."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.schedule(schedule_id), self.keys.schedule_runs(schedule_id))
+        pipe.zrem(self.keys.schedules, schedule_id)
+        deleted, _ = await self._guard(pipe.execute())
+        if not deleted:
+            raise _schedules.not_found(schedule_id)
+
+    async def pause_schedule(self, schedule_id: str, paused: bool = True) -> Schedule:
+        """Stop (or, with paused=False, restart from now) a schedule's cadence."""
+        schedule = await self.get_schedule(schedule_id)
+        row = await self._guard(self.redis.hgetall(self.keys.schedule(schedule_id)))
+        score = _schedules.NEVER
+        if not paused:
+            score = _schedules.first_tick_ms(
+                schedule.spec, _schedules.anchor_of(row), self.now_ms()
+            )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.schedule(schedule_id), "paused", "1" if paused else "0")
+        pipe.zadd(self.keys.schedules, {schedule_id: score})
+        await self._guard(pipe.execute())
+        return await self.get_schedule(schedule_id)
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Enqueue one run now, outside the cadence; the job's id."""
+        schedule = await self.get_schedule(schedule_id)
+        job_id = _schedules.trigger_job_id(schedule_id)
+        reply = await self._claim(
+            schedule_id, expected="", next_ms=-1, runs=schedule.runs, job_id=job_id,
+            job=schedule.job,
+        )  # fmt: skip
+        if reply[0] == "missing":
+            raise _schedules.not_found(schedule_id)
+        return job_id
+
+    async def due_schedules(self, now: int, limit: int) -> list[tuple[str, int]]:
+        """(schedule id, tick ms) of schedules due at `now`, soonest first."""
+        rows = await self._guard(self.redis.zrangebyscore(
+            self.keys.schedules, "-inf", now, start=0, num=limit, withscores=True
+        ))  # fmt: skip
+        return [(schedule_id, int(score)) for schedule_id, score in rows]
+
+    async def next_schedule_ms(self) -> float | None:
+        """When the soonest schedule is due (ms), None when none is running."""
+        rows = await self._guard(self.redis.zrange(self.keys.schedules, 0, 0, withscores=True))
+        return None if not rows or rows[0][1] == _schedules.NEVER else float(rows[0][1])
+
+    async def claim_tick(self, schedule_id: str, tick_ms: int) -> str | None:
+        """Fire one due tick if no one else has: the job id it enqueued, None if it lost the
+        race, the schedule changed, or a missed tick was skipped."""
+        row = await self._guard(self.redis.hgetall(self.keys.schedule(schedule_id)))
+        if not row:
+            return None
+        schedule = _schedules.schedule_from_hash(schedule_id, row, tick_ms, [])
+        now = self.now_ms()
+        run, next_ms, runs = _schedules.plan_claim(
+            schedule, _schedules.anchor_of(row), tick_ms, now
+        )
+        job_id = _schedules.tick_job_id(schedule_id, tick_ms) if run else ""
+        reply = await self._claim(
+            schedule_id, expected=tick_ms, next_ms=next_ms, runs=runs, job_id=job_id,
+            job=schedule.job,
+        )  # fmt: skip
+        return reply[1] or None if reply[0] == "ok" else None
+
+    async def _claim(
+        self, schedule_id: str, *, expected: int | str, next_ms: int, runs: int, job_id: str,
+        job: JobSpec,
+    ) -> list[str]:  # fmt: skip
+        now = self.now_ms()
+        job_args = _schedules.NO_JOB
+        if job_id:
+            job_args = _schedules.job_args(job_id, job, now, build_message(job_id, job))
+        args: dict[str, ScriptArg] = {
+            "schedule_id": schedule_id, "expected_ms": expected, "next_ms": next_ms,
+            "runs": runs, "now_ms": now, "runs_kept": _schedules.RUNS_KEPT, **job_args,
+        }  # fmt: skip
+        reply: list[str] = await self._guard(self.scripts.run("schedule-claim", args))
+        return reply
 
     async def _guard(self, awaitable: Any) -> Any:
         """Await a Redis call, turning connection failures into QueueUnavailableError and
         Redis's own out-of-memory refusal into QueueFullError."""
         try:
             return await awaitable
+        except PoolExhaustedError as exc:  # before REDIS_DOWN, whose ConnectionError it is
+            raise ConnectionPoolExhaustedError(
+                f"{exc}; nothing was changed: retry, or spread the load over more processes",
+                {"reason": str(exc)},
+            ) from exc
         except REDIS_DOWN as exc:
             raise QueueUnavailableError(
                 "the queue's Redis server is unreachable; nothing was changed",
@@ -448,6 +603,10 @@ class JobQueue:
                 "changed: retry later, once workers have drained the queue",
                 {"reason": str(exc)},
             ) from exc
+
+
+def _ms_of(at: datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp() * 1000)
 
 
 def _memory_refusal(used: int, maxmemory: int, config: QueueConfig) -> QueueFullError:

@@ -52,37 +52,58 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     "cancel": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
               "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
-              "logs_prefix", "marker", *_EVENTS),
+              "logs_prefix", "marker", *_EVENTS, "lane_prefix"),
         args=("job_id", "now_ms", "trim_limit"),
     ),
     "dequeue": ScriptDeclaration(
         keys=("pending", "delayed", "active", "marker", "sequence", "type_counts",
-              "type_limits", "job_prefix", *_EVENTS),
+              "type_limits", "job_prefix", *_EVENTS, "flow", "lanes", "lane_prefix",
+              "lane_starts_prefix"),
         args=("now_ms", "lease_ms", "worker_id", "max_jobs", "promote_limit"),
     ),
     "enqueue": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "marker", "sequence", "type_counts",
-              "type_index_prefix", "idempotency_prefix", *_EVENTS),
+              "type_index_prefix", "idempotency_prefix", *_EVENTS, "lanes", "lane_prefix"),
         args=("now_ms", "max_memory_share"),
         more_args="9 per job: id, type, priority, message, due ms, attempts, retention x2, key",
     ),
     "finish": ScriptDeclaration(
-        keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "pending",
-              "type_counts", "type_limits", "expiry", "type_index_prefix", "idempotency_prefix",
+        keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "lane_prefix",
+              "type_counts", "lanes", "expiry", "type_index_prefix", "idempotency_prefix",
               "logs_prefix", "samples", "stats_minute", *_EVENTS),
         args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
         more_args="5 per job: id, outcome, payload, traceback, retry delay ms",
     ),
+    "delete": ScriptDeclaration(
+        keys=("job_prefix", "completed", "failed", "cancelled", "expiry", "type_index_prefix",
+              "idempotency_prefix", "logs_prefix", "type_counts"),
+        args=("job_id",),
+    ),
+    "flow-set": ScriptDeclaration(
+        keys=("flow", "lanes", "lane_prefix", "pending", "type_limits", "marker"),
+        args=("field", "value", "lane"),
+    ),
+    "promote": ScriptDeclaration(
+        keys=("job_prefix", "delayed", "pending", "lanes", "lane_prefix", "sequence",
+              "type_counts", "marker", *_EVENTS, "flow"),
+        args=("job_id", "now_ms"),
+    ),
+    "reprioritise": ScriptDeclaration(
+        keys=("job_prefix", "pending", "lanes", "lane_prefix"), args=("job_id", "priority")
+    ),
     "log": ScriptDeclaration(keys=("job", "logs"), args=("line", "lines_kept")),
     "oldest-pending": ScriptDeclaration(
-        keys=("pending", "job_prefix"), args=(), more_args="a score range per priority"
+        keys=("pending", "job_prefix", "lanes", "lane_prefix"),
+        args=(),
+        more_args="a score range per priority",
     ),
     "progress": ScriptDeclaration(
         keys=("job_prefix", "active", *_EVENTS),
         args=("job_id", "worker_id", "percent", "message", "now_ms"),
     ),
     "release": ScriptDeclaration(
-        keys=("active", "pending", "marker", "sequence", "type_counts", "job_prefix", *_EVENTS),
+        keys=("active", "pending", "marker", "sequence", "type_counts", "job_prefix", *_EVENTS,
+              "lanes", "lane_prefix"),
         args=("worker_id", "now_ms"),
         more_args="job ids",
     ),
@@ -91,13 +112,22 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     ),
     "retry": ScriptDeclaration(
         keys=("job_prefix", "failed", "cancelled", "pending", "marker", "sequence",
-              "type_counts", "expiry", *_EVENTS),
+              "type_counts", "expiry", *_EVENTS, "lanes", "lane_prefix"),
         args=("job_id", "now_ms"),
+    ),
+    "schedule-claim": ScriptDeclaration(
+        keys=("schedules", "schedule_prefix", "schedule_runs_prefix", "job_prefix", "pending",
+              "delayed", "marker", "sequence", "type_counts", "type_index_prefix", *_EVENTS,
+              "lanes", "lane_prefix"),
+        args=("schedule_id", "expected_ms", "next_ms", "runs", "now_ms", "runs_kept", "job_id",
+              "type", "priority", "message", "due_ms", "attempts", "keep_completed",
+              "keep_failed"),
     ),
     "sweep": ScriptDeclaration(
         keys=("active", "pending", "delayed", "marker", "sequence", "type_counts", "job_prefix",
               "completed", "failed", "cancelled", "expiry", "type_index_prefix",
-              "idempotency_prefix", "logs_prefix", "workers", *_EVENTS, "stats_minute"),
+              "idempotency_prefix", "logs_prefix", "workers", *_EVENTS, "stats_minute", "lanes",
+              "lane_prefix"),
         args=("now_ms", "limit", "max_stalls", "worker_ttl_ms", "stats_ttl_s"),
     ),
 }  # fmt: skip

@@ -66,7 +66,8 @@ class Priority(IntEnum):
                 return cls[value.upper()]
             except KeyError:
                 pass
-        else:
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            # Only a name or a whole level: 15.5, true, [15] or {"level": 15} are refused.
             try:
                 return cls(int(value))
             except ValueError:

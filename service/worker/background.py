@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from service.queue.wire import reraise_swallowed_cancel
+
 log = logging.getLogger(__name__)
 
 
@@ -25,3 +27,4 @@ async def every(seconds: float, action: Callable[[], Awaitable[None]]) -> None:
     while True:
         await asyncio.sleep(seconds)
         await quietly(action(), action.__name__)
+        reraise_swallowed_cancel()

@@ -109,6 +109,12 @@ class Holdings:
         """A buffered job leaves the buffer before it was handed out (dropped)."""
         self._buffer.remove(held.delivery)
 
-    def release(self, job_id: str) -> None:
-        """The worker no longer holds the job."""
-        self._jobs.pop(job_id, None)
+    def release(self, held: Held) -> None:
+        """The worker no longer holds this attempt of the job.
+
+        By attempt, not by id: a retry with no backoff can be dequeued again, here, while the
+        failed attempt's end is still being written, and letting go of that attempt must not
+        drop the new one (its ack would find nothing, and it would sit until its lease lapsed).
+        """
+        if self._jobs.get(held.delivery.job_id) is held:
+            del self._jobs[held.delivery.job_id]

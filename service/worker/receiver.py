@@ -26,8 +26,10 @@ from taskiq import AckableMessage
 from taskiq.abc.broker import AsyncBroker
 from taskiq.receiver import Receiver
 
+from service.processes import die_with_parent
 from service.queue.consumer import Delivery
 from service.queue.queue import REDIS_DOWN
+from service.queue.wire import reraise_swallowed_cancel
 from service.worker.runtime import WorkerRuntime
 from service.worker.taskiq_broker import JobQueueBroker
 
@@ -49,6 +51,7 @@ class JobReceiver(Receiver):
         self, broker: AsyncBroker, max_async_tasks: int | None = None, **kwargs: Any
     ) -> None:
         super().__init__(broker, max_async_tasks=max_async_tasks, **kwargs)
+        die_with_parent()  # a worker process of `jobqueue run` ends with taskiq's manager
         self._task_limit = max_async_tasks if max_async_tasks and max_async_tasks > 0 else None
 
     async def listen(self, finish_event: asyncio.Event) -> None:
@@ -159,6 +162,8 @@ class _Dispatch:
         while not self._should_stop():
             try:
                 await self._step()
+                # restart() cancels this loop for a new one; a swallowed cancel would leave two.
+                reraise_swallowed_cancel()
             except REDIS_DOWN as exc:
                 log.warning("cannot take jobs from Redis (%s); retrying", exc)
                 # Woken by a finish request, or after the pause.

@@ -33,11 +33,13 @@ from service import healthcheck
 from service.queue.consumer import Consumer, Delivery, FinishStatus, new_worker_id
 from service.queue.job_context import JobContext, current_job
 from service.queue.queue import JobQueue, now_ms
+from service.queue.schedules import ScheduleTicker
+from service.queue.wire import cancel_and_wait
 from service.settings import Settings
 from service.worker.background import every, quietly
 from service.worker.cancels import listen_for_cancels
 from service.worker.finishing import FinishBatcher, outcome_of
-from service.worker.holdings import HeldState, Holdings
+from service.worker.holdings import Held, HeldState, Holdings
 from service.worker.lease_keeper import LeaseKeeper
 from service.worker.protection import ProtectionSwitch, ScaleInProtection
 from service.worker.stalls import Capacity, StallDetector
@@ -124,6 +126,8 @@ class WorkerRuntime:
             asyncio.create_task(every(s.heartbeat_seconds, self._health_step)),
             asyncio.create_task(every(s.sweep_interval_seconds, self._sweep)),
             asyncio.create_task(listen_for_cancels(self.consumer, self._drop)),
+            # Fires due schedule ticks; its wait is the next tick or TICKER_POLL_SECONDS.
+            asyncio.create_task(ScheduleTicker(self.consumer.queue).run()),
         ]
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
 
@@ -146,11 +150,7 @@ class WorkerRuntime:
         for held in self.held.values():
             if held.state is HeldState.RUNNING and held.task is not None:
                 held.task.cancel()
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        await cancel_and_wait(self._loops)
         self._loops = []
         await quietly(self.consumer.deregister(), "leave the worker registry")
         await self._protection.close()
@@ -316,13 +316,22 @@ class WorkerRuntime:
                 "lease expires",
                 job_id,
             )
-            self._let_go(job_id)
+            self._let_go(held)
             return
-        self._let_go(job_id)
+        self._let_go(held)
         if status == FinishStatus.COMPLETED:
             self.stats.processed += 1
         elif status in (FinishStatus.FAILED, FinishStatus.RETRY_SCHEDULED):
             self.stats.failed += 1
+            # One line; the traceback is on the job (service.logs drops taskiq's copy).
+            log.warning(
+                "job %s %s failed on attempt %d%s: %s",
+                held.message.task_name if held.message else "?",
+                job_id,
+                held.delivery.attempt,
+                ", retry scheduled" if status == FinishStatus.RETRY_SCHEDULED else "",
+                outcome.payload,
+            )
         elif status == FinishStatus.STALE:
             log.info("job %s was cancelled or re-assigned while running; result dropped", job_id)
 
@@ -354,10 +363,10 @@ class WorkerRuntime:
             held.task.cancel()
         elif held.state is HeldState.BUFFERED:
             self.held.unbuffer(held)
-            self._let_go(job_id)
+            self._let_go(held)
 
-    def _let_go(self, job_id: str) -> None:
-        self.held.release(job_id)
+    def _let_go(self, held: Held) -> None:
+        self.held.release(held)
         self.room_may_have_freed()
 
     async def _heartbeat(self) -> None:

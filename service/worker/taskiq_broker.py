@@ -29,6 +29,7 @@ from service.queue.queue import JobQueue, build_message
 from service.queue.states import TERMINAL, JobState
 from service.settings import Settings, get_settings
 from service.worker.protection import ScaleInProtection
+from service.worker.result_backends import FinalResultBackend, backend_from_settings
 from service.worker.runtime import WorkerRuntime
 
 
@@ -47,9 +48,9 @@ class JobQueueBroker(AsyncBroker):
         self.registry = JobRegistry()
         if registry is not None:
             self.use_job_types(registry)
-        self.with_result_backend(JobResultBackend(self))
-        self.with_id_generator(lambda: uuid.uuid4().hex)
         self.settings = settings or get_settings()
+        self.with_result_backend(backend_from_settings(self.settings) or JobResultBackend(self))
+        self.with_id_generator(lambda: uuid.uuid4().hex)
         self.protection = protection
         self._redis: Redis | None = None
         self._queue: JobQueue | None = None
@@ -62,6 +63,14 @@ class JobQueueBroker(AsyncBroker):
         for job_type in registry.all():
             if self.find_task(job_type.name) is None:
                 self.register_task(_task_for(job_type), task_name=job_type.name)
+
+    def with_result_backend(self, result_backend: AsyncResultBackend[Any]) -> JobQueueBroker:
+        """Results through `result_backend` too (taskiq-redis's, say), written with each job's
+        final end only; the job record keeps its own copy for the API and the dashboard."""
+        if not isinstance(result_backend, JobResultBackend | FinalResultBackend):
+            result_backend = FinalResultBackend(self, result_backend)
+        super().with_result_backend(result_backend)
+        return self
 
     @property
     def queue(self) -> JobQueue:
@@ -175,12 +184,30 @@ class JobResultBackend(AsyncResultBackend[Any]):
 AS_SENT_OPTIONS = set(JobOptions.model_fields) & set(JobSpec.model_fields)
 
 
+# taskiq's retry middlewares retry 3 times unless `max_retries` says otherwise.
+TASKIQ_DEFAULT_MAX_RETRIES = 3
+
+
+def taskiq_retry_labels(labels: dict[str, Any]) -> dict[str, Any]:
+    """taskiq's retry labels (`retry_on_error`, `max_retries`, `_retries` of its Simple/Smart
+    retry middlewares) as our `attempts`: the runs the task has left. Here the queue retries,
+    so a task declared for taskiq-redis keeps its retry policy unchanged."""
+    retry = labels.get("retry_on_error")
+    if retry is None or "attempts" in labels:
+        return labels
+    if str(retry).lower() != "true":
+        return {**labels, "attempts": 1}
+    max_retries = int(labels.get("max_retries", TASKIQ_DEFAULT_MAX_RETRIES))
+    done = int(labels.get("_retries", 0))
+    return {**labels, "attempts": max(1, max_retries - done + 1)}
+
+
 def spec_from_message(
     message: BrokerMessage, settings: Settings, registry: JobRegistry
 ) -> tuple[JobSpec, str]:
     """Job options from a kicked message's labels; registered job types get their defaults and
     a canonical message, other taskiq tasks keep theirs as sent."""
-    options = JobOptions.from_labels(message.labels)
+    options = JobOptions.from_labels(taskiq_retry_labels(message.labels))
     taskiq_message = TaskiqMessage.model_validate_json(message.message)
     config = queue_config(settings)
     if message.task_name in registry.names():

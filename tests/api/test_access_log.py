@@ -20,7 +20,7 @@ def test_a_key_in_the_url_is_refused_and_scrubbed_from_the_access_log(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(BIN / "jobqueue"), "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=service_env(redis_url, queue_name),
+            env=service_env(redis_url, queue_name, ACCESS_LOG="true"),  # off by default
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -55,6 +55,7 @@ def client_env(server: str) -> dict[str, str]:
 SPEC_COMMANDS = {
     "run": [], "api": [], "worker": [], "metrics": [], "enqueue": ["noop"], "status": ["j1"],
     "watch": ["j1"], "cancel": ["j1"], "retry": ["j1"], "stats": [], "workers": [],
+    "pause": [], "resume": [], "limits": ["noop"],
 }  # fmt: skip
 
 
@@ -247,7 +248,8 @@ def test_a_port_in_use_exits_2_with_one_sentence(redis_url: str, server: str) ->
     result = run_cli("api", "--port", taken, env=service_env(redis_url, "q"), timeout=30)
     assert result.returncode == 2, result.stderr
     assert last_line(result.stderr) == (
-        f"jobqueue: the API could not listen on 127.0.0.1:{taken} (address in use or unknown host)"
+        f"jobqueue: port {taken} on 127.0.0.1 is taken (Address already in use); "
+        "pick another with --port N or PORT=N"
     )
 
 

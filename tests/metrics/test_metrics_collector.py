@@ -163,4 +163,5 @@ async def test_round_trips_stay_constant_from_ten_to_a_hundred_thousand_pending_
         await unlink_queue(redis, cqueue.keys)
 
     assert snap.depth == 100_010
-    assert at_ten == at_100k == 6
+    # Counts, oldest pending, minutes, samples, workers, flow settings (paused and limits).
+    assert at_ten == at_100k == 7

@@ -28,6 +28,7 @@ from service.api.schemas import (
 )
 from service.jobs.registry import REGISTRY
 from service.queue.errors import InvalidJobError, JobQueueError
+from service.queue.flow_control import FlowControl
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 
@@ -116,9 +117,10 @@ def _indexed_errors(index: int, exc: JobQueueError) -> list[dict[str, Any]]:
 
 
 @router.get("/jobs/types")
-async def job_types() -> JobTypesPublic:
+async def job_types(queue: QueueDep) -> JobTypesPublic:
     """Registered job types with their defaults and the JSON schema of their `data`."""
-    return JobTypesPublic(items=[JobTypePublic.from_type(t) for t in REGISTRY.all()])
+    flow = await FlowControl(queue).state()
+    return JobTypesPublic(items=[JobTypePublic.from_type(t, flow) for t in REGISTRY.all()])
 
 
 @router.get("/jobs/{id}/status", responses=responses(404))

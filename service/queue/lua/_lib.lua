@@ -34,17 +34,27 @@ local function publish(events_prefix, events_channel, job_id, state, now)
   rcall("PUBLISH", events_channel, msg)
 end
 
-local function make_pending(job_key, job_id, pending, sequence, type_counts, job_type, now, note)
+-- Pending work is split into lanes (docs/queue.md "Flow control"): a job type that is paused or
+-- limited keeps its pending jobs in its own set `lane_prefix .. type`; every other type shares
+-- `pending`. `pend` names those keys: {pending = ..., lanes = ..., lane_prefix = ...}.
+local function pending_set(pend, job_type)
+  if job_type and rcall("SISMEMBER", pend.lanes, job_type) == 1 then
+    return pend.lane_prefix .. job_type
+  end
+  return pend.pending
+end
+
+local function make_pending(job_key, job_id, pend, sequence, type_counts, job_type, now, note)
   local seq = rcall("INCR", sequence)
   local priority = rcall("HGET", job_key, "priority")
-  rcall("ZADD", pending, pending_score(priority, seq), job_id)
+  rcall("ZADD", pending_set(pend, job_type), pending_score(priority, seq), job_id)
   rcall("HSET", job_key, "state", "pending", "pending_since", now)
   count(type_counts, job_type, "pending", 1)
   timeline(job_key, "pending", now, note)
 end
 
 -- Move due delayed jobs to pending. Returns how many moved.
-local function promote_due(delayed, pending, sequence, type_counts, job_prefix, now, limit)
+local function promote_due(delayed, pend, sequence, type_counts, job_prefix, now, limit)
   local due = rcall("ZRANGEBYSCORE", delayed, "-inf", now, "LIMIT", 0, limit)
   for _, job_id in ipairs(due) do
     local job_key = job_prefix .. job_id
@@ -52,7 +62,7 @@ local function promote_due(delayed, pending, sequence, type_counts, job_prefix, 
     local job_type = rcall("HGET", job_key, "type")
     if job_type then
       count(type_counts, job_type, "delayed", -1)
-      make_pending(job_key, job_id, pending, sequence, type_counts, job_type, now, "")
+      make_pending(job_key, job_id, pend, sequence, type_counts, job_type, now, "")
     end
   end
   return #due

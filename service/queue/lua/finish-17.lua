@@ -4,8 +4,8 @@ and one script run for many jobs.
 Only the worker holding the lease may finish a job: for a stale worker (its lease expired and
 the job went elsewhere, or the job was cancelled) that job gets 0 and nothing changes.
 KEYS[1]  job_prefix    KEYS[2]  active        KEYS[3]  delayed      KEYS[4]  completed
-KEYS[5]  failed        KEYS[6]  marker        KEYS[7]  pending      KEYS[8]  type_counts
-KEYS[9]  type_limits   KEYS[10] expiry        KEYS[11] type_index_prefix
+KEYS[5]  failed        KEYS[6]  marker        KEYS[7]  lane_prefix  KEYS[8]  type_counts
+KEYS[9]  lanes         KEYS[10] expiry        KEYS[11] type_index_prefix
 KEYS[12] idempotency_prefix                   KEYS[13] logs_prefix  KEYS[14] samples
 KEYS[15] stats_minute                         KEYS[16] events_prefix
 KEYS[17] events
@@ -29,8 +29,8 @@ local function finish_one(job_id, outcome, payload, trace, delay)
   local job_type = fields[2]
   rcall("ZREM", KEYS[2], job_id)
   count(KEYS[8], job_type, "processing", -1)
-  -- A job of a concurrency-limited type leaving may unblock one waiting in pending.
-  if rcall("HEXISTS", KEYS[9], job_type) == 1 and rcall("ZCARD", KEYS[7]) > 0 then
+  -- A job of a limited lane leaving may unblock one waiting in that lane.
+  if rcall("SISMEMBER", KEYS[9], job_type) == 1 and rcall("ZCARD", KEYS[7] .. job_type) > 0 then
     rcall("ZADD", KEYS[6], 0, "0")
   end
 

@@ -2,7 +2,7 @@
 KEYS[1]  job_prefix          KEYS[2]  pending             KEYS[3]  delayed
 KEYS[4]  marker              KEYS[5]  sequence            KEYS[6]  type_counts
 KEYS[7]  type_index_prefix   KEYS[8]  idempotency_prefix  KEYS[9]  events_prefix
-KEYS[10] events
+KEYS[10] events              KEYS[11] lanes               KEYS[12] lane_prefix
 ARGV[1] now_ms
 ARGV[2] max_memory_share: share of maxmemory above which nothing is enqueued (0 = no check of our own)
 then 9 per job, from ARGV[3]:
@@ -17,6 +17,7 @@ that passes its first write runs to the end (Redis checks OOM only before a scri
 and the memory check below happens before any write.
 ]]
 local FIELDS_PER_JOB = 9
+local pend = {pending = KEYS[2], lanes = KEYS[11], lane_prefix = KEYS[12]}
 local now, memory_share = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 -- INFO is the only memory reading a script may make (CONFIG is not allowed in scripts); about
@@ -67,7 +68,7 @@ local function enqueue_one(base)
     rcall("ZADD", KEYS[4], "LT", due, "0")
   else
     state = "pending"
-    make_pending(job_key, job_id, KEYS[2], KEYS[5], KEYS[6], job_type, now, "")
+    make_pending(job_key, job_id, pend, KEYS[5], KEYS[6], job_type, now, "")
     rcall("ZADD", KEYS[4], 0, "0")
   end
   publish(KEYS[9], KEYS[10], job_id, state, now)

@@ -10,13 +10,14 @@ KEYS[5]  sequence    KEYS[6]  type_counts  KEYS[7]  job_prefix    KEYS[8]  compl
 KEYS[9]  failed      KEYS[10] cancelled    KEYS[11] expiry        KEYS[12] type_index_prefix
 KEYS[13] idempotency_prefix                KEYS[14] logs_prefix   KEYS[15] workers
 KEYS[16] events_prefix                     KEYS[17] events
-KEYS[18] stats_minute
+KEYS[18] stats_minute    KEYS[19] lanes    KEYS[20] lane_prefix
 ARGV[1] now_ms   ARGV[2] limit   ARGV[3] max_stalls   ARGV[4] worker_ttl_ms (heartbeat TTL)
 ARGV[5] stats_ttl_s
 Returns {requeued, failed for stalling, promoted, expired and deleted, workers dropped}.
 ]]
 local now, limit, max_stalls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local job_prefix, type_counts = KEYS[7], KEYS[6]
+local pend = {pending = KEYS[2], lanes = KEYS[19], lane_prefix = KEYS[20]}
 local p = {job_prefix = job_prefix, expiry = KEYS[11], type_counts = type_counts,
   type_index_prefix = KEYS[12], idempotency_prefix = KEYS[13], logs_prefix = KEYS[14]}
 
@@ -40,14 +41,14 @@ for _, job_id in ipairs(expired) do
       publish(KEYS[16], KEYS[17], job_id, "failed", now)
       stalled_out = stalled_out + 1
     else
-      make_pending(job_key, job_id, KEYS[2], KEYS[5], type_counts, job_type, now, "lease-expired")
+      make_pending(job_key, job_id, pend, KEYS[5], type_counts, job_type, now, "lease-expired")
       publish(KEYS[16], KEYS[17], job_id, "pending", now)
       requeued = requeued + 1
     end
   end
 end
 
-local promoted = promote_due(KEYS[3], KEYS[2], KEYS[5], type_counts, job_prefix, now, limit)
+local promoted = promote_due(KEYS[3], pend, KEYS[5], type_counts, job_prefix, now, limit)
 if requeued + promoted > 0 then rcall("ZADD", KEYS[4], 0, "0") end
 
 local finished_sets = {completed = KEYS[8], failed = KEYS[9], cancelled = KEYS[10]}

@@ -5,6 +5,7 @@ KEYS[1]  job_prefix   KEYS[2]  pending       KEYS[3]  delayed          KEYS[4] a
 KEYS[5]  cancelled    KEYS[6]  type_counts   KEYS[7]  cancel_channel   KEYS[8] expiry
 KEYS[9]  type_index_prefix   KEYS[10] idempotency_prefix   KEYS[11] logs_prefix
 KEYS[12] marker       KEYS[13] events_prefix KEYS[14] events
+KEYS[15] lane_prefix
 ARGV[1] job_id   ARGV[2] now_ms   ARGV[3] trim_limit
 Returns {"missing"} | {terminal state it is already in} | {"ok", previous state}.
 ]]
@@ -17,6 +18,8 @@ local sets = {pending = KEYS[2], delayed = KEYS[3], processing = KEYS[4]}
 if not sets[state] then return {state} end
 
 rcall("ZREM", sets[state], job_id)
+-- A pending job of a lane is in its lane's set (or still in `pending`, not yet moved there).
+if state == "pending" then rcall("ZREM", KEYS[15] .. job_type, job_id) end
 count(KEYS[6], job_type, state, -1)
 if state == "processing" then
   rcall("PUBLISH", KEYS[7], job_id)

@@ -2,6 +2,7 @@
 attempt is not counted: the job did not fail, its worker left.
 KEYS[1] active   KEYS[2] pending   KEYS[3] marker          KEYS[4] sequence
 KEYS[5] type_counts   KEYS[6] job_prefix   KEYS[7] events_prefix   KEYS[8] events
+KEYS[9] lanes    KEYS[10] lane_prefix
 ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3..] job ids
 Returns how many were handed back.
 ]]
@@ -16,7 +17,7 @@ for i = 3, #ARGV do
     count(KEYS[5], job_type, "processing", -1)
     rcall("HINCRBY", job_key, "attempts", -1)
     rcall("HDEL", job_key, "worker")
-    make_pending(job_key, job_id, KEYS[2], KEYS[4], KEYS[5], job_type, now, "released")
+    make_pending(job_key, job_id, {pending = KEYS[2], lanes = KEYS[9], lane_prefix = KEYS[10]}, KEYS[4], KEYS[5], job_type, now, "released")
     publish(KEYS[7], KEYS[8], job_id, "pending", now)
     released = released + 1
   end
