@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import functools
 import gc
+import re
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from redis.asyncio import Redis
-from taskiq import AckableMessage, AsyncBroker, AsyncResultBackend, TaskiqMiddleware
+from taskiq import (
+    AckableMessage,
+    AsyncBroker,
+    AsyncResultBackend,
+    AsyncTaskiqDecoratedTask,
+    TaskiqMiddleware,
+)
 from taskiq.message import BrokerMessage, TaskiqMessage
 from taskiq.result import TaskiqResult
 
 from service.jobs.registry import JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
-from service.queue.errors import JobNotFoundError
+from service.queue.errors import InvalidRequestError, JobNotFoundError, UnknownJobTypeError
 from service.queue.job_context import current_job
 from service.queue.models import JobSpec
 from service.queue.options import JobOptions
 from service.queue.queue import JobQueue, build_message
+from service.queue.schedules import SCHEDULE_ID_PATTERN, Schedule, ScheduleSpec
 from service.queue.states import TERMINAL, JobState
 from service.settings import Settings, get_settings
 from service.worker.protection import ScaleInProtection
@@ -79,6 +88,11 @@ class JobQueueBroker(AsyncBroker):
             raise RuntimeError("the broker is not started; call `await broker.startup()` first")
         return self._queue
 
+    @property
+    def is_started(self) -> bool:
+        """Whether startup() has connected the queue."""
+        return self._queue is not None
+
     async def startup(self) -> None:
         """Connect; in a worker process also register the worker and start its loops."""
         self._redis = connect(self.settings)
@@ -106,6 +120,72 @@ class JobQueueBroker(AsyncBroker):
         """Enqueue a message sent with `task.kiq(...)`; its labels carry the job options."""
         spec, body = spec_from_message(message, self.settings, self.registry)
         await self.queue.enqueue_message(message.task_id, spec, body)
+
+    # --- schedules (service/queue/schedules.py) ---------------------------------------------
+
+    async def schedule(
+        self,
+        task: AsyncTaskiqDecoratedTask[Any, Any] | str,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        every_seconds: int | None = None,
+        timezone: str = "UTC",
+        data: dict[str, Any] | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        limit: int | None = None,
+        misfire: Literal["skip", "run_once"] = "run_once",
+        **labels: Any,
+    ) -> Schedule:
+        """Create or replace schedule `schedule_id`: `task` (the `@broker.task` object or its
+        name) with `data`, on `cron` (in `timezone`) or every `every_seconds`; the stored
+        Schedule.
+
+        The job is what `task.kicker().with_labels(**labels).kiq(data=data)` would enqueue:
+        `labels` over the task's own, read as kiq() labels are (`priority`, `attempts`,
+        `timeout`, `backoff`, `delay`, taskiq's `retry_on_error`/`max_retries`). The queue
+        fires it, one job per tick, from every API and worker process: no `taskiq scheduler`
+        runs. Bad input raises what `PUT /schedules/{id}` answers with a 422: pydantic's
+        ValidationError for a bad field, InvalidRequestError when fields disagree or `task` is
+        not a job type. A RuntimeError before `await broker.startup()`.
+        """
+        name = task if isinstance(task, str) else task.task_name
+        declared = self.find_task(name) if isinstance(task, str) else task
+        own_labels = {} if declared is None else declared.labels
+        options = JobOptions.from_labels(taskiq_retry_labels({**own_labels, **labels}))
+        spec = ScheduleSpec(
+            type=name, data=data or {}, options=options, cron=cron, every_seconds=every_seconds,
+            timezone=timezone, start_at=start_at, end_at=end_at, limit=limit, misfire=misfire,
+        )  # fmt: skip
+        return await self.store_schedule(schedule_id, spec)
+
+    async def store_schedule(self, schedule_id: str, spec: ScheduleSpec) -> Schedule:
+        """Create or replace a schedule from its ScheduleSpec: `PUT /schedules/{id}` from
+        Python, checked the same way (the id, the job type, its payload, the spec)."""
+        queue = self.queue
+        if not re.fullmatch(SCHEDULE_ID_PATTERN, schedule_id):
+            message = f"a schedule id matches {SCHEDULE_ID_PATTERN}"
+            raise InvalidRequestError(
+                f"id: {message}", {"errors": [{"field": "id", "in": "path", "message": message}]}
+            )
+        try:
+            job_type = self.registry.get(spec.type)
+        except UnknownJobTypeError as exc:
+            raise InvalidRequestError(
+                exc.message, {"errors": [{"field": "type", "in": "body", "message": exc.message}]}
+            ) from None
+        job = job_type.build_spec(spec.data, queue.config, spec.options)
+        schedule, _ = await queue.put_schedule(schedule_id, spec, job)
+        return schedule
+
+    async def unschedule(self, schedule_id: str) -> None:
+        """Remove a schedule (jobs it already enqueued stay); ScheduleNotFoundError if none."""
+        await self.queue.delete_schedule(schedule_id)
+
+    async def schedules(self) -> list[Schedule]:
+        """Every stored schedule, soonest next run first (paused and ended ones last)."""
+        return await self.queue.list_schedules()
 
     async def listen(self) -> AsyncGenerator[bytes | AckableMessage, None]:
         """Jobs for this worker; acking one records its end (see WorkerRuntime.ack)."""
