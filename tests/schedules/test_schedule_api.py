@@ -69,7 +69,10 @@ async def test_pause_resume_trigger_and_delete(client: httpx.AsyncClient) -> Non
         ({"type": "noop", "every_seconds": 1, "limit": 0}, "limit"),
         ({"type": "no-such-type", "every_seconds": 1}, "type"),
         # Once a 500 (TypeError): the priority reader called int() on whatever it was given.
-        ({"type": "noop", "every_seconds": 1, "options": {"priority": {"level": 15}}}, "options.priority"),
+        (
+            {"type": "noop", "every_seconds": 1, "options": {"priority": {"level": 15}}},
+            "options.priority",
+        ),
         ({"type": "noop", "every_seconds": 1, "options": {"priority": [15]}}, "options.priority"),
     ],
 )

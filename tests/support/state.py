@@ -45,8 +45,14 @@ async def assert_no_leaked_keys(
     fixed = {
         keys.pending, keys.delayed, keys.active, keys.completed, keys.failed, keys.cancelled,
         keys.marker, keys.sequence, keys.type_counts, keys.type_limits, keys.expiry, keys.samples,
-        keys.sweep_lock, keys.workers,
+        keys.sweep_lock, keys.workers, keys.flow, keys.lanes, keys.schedules,
+        keys.history_folded,
     }  # fmt: skip
+    # Queue-level families: flow-control lanes and their start windows, schedules, history.
+    families = (
+        keys.lane_prefix, keys.lane_starts_prefix, keys.schedule_prefix,
+        keys.schedule_runs_prefix, keys.history_minute(0)[:-1], keys.history_hour(0)[:-1],
+    )  # fmt: skip
     leaked = []
     async for key in redis.scan_iter(match=keys.job_prefix.rsplit(":", 2)[0] + ":*", count=1000):
         if key in fixed or key in allowed_extra:
@@ -61,7 +67,7 @@ async def assert_no_leaked_keys(
             owner = await redis.get(key)
             if owner in ids:
                 continue
-        if key.startswith(keys.worker("")):
+        if key.startswith(keys.worker("")) or key.startswith(families):
             continue
         leaked.append(key)
     assert not leaked, f"keys not accounted for: {leaked[:10]}"

@@ -224,19 +224,19 @@ async def _bulk(
     return BulkResult(matched=len(ids), changed=changed, skipped=skipped)
 
 
-@router.post("/jobs/bulk/cancel", responses=responses())
+@router.post("/jobs/bulk/cancel", responses=responses(413))
 async def bulk_cancel(body: BulkRequest, queue: QueueDep) -> BulkResult:
     """Cancel the listed or matching jobs that are delayed, pending or processing."""
     return await _bulk(queue, body, "cancel")
 
 
-@router.post("/jobs/bulk/retry", responses=responses())
+@router.post("/jobs/bulk/retry", responses=responses(413))
 async def bulk_retry(body: BulkRequest, queue: QueueDep) -> BulkResult:
     """Run the listed or matching failed or cancelled jobs again from their first attempt."""
     return await _bulk(queue, body, "retry")
 
 
-@router.post("/jobs/bulk/delete", responses=responses())
+@router.post("/jobs/bulk/delete", responses=responses(413))
 async def bulk_delete(body: BulkRequest, queue: QueueDep) -> BulkResult:
     """Delete the listed or matching finished jobs with their logs; live jobs are skipped
     (cancel them first)."""
