@@ -15,11 +15,17 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.queue.errors import InvalidJobError, PermanentJobError, UnknownJobTypeError
+from service.queue.errors import (
+    InvalidJobError,
+    InvalidRequestError,
+    PermanentJobError,
+    UnknownJobTypeError,
+)
 from service.queue.job_context import JobContext
 from service.queue.models import JobSpec
 from service.queue.options import Backoff, JobOptions, Retention
 from service.queue.queue import QueueConfig
+from service.queue.schedules import ScheduleSpec
 from service.queue.states import Priority
 
 P = TypeVar("P", bound=BaseModel)
@@ -184,6 +190,16 @@ class JobRegistry:
                 f"unknown job type {name!r}; known types: {', '.join(self.names())}",
                 {"type": name, "known_types": self.names()},
             ) from None
+
+    def schedule_job(self, spec: ScheduleSpec, config: QueueConfig) -> JobSpec:
+        """The job a schedule enqueues on each tick, checked as an enqueue's. An unknown type is
+        a bad field of the schedule (422 naming `type`), not a missing resource as in a path."""
+        try:
+            job_type = self.get(spec.type)
+        except UnknownJobTypeError as exc:
+            field = {"field": "type", "in": "body", "message": exc.message}
+            raise InvalidRequestError(exc.message, {"errors": [field]}) from None
+        return job_type.build_spec(spec.data, config, spec.options)
 
     def names(self) -> list[str]:
         """Registered type names, sorted."""

@@ -29,7 +29,7 @@ from taskiq.result import TaskiqResult
 
 from service.jobs.registry import JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
-from service.queue.errors import InvalidRequestError, JobNotFoundError, UnknownJobTypeError
+from service.queue.errors import InvalidRequestError, JobNotFoundError
 from service.queue.job_context import current_job
 from service.queue.models import JobSpec
 from service.queue.options import JobOptions
@@ -169,13 +169,7 @@ class JobQueueBroker(AsyncBroker):
             raise InvalidRequestError(
                 f"id: {message}", {"errors": [{"field": "id", "in": "path", "message": message}]}
             )
-        try:
-            job_type = self.registry.get(spec.type)
-        except UnknownJobTypeError as exc:
-            raise InvalidRequestError(
-                exc.message, {"errors": [{"field": "type", "in": "body", "message": exc.message}]}
-            ) from None
-        job = job_type.build_spec(spec.data, queue.config, spec.options)
+        job = self.registry.schedule_job(spec, queue.config)
         schedule, _ = await queue.put_schedule(schedule_id, spec, job)
         return schedule
 

@@ -14,7 +14,6 @@ from service.api.errors import responses
 from service.api.routes.jobs import require_unicode
 from service.api.routing import TemplateRoute
 from service.jobs.registry import REGISTRY
-from service.queue.errors import InvalidRequestError, UnknownJobTypeError
 from service.queue.schedules import (
     SCHEDULE_ID_PATTERN,
     Schedule,
@@ -73,14 +72,8 @@ async def put_schedule(
     id: ScheduleId, body: ScheduleSpec, queue: QueueDep, response: Response
 ) -> ScheduleDetail:
     """Create (201) or replace (200) a schedule; its job is checked like an enqueue's."""
-    try:
-        job_type = REGISTRY.get(body.type)
-    except UnknownJobTypeError as exc:
-        raise InvalidRequestError(
-            exc.message, {"errors": [{"field": "type", "in": "body", "message": exc.message}]}
-        ) from None
     require_unicode(body.data)
-    job = job_type.build_spec(body.data, queue.config, body.options)
+    job = REGISTRY.schedule_job(body, queue.config)
     schedule, created = await queue.put_schedule(id, body, job)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return await _detail(queue, schedule)
