@@ -80,6 +80,7 @@ def test_every_page_fits_desktop_and_phone(
             ("#/jobs/failed", "list-failed"),
             ("#/types/noop", "list-type"),
             ("#/enqueue", "enqueue"),
+            ("#/schedules", "schedules"),
         ]:
             page.goto(f"{system.base_url}/ui{path}")
             expect(page.locator("main h1").first).to_be_visible()

@@ -19,7 +19,10 @@ from sse_starlette import EventSourceResponse
 from service.api.deps import Authenticated, QueueDep, SettingsDep
 from service.api.errors import responses
 from service.api.routes import history
+from service.api.routes.schedules import RunPublic
 from service.api.ui.events import queue_event_stream
+from service.queue.schedules import Schedule
+from service.queue.states import JobState
 
 router = APIRouter(tags=["dashboard"])
 # The history endpoint lives under /jobs for API clients, but only the dashboard needs it yet:
@@ -161,6 +164,38 @@ async def throughput(
     return ThroughputPublic(
         minutes=[MinuteCounts(minute=minute, **counts) for minute, counts in rows]
     )
+
+
+class ScheduleRow(Schedule):
+    """A schedule as `GET /schedules` lists it, with the state of its newest run."""
+
+    last_run: RunPublic | None = Field(description="Its newest run; null before the first.")
+
+
+@router.get(
+    "/ui/api/schedules",
+    dependencies=[Authenticated],
+    responses=responses(),
+    summary="Schedules with their newest run's state, for the dashboard",
+)
+async def schedules_with_last_run(queue: QueueDep) -> list[ScheduleRow]:
+    """Every schedule, soonest next run first, each with its newest run's state.
+
+    `GET /schedules` has only the run ids; the page would need one `GET /schedules/{id}` per
+    row on every refresh, and it refreshes whenever jobs change. This is one call.
+    """
+    schedules = await queue.list_schedules()
+    newest = [schedule.last_run_ids[0] for schedule in schedules if schedule.last_run_ids]
+    states = {job.id: job.state for job in await queue.get_many(newest)}
+    return [_row(schedule, states) for schedule in schedules]
+
+
+def _row(schedule: Schedule, states: dict[str, JobState]) -> ScheduleRow:
+    ids = schedule.last_run_ids
+    last_run = RunPublic(job_id=ids[0], state=states.get(ids[0])) if ids else None
+    # dict(schedule), not model_dump(): the fields go in as the models they are, so each
+    # spec's timezone is not checked again against every zone on disk.
+    return ScheduleRow(**dict(schedule), last_run=last_run)
 
 
 @router.get(

@@ -7,6 +7,7 @@ import { renderDetail } from "./views/detail.js";
 import { renderEnqueue } from "./views/enqueue.js";
 import { LIST_STATUSES, renderStatusList, renderTypeList } from "./views/list.js";
 import { renderOverview } from "./views/overview.js";
+import { renderSchedules } from "./views/schedules.js";
 
 const root = document.getElementById("app");
 let cleanup = null;
@@ -26,6 +27,7 @@ function pickView({ parts }) {
   if (first === "types" && second) return renderTypeList;
   if (first === "job" && second) return renderDetail;
   if (first === "enqueue") return renderEnqueue;
+  if (first === "schedules") return renderSchedules;
   return null;
 }
 
@@ -81,6 +83,7 @@ function drawFrame() {
     { "aria-label": "Main" },
     h("a", { href: "#/" }, "Overview"),
     LIST_STATUSES.map((status) => h("a", { href: `#/jobs/${status}` }, status)),
+    h("a", { href: "#/schedules" }, "Schedules"),
     h("a", { href: "#/enqueue", class: "primary-link" }, "Enqueue"),
   );
   replace(
