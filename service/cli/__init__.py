@@ -1,6 +1,6 @@
 """`jobqueue`: run the system (run, api, worker, metrics: `server.py`, with the local supervisor
 in `supervisor.py`) and talk to its HTTP API (enqueue, status, watch, cancel, retry, stats,
-workers: `client.py`).
+workers: `client.py`; schedules: `schedules.py`).
 
 Exit codes: 0 success; 1 the watched job ended failed or cancelled; 2 bad usage or
 configuration (or, for `jobqueue run`, its port is taken); 3 the API refused the request (4xx);
@@ -19,6 +19,7 @@ from service.cli.client import add_client_commands, sse_events
 from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
 from service.cli.flow_control import add_flow_control_commands
 from service.cli.import_taskiq_redis import add_import_command
+from service.cli.schedules import add_schedule_commands
 from service.cli.server import add_server_commands
 from service.cli.supervisor import ensure_api_key
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_commands(sub)
     add_client_commands(sub)
     add_flow_control_commands(sub)
+    add_schedule_commands(sub)
     add_import_command(sub)
     return parser
 
