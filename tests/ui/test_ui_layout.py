@@ -33,7 +33,9 @@ OFF_SCREEN = """() => {
   for (const el of document.body.querySelectorAll("*")) {
     const box = el.getBoundingClientRect();
     if (!box.width || !box.height || getComputedStyle(el).visibility === "hidden") continue;
-    if (box.right > width + 1 && !scrollsAlone(el)) off.push(`${el.tagName.toLowerCase()}.${el.className}`);
+    if (box.right > width + 1 && !scrollsAlone(el)) {
+      off.push(`${el.tagName.toLowerCase()}.${el.className}`);
+    }
   }
   return {scrollWidth: document.documentElement.scrollWidth, width, off: off.slice(0, 10)};
 }"""
@@ -50,10 +52,10 @@ def check_layout(page: Page, shots: Path, name: str) -> None:
         assert not found["off"], (name, width, found)
 
 
-def enqueue(system: System, job_type: str = "noop", **data: object) -> str:
+def enqueue(running: System, job_type: str = "noop", **data: object) -> str:
     response = httpx.post(
-        f"{system.base_url}/{job_type}/enqueue",
-        headers={"X-API-Key": system.api_key},
+        f"{running.base_url}/{job_type}/enqueue",
+        headers={"X-API-Key": running.api_key},
         json={"data": data},
         timeout=10,
     )
