@@ -55,7 +55,7 @@ def client_env(server: str) -> dict[str, str]:
 SPEC_COMMANDS = {
     "run": [], "api": [], "worker": [], "metrics": [], "enqueue": ["noop"], "status": ["j1"],
     "watch": ["j1"], "cancel": ["j1"], "retry": ["j1"], "stats": [], "workers": [],
-    "pause": [], "resume": [], "limits": ["noop"],
+    "pause": [], "resume": [], "limits": ["noop"], "schedules": ["list"],
 }  # fmt: skip
 
 
