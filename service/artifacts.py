@@ -15,9 +15,11 @@ must name the configured bucket. Anything else is a PermanentJobError: retrying 
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -129,6 +131,14 @@ class LocalArtifactStore:
             raise ArtifactError(f"artifact URI is outside the artifact folder: {uri!r}")
         return path
 
+    def owns(self, uri: str) -> bool:
+        """Whether `uri` names a file inside this store's folder (it may not exist)."""
+        try:
+            self.path_of(uri)
+        except ArtifactError:
+            return False
+        return True
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a file via a temp file and rename, so no reader ever sees part of it."""
@@ -185,14 +195,119 @@ class S3ArtifactStore:
             raise ArtifactError(f"artifact URI must be s3://{self.bucket}/...: {uri!r}")
         return artifact_key(*parts.path.lstrip("/").split("/"))
 
+    def owns(self, uri: str) -> bool:
+        """Whether `uri` names an object in this store's bucket (it may not exist)."""
+        try:
+            self.key_of(uri)
+        except ArtifactError:
+            return False
+        return True
+
+    async def presigned_url(
+        self, uri: str, filename: str, content_type: str, expires_seconds: int
+    ) -> str:
+        """A GET URL for the object that works without credentials for `expires_seconds`.
+
+        S3 answers it with `content_type` and `Content-Disposition: attachment` naming
+        `filename`. Signing is local, but the first call may fetch the task role's credentials,
+        hence the thread.
+        """
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key_of(uri),
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        }
+        url: str = await asyncio.to_thread(
+            self.client.generate_presigned_url,
+            "get_object", Params=params, ExpiresIn=expires_seconds,
+        )  # fmt: skip
+        return url
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact a job's result names: its file name, URI and what the result says of it."""
+
+    name: str
+    uri: str
+    size_bytes: int | None
+    content_type: str
+
+
+# Result fields that describe the one artifact URI beside them (the built-in types' results:
+# `uri` or `output_uri` with `size_bytes` or `output_size_bytes`, and `content_type`).
+_SIZE_FIELDS = ("size_bytes", "output_size_bytes")
+_URI_SCHEMES = ("file://", "s3://")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def artifacts_in(result: Any) -> list[ArtifactRef]:
+    """Every artifact URI in a job's result, once each and in order, named by its file name.
+
+    Nothing records a job's artifacts apart from its result, so they are read from there: any
+    string that is a `file://` or `s3://` URI, wherever it sits. A name the job used twice (two
+    folders, one file name) gets a `2-`, `3-`... prefix, so every name is unique; names are
+    key segments (`artifact_key`), so one is always a single safe path segment.
+    """
+    found: list[ArtifactRef] = []
+    names: set[str] = set()
+    uris: set[str] = set()
+    for uri, siblings in _uris_in(result):
+        if uri in uris:
+            continue
+        uris.add(uri)
+        base = artifact_name(uri)
+        name = base
+        for n in range(2, len(found) + 3):
+            if name not in names:
+                break
+            name = f"{n}-{base}"
+        names.add(name)
+        found.append(_ref(name, uri, siblings))
+    return found
+
+
+def artifact_name(uri: str) -> str:
+    """The file name of a URI, made a valid key segment (other characters become `_`)."""
+    base = _UNSAFE.sub("_", unquote(urlsplit(uri).path).rsplit("/", 1)[-1])[:200]
+    return base if _SEGMENT.match(base) else "artifact"
+
+
+def _uris_in(
+    value: Any, siblings: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    # (uri, the object holding it if that object holds no other URI), depth first in order.
+    if isinstance(value, str) and value.startswith(_URI_SCHEMES):
+        yield value, siblings or {}
+    elif isinstance(value, dict):
+        uris = [v for v in value.values() if isinstance(v, str) and v.startswith(_URI_SCHEMES)]
+        for item in value.values():
+            yield from _uris_in(item, value if len(set(uris)) == 1 else None)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _uris_in(item)
+
+
+def _ref(name: str, uri: str, siblings: dict[str, Any]) -> ArtifactRef:
+    size = next((siblings[f] for f in _SIZE_FIELDS if isinstance(siblings.get(f), int)), None)
+    content_type = siblings.get("content_type")
+    if not isinstance(content_type, str) or not content_type:
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return ArtifactRef(name=name, uri=uri, size_bytes=size, content_type=content_type)
+
 
 def artifact_store_from(settings: Settings) -> ArtifactStore:
     """The store the settings choose: S3 when ARTIFACT_BUCKET is set, else the local folder."""
     if settings.artifact_bucket:
         # boto3 costs about a second to import; processes that never touch S3 skip it.
         import boto3
+        from botocore.config import Config
 
-        client = boto3.client("s3", region_name=settings.aws_region)
+        # SigV4 everywhere: boto3 would otherwise presign with the deprecated SigV2 in
+        # us-east-1, whose URLs newer buckets and regions refuse.
+        config = Config(signature_version="s3v4")
+        client = boto3.client("s3", region_name=settings.aws_region, config=config)
         return S3ArtifactStore(settings.artifact_bucket, client)
     return LocalArtifactStore(settings.artifact_dir)
 
