@@ -237,10 +237,17 @@ class JobQueue:
         if state is JobState.PROCESSING:
             return await self._list_active(limit, cursor)
         newest_first = state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-        ids, next_cursor = await self._page_ids(
-            self.keys.state_set(state), limit, cursor, newest_first
-        )
+        sets = [self.keys.state_set(state)]
+        if state is JobState.PENDING:
+            sets += await self._lane_sets()
+        ids, next_cursor = await self._page_ids(sets, limit, cursor, newest_first)
         return Page(items=await self.get_many(ids), next_cursor=next_cursor)
+
+    async def _lane_sets(self) -> list[str]:
+        """The pending sets of paused or limited types (docs/queue.md "Flow control"): their
+        jobs are pending too, scored as in `pending`, so merged they keep the run order."""
+        lanes: set[str] = await self._guard(self.redis.smembers(self.keys.lanes))
+        return [self.keys.lane(lane) for lane in sorted(lanes)]
 
     async def list_by_type(
         self,
@@ -257,7 +264,7 @@ class JobQueue:
         limit = max(1, min(limit, MAX_PAGE))
         window = limit if state is None else limit * 10
         ids, next_cursor = await self._page_ids(
-            self.keys.type_index(job_type), window, cursor, newest_first=True
+            [self.keys.type_index(job_type)], window, cursor, newest_first=True
         )
         jobs = await self.get_many(ids)
         if state is not None:
@@ -267,14 +274,33 @@ class JobQueue:
                 next_cursor = _encode_cursor(_type_score(jobs[-1]), jobs[-1].id)
         return Page(items=jobs, next_cursor=next_cursor)
 
+    async def _lane_counts(self, lanes: list[str]) -> tuple[int, list[int]]:
+        """Pending jobs in these lanes: in all, and per priority (in Priority order)."""
+        if not lanes:
+            return 0, [0] * len(Priority)
+        pipe = self.redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.zcard(self.keys.lane(lane))
+            for priority in Priority:
+                pipe.zcount(self.keys.lane(lane), *pending_score_range(priority))
+        replies = await self._guard(pipe.execute())
+        per_lane = len(Priority) + 1
+        total = sum(replies[i] for i in range(0, len(replies), per_lane))
+        priorities = [
+            sum(replies[i + 1 + p] for i in range(0, len(replies), per_lane))
+            for p in range(len(Priority))
+        ]
+        return total, priorities
+
     async def _page_ids(
-        self, key: str, limit: int, cursor: str | None, newest_first: bool
+        self, keys: list[str], limit: int, cursor: str | None, newest_first: bool
     ) -> tuple[list[str], str | None]:
-        """A page of a sorted set after (score, member) `cursor`: stable while jobs come and go."""
+        """A page of sorted sets merged, after (score, member) `cursor`: stable while jobs come
+        and go."""
         after = _decode_cursor(cursor)
         fetch = limit + 1
         while True:
-            fetched = await self._range(key, after, fetch, newest_first)
+            fetched = await self._range_merged(keys, after, fetch, newest_first)
             rows = fetched
             if after is not None:
                 rows = [row for row in fetched if _is_after(row, after, newest_first)]
@@ -284,6 +310,16 @@ class JobQueue:
         page = rows[:limit]
         next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
         return [member for member, _ in page], next_cursor
+
+    async def _range_merged(
+        self, keys: list[str], after: tuple[float, str] | None, count: int, newest_first: bool
+    ) -> list[tuple[str, float]]:
+        """The first `count` rows of the sets together, in the order of one set."""
+        if len(keys) == 1:
+            return await self._range(keys[0], after, count, newest_first)
+        rows = [row for key in keys for row in await self._range(key, after, count, newest_first)]
+        rows.sort(key=lambda row: (row[1], row[0]), reverse=newest_first)
+        return rows[:count]
 
     async def _range(
         self, key: str, after: tuple[float, str] | None, count: int, newest_first: bool
@@ -319,7 +355,10 @@ class JobQueue:
         for priority in Priority:
             pipe.zcount(k.pending, *pending_score_range(priority))
         pipe.hgetall(k.type_counts)
-        replies = await self._guard(pipe.execute())
+        pipe.smembers(k.lanes)
+        *replies, lanes = await self._guard(pipe.execute())
+        # One more round trip only while some type is paused or limited.
+        lane_pending, lane_priorities = await self._lane_counts(sorted(lanes))
         oldest_ms = await self._guard(
             self.scripts.run(
                 "oldest-pending",
@@ -329,7 +368,9 @@ class JobQueue:
         )
         states = list(JobState)
         by_state = dict(zip(states, replies[: len(states)], strict=True))
+        by_state[JobState.PENDING] += lane_pending
         priorities = replies[len(states) : len(states) + len(Priority)]
+        priorities = [n + more for n, more in zip(priorities, lane_priorities, strict=True)]
         by_type: dict[str, dict[JobState, int]] = {}
         for type_state, value in replies[-1].items():
             job_type, _, state = type_state.rpartition("|")

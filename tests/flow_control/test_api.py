@@ -49,6 +49,26 @@ async def test_paused_type_is_held_while_others_run(
     assert [d.job_id for d in taken] == [held]
 
 
+async def test_jobs_of_a_paused_type_still_count_and_list_as_pending(
+    client: httpx.AsyncClient, queue: JobQueue
+) -> None:
+    # Once they were missing: counts and lists read only the shared `pending` set, not the
+    # paused type's own lane.
+    await client.post("/jobs/types/noop/pause")
+    first = await enqueue(client, priority="high")
+    shared = (await queue.enqueue(JobSpec(type="other"))).job.id
+    last = await enqueue(client)
+    stats = (await client.get("/jobs/stats")).json()
+    assert stats["counts"]["pending"] == 3
+    assert stats["pending_by_priority"]["high"] == 1
+    assert stats["pending_by_priority"]["normal"] == 2
+    listed = (await client.get("/jobs/pending", params={"limit": 2})).json()
+    assert [job["id"] for job in listed["items"]] == [first, shared]  # run order across sets
+    rest = await client.get("/jobs/pending", params={"cursor": listed["next_cursor"]})
+    assert [job["id"] for job in rest.json()["items"]] == [last]
+    await client.post("/jobs/types/noop/resume")
+
+
 async def test_limits_are_set_shown_and_removed(client: httpx.AsyncClient) -> None:
     body = {"rate": {"limit": 10, "per_seconds": 1}, "concurrency": 5}
     response = await client.put("/jobs/types/noop/limits", json=body)
