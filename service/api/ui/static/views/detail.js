@@ -3,7 +3,7 @@
 // always the API's full view, not a patched copy.
 
 import { cancelJob, retryJob } from "../actions.js";
-import { api, streamEvents } from "../api.js";
+import { api, getKey, streamEvents } from "../api.js";
 import { badge, fmtJson, fmtTime, h, jobState, replace } from "../dom.js";
 import { priorityLabel } from "./list.js";
 
@@ -89,6 +89,7 @@ export async function renderDetail(view, { parts }) {
       panel("Result", job.result === null || job.result === undefined
         ? h("p", { class: "muted" }, TERMINAL.includes(status) ? "No result." : "Not finished yet.")
         : h("pre", { "data-testid": "job-result" }, fmtJson(job.result))),
+      job.result === null || job.result === undefined ? null : panel("Artifacts", artifactList(path)),
       job.error || job.traceback ? panel("Error", h("p", { class: "error", "data-testid": "job-error" }, job.error ?? ""),
         job.traceback ? h("details", { open: true }, h("summary", {}, "Stack trace"), h("pre", { class: "trace" }, job.traceback)) : null, "wide") : null,
       panel("Timeline", timeline(job.timeline ?? [])),
@@ -224,6 +225,38 @@ function attempts(job) {
       ? h("ol", { class: "attempts", "aria-label": "Runs" }, runs.map((r) => h("li", {}, `${fmtTime(r.at)} on ${r.worker ?? "?"}: ${r.outcome}`, r.ended ? ` (${fmtTime(r.ended)})` : "")))
       : h("p", { class: "muted" }, "Not run yet."),
   ];
+}
+
+// Artifacts: the list comes from the API; a download is fetched with the key header (a plain
+// link cannot send it) and handed to the browser as an object URL. `redirect: "manual"` keeps
+// the key from following the S3 store's 307 to another host.
+function artifactList(jobPath) {
+  const box = h("div", { "data-testid": "job-artifacts" }, h("p", { class: "muted" }, "Loading…"));
+  api(`${jobPath}/artifacts`).then(({ items }) => replace(box, items.length
+    ? h("ul", { class: "artifacts" }, items.map((a) => h("li", {},
+      h("button", { type: "button", class: "secondary", onclick: (e) => download(a, e.target) }, a.name),
+      h("span", { class: "muted" }, ` ${a.content_type}${a.size_bytes === null ? "" : `, ${a.size_bytes} bytes`}`))))
+    : h("p", { class: "muted" }, "No artifacts.")))
+    .catch((err) => replace(box, h("p", { class: "error" }, `Cannot list the artifacts: ${err.message}`)));
+  return box;
+}
+
+async function download(artifact, button) {
+  const response = await fetch(artifact.download_url, { headers: { "X-API-Key": getKey() ?? "" }, redirect: "manual", cache: "no-store" });
+  if (response.type === "opaqueredirect") {
+    button.after(h("span", { class: "muted" }, " (stored in S3: use `jobqueue artifacts ID --out DIR`)"));
+    return;
+  }
+  if (!response.ok) {
+    button.after(h("span", { class: "error" }, ` download failed: ${response.status}`));
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = h("a", { href: url, download: artifact.name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 function logs(lines) {
