@@ -171,6 +171,17 @@ def upcoming(spec: ScheduleSpec, anchor: datetime, after: datetime, count: int) 
     return ticks
 
 
+def upcoming_runs(schedule: Schedule, count: int) -> list[datetime]:
+    """A stored schedule's next `count` run times: none while paused or ended, and no more
+    than its `limit` has left."""
+    after = schedule.next_run_at
+    if schedule.spec.limit is not None:
+        count = min(count, schedule.spec.limit - schedule.runs)
+    if after is None or count <= 0:
+        return []
+    return [after, *upcoming(schedule.spec, anchor_of_schedule(schedule), after, count - 1)]
+
+
 def tick_job_id(schedule_id: str, tick_ms: int) -> str:
     """The id of the job a tick enqueues: one tick, one id, so one job."""
     return f"{schedule_id}:{tick_ms}"

@@ -25,6 +25,12 @@ async def test_put_creates_then_replaces_and_get_shows_five_upcoming_runs(
     assert [s["id"] for s in (await client.get("/schedules")).json()] == ["nightly"]
 
 
+async def test_upcoming_runs_stop_at_the_limit(client: httpx.AsyncClient) -> None:
+    body = {"type": "noop", "every_seconds": 3600, "limit": 2}
+    detail = (await client.put("/schedules/twice", json=body)).json()
+    assert len(detail["upcoming"]) == 2  # not five: only two runs will happen
+
+
 async def test_pause_resume_trigger_and_delete(client: httpx.AsyncClient) -> None:
     await client.put("/schedules/s", json={"type": "noop", "every_seconds": 3600})
     paused = (await client.post("/schedules/s/pause")).json()

@@ -18,8 +18,7 @@ from service.queue.schedules import (
     SCHEDULE_ID_PATTERN,
     Schedule,
     ScheduleSpec,
-    anchor_of_schedule,
-    upcoming,
+    upcoming_runs,
 )
 from service.queue.states import JobState
 
@@ -51,11 +50,7 @@ class TriggeredRun(BaseModel):
 
 async def _detail(queue: QueueDep, schedule: Schedule) -> ScheduleDetail:
     jobs = {job.id: job for job in await queue.get_many(schedule.last_run_ids)}
-    after = schedule.next_run_at
-    ticks = [] if after is None else [after]
-    if after is not None:
-        anchor = anchor_of_schedule(schedule)
-        ticks += upcoming(schedule.spec, anchor, after, UPCOMING - 1)
+    ticks = upcoming_runs(schedule, UPCOMING)
     runs = [
         RunPublic(job_id=job_id, state=jobs[job_id].state if job_id in jobs else None)
         for job_id in schedule.last_run_ids
