@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -504,19 +504,25 @@ class JobQueue:
         now = self.now_ms()
         fields = _schedules.schedule_fields(spec, job, _ms_of(spec.start_at) or now)
         key = self.keys.schedule(schedule_id)
-        row = await self._guard(self.redis.hmget(key, "created", "paused"))
-        created, paused = row[0] is None, row[1] == "1"
-        score = (
-            _schedules.NEVER
-            if paused
-            else _schedules.first_tick_ms(spec, _schedules.anchor_of(fields), now)
+        first_tick = _schedules.first_tick_ms(spec, _schedules.anchor_of(fields), now)
+
+        async def write(pipe: Pipeline) -> bool:
+            # WATCHed: a pause, delete or claim between this read and the write retries it, so
+            # a schedule paused meanwhile is never written back due.
+            created_ms, paused = await pipe.hmget(key, "created", "paused")
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            pipe.hset(key, mapping={name: value for name, value in fields.items()})
+            pipe.hsetnx(key, "created", str(now))
+            pipe.hsetnx(key, "paused", "0")
+            pipe.zadd(
+                self.keys.schedules,
+                {schedule_id: _schedules.NEVER if paused == "1" else first_tick},
+            )
+            return created_ms is None
+
+        created: bool = await self._guard(
+            self.redis.transaction(write, key, value_from_callable=True)
         )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={name: value for name, value in fields.items()})
-        pipe.hsetnx(key, "created", str(now))
-        pipe.hsetnx(key, "paused", "0")
-        pipe.zadd(self.keys.schedules, {schedule_id: score})
-        await self._guard(pipe.execute())
         return await self.get_schedule(schedule_id), created
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
@@ -552,17 +558,23 @@ class JobQueue:
 
     async def pause_schedule(self, schedule_id: str, paused: bool = True) -> Schedule:
         """Stop (or, with paused=False, restart from now) a schedule's cadence."""
-        schedule = await self.get_schedule(schedule_id)
-        row = await self._guard(self.redis.hgetall(self.keys.schedule(schedule_id)))
-        score = _schedules.NEVER
-        if not paused:
-            score = _schedules.first_tick_ms(
-                schedule.spec, _schedules.anchor_of(row), self.now_ms()
-            )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.schedule(schedule_id), "paused", "1" if paused else "0")
-        pipe.zadd(self.keys.schedules, {schedule_id: score})
-        await self._guard(pipe.execute())
+        key = self.keys.schedule(schedule_id)
+
+        async def write(pipe: Pipeline) -> None:
+            # WATCHed: a delete between the read and the write retries it and finds nothing,
+            # instead of leaving a hash holding only `paused`.
+            row: dict[str, str] = await pipe.hgetall(key)  # type: ignore[assignment]  # decoded
+            if not row:
+                raise _schedules.not_found(schedule_id)
+            score = _schedules.NEVER
+            if not paused:
+                spec = ScheduleSpec.model_validate_json(row["spec"])
+                score = _schedules.first_tick_ms(spec, _schedules.anchor_of(row), self.now_ms())
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            pipe.hset(key, "paused", "1" if paused else "0")
+            pipe.zadd(self.keys.schedules, {schedule_id: score})
+
+        await self._guard(self.redis.transaction(write, key))
         return await self.get_schedule(schedule_id)
 
     async def trigger_schedule(self, schedule_id: str) -> str:

@@ -162,3 +162,28 @@ async def test_trigger_runs_once_now_and_delete_forgets(queue: JobQueue) -> None
         await queue.get_schedule("daily")
     with pytest.raises(ScheduleNotFoundError):
         await queue.trigger_schedule("daily")
+
+
+async def test_a_pause_racing_a_delete_leaves_nothing_behind(queue: JobQueue) -> None:
+    # Before the writes were WATCHed, a pause that read the schedule before a delete wrote a
+    # hash holding only `paused` after it: a schedule without a spec, read back as a 500.
+    spec = ScheduleSpec(type="noop", every_seconds=60)
+    for _ in range(30):
+        await queue.put_schedule("raced", spec, JOB)
+        outcomes = await asyncio.gather(
+            queue.pause_schedule("raced"), queue.delete_schedule("raced"), return_exceptions=True
+        )
+        for outcome in outcomes:  # done, or told it was gone: never another error
+            assert not isinstance(outcome, Exception) or isinstance(outcome, ScheduleNotFoundError)
+        assert not await queue.redis.exists(queue.keys.schedule("raced"))
+        assert await queue.redis.zscore(queue.keys.schedules, "raced") is None
+
+
+async def test_a_put_racing_a_pause_never_leaves_a_paused_schedule_due(queue: JobQueue) -> None:
+    spec = ScheduleSpec(type="noop", every_seconds=60)
+    await queue.put_schedule("raced", spec, JOB)
+    for _ in range(30):
+        await queue.pause_schedule("raced", paused=False)
+        await asyncio.gather(queue.put_schedule("raced", spec, JOB), queue.pause_schedule("raced"))
+        schedule = await queue.get_schedule("raced")
+        assert schedule.paused and schedule.next_run_at is None
