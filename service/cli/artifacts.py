@@ -95,10 +95,19 @@ def _save(response: httpx.Response, target: Path) -> None:
         with os.fdopen(fd, "wb") as handle:
             for chunk in response.iter_bytes(CHUNK_BYTES):
                 handle.write(chunk)
+        # mkstemp makes the file private (0600); a download gets the usual permissions.
+        Path(tmp).chmod(0o666 & ~_umask())
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # Reading the umask means setting it; the CLI is single-threaded, so nothing sees the gap.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def add_artifact_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

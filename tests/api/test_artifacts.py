@@ -141,8 +141,12 @@ def test_download_streams_the_bytes_the_store_holds(stack, artifact_dir):
     assert response.content == stored
     assert response.headers["content-type"] == "image/png"
     assert response.headers["content-disposition"] == 'attachment; filename="output.png"'
+    assert response.headers["content-length"] == str(len(stored))
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.size == (20, 15)
+    # No ranges: the schema documents 200 with the whole file, so that is what a Range gets.
+    ranged = api.get(f"/jobs/{image_id}/artifacts/output.png", headers={"Range": "bytes=0-3"})
+    assert (ranged.status_code, ranged.content) == (200, stored)
 
     report = api.get(f"/jobs/{report_id}/artifacts/report.csv")
     assert report.status_code == 200

@@ -23,6 +23,12 @@ CSV = "region,units\nnorth,10\nsouth,7\n"
 REPORT_BYTES = b"region,units\r\nnorth,10\r\nsouth,7\r\n"
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def run_cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
     env = {**base, "DATA_DIR": "/nonexistent-jobqueue-test", "COLUMNS": "250",
@@ -91,6 +97,7 @@ def test_artifacts_out_downloads_each_into_the_folder_and_prints_its_path(
     stored = (store / "report-generation" / job_id / "report.csv").read_bytes()
     assert (folder / "report.csv").read_bytes() == stored == REPORT_BYTES
     assert sorted(p.name for p in folder.iterdir()) == ["report.csv"]  # no temp file left
+    assert (folder / "report.csv").stat().st_mode & 0o777 == 0o666 & ~current_umask()
 
 
 @pytest.mark.slow

@@ -5,11 +5,13 @@ redirect to a short-lived presigned S3 URL). Only names the job's own result lis
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from service.api.deps import Authenticated, QueueDep, SettingsDep
@@ -30,6 +32,8 @@ router = APIRouter(tags=["artifacts"], dependencies=[Authenticated], route_class
 # Long enough to start a download of a large file on a slow link (S3 only checks expiry when
 # the request starts), short enough that a URL leaked into a log or chat is soon useless.
 PRESIGN_SECONDS = 300
+# Files are sent in pieces of this size, so a large artifact never sits in memory whole.
+CHUNK_BYTES = 1 << 20
 # The names `artifacts_in` gives: one key segment, so never a path. Anything else is a 422.
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 ArtifactName = Annotated[
@@ -131,9 +135,29 @@ async def download_artifact(
         url = await store.presigned_url(ref.uri, ref.name, ref.content_type, PRESIGN_SECONDS)
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     path = store.path_of(ref.uri)  # inside ARTIFACT_DIR, or `served` had left it out
-    if not await asyncio.to_thread(path.is_file):
-        raise _missing(job, ref)
-    return FileResponse(path, media_type=ref.content_type, filename=ref.name)
+    try:
+        # Opened here, not while sending: a file that is gone is a clean 404, and one deleted
+        # mid-download is still read to the end through the open handle.
+        handle = await asyncio.to_thread(path.open, "rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise _missing(job, ref) from None
+    size = os.fstat(handle.fileno()).st_size
+    headers = {
+        "Content-Length": str(size),
+        # Names are key segments ([A-Za-z0-9._-]), so quoting them is all the escaping needed.
+        "Content-Disposition": f'attachment; filename="{ref.name}"',
+        "Cache-Control": "no-store",
+    }
+    return StreamingResponse(_chunks(handle), media_type=ref.content_type, headers=headers)
+
+
+async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    # The whole file, in pieces: no Range support, so the only success status is 200.
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
 
 
 def _named(job: Job, name: str, store: Store) -> ArtifactRef:
