@@ -1,6 +1,6 @@
 """`jobqueue`: run the system (run, api, worker, metrics: `server.py`, with the local supervisor
 in `supervisor.py`) and talk to its HTTP API (enqueue, status, watch, cancel, retry, stats,
-workers: `client.py`; schedules: `schedules.py`).
+workers: `client.py`; list, types, logs, completion: `reading.py`; schedules: `schedules.py`).
 
 Exit codes: 0 success; 1 the watched job ended failed or cancelled; 2 bad usage or
 configuration (or, for `jobqueue run`, its port is taken); 3 the API refused the request (4xx);
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from pydantic import ValidationError
 
@@ -19,6 +20,7 @@ from service.cli.client import add_client_commands, sse_events
 from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
 from service.cli.flow_control import add_flow_control_commands
 from service.cli.import_taskiq_redis import add_import_command
+from service.cli.reading import add_reading_commands
 from service.cli.schedules import add_schedule_commands
 from service.cli.server import add_server_commands
 from service.cli.supervisor import ensure_api_key
@@ -33,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="A priority job queue on Redis/Valkey: run it, and talk to its API.",
         epilog="Exit codes: 0 ok, 1 job failed/cancelled, 2 usage, 3 refused, 4 unavailable.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('jobqueue')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_server_commands(sub)
     add_client_commands(sub)
+    add_reading_commands(sub)
     add_flow_control_commands(sub)
     add_schedule_commands(sub)
     add_import_command(sub)
