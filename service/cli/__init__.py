@@ -16,6 +16,7 @@ from importlib.metadata import version
 
 from pydantic import ValidationError
 
+from service.cli.artifacts import add_artifact_commands
 from service.cli.client import add_client_commands, sse_events
 from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
 from service.cli.flow_control import add_flow_control_commands
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_server_commands(sub)
     add_client_commands(sub)
+    add_artifact_commands(sub)
     add_reading_commands(sub)
     add_flow_control_commands(sub)
     add_schedule_commands(sub)
