@@ -55,7 +55,8 @@ def client_env(server: str) -> dict[str, str]:
 SPEC_COMMANDS = {
     "run": [], "api": [], "worker": [], "metrics": [], "enqueue": ["noop"], "status": ["j1"],
     "watch": ["j1"], "cancel": ["j1"], "retry": ["j1"], "stats": [], "workers": [],
-    "pause": [], "resume": [], "limits": ["noop"], "schedules": ["list"],
+    "pause": [], "resume": [], "limits": ["noop"], "schedules": ["list"], "list": [],
+    "types": [], "logs": ["j1"], "completion": ["bash"], "artifacts": ["j1"],
 }  # fmt: skip
 
 
