@@ -7,7 +7,7 @@
 
 import { retryAllFailed } from "../actions.js";
 import { api } from "../api.js";
-import { badge, confirmDialog, fmtTime, h, jobState, replace, shortId, toast } from "../dom.js";
+import { badge, confirmDialog, fmtTime, h, jobState, replace, shortId } from "../dom.js";
 import { keepFresh } from "../live.js";
 
 // "all" is the unfiltered list; "active" is the older name of the processing state.
@@ -86,21 +86,17 @@ function describe(filter) {
 
 async function renderSearch(view, filter) {
   const heading = `${filter.state ? capitalise(filter.state) : "All"} jobs${filter.type ? ` of type ${filter.type}` : ""}`;
-  const selected = new Set();
-  let pageIds = [];
-  let generation = 0;
-  // Cursors of the pages visited, so "Previous page" works without the API paging backwards.
-  const cursors = [null];
-
+  // What the parts of the view share: the selection (kept across pages), the ids on this page,
+  // and the cursors of the pages visited, so "Previous page" works without the API paging back.
+  const list = { filter, selected: new Set(), pageIds: [], cursors: [null], refresh: () => {} };
   const body = h("div", { class: "list-body" });
-  const form = filterForm(filter);
   const result = h("section", { class: "bulk-result", "aria-label": "Bulk action result", "aria-live": "polite" });
-  const bulk = bulkBar();
-  const pager = pagerBar();
+  const bulk = bulkBar(list, body, (verb, scope, button) => runBulk(list, { verb, scope, button, bulk, result }));
+  const pager = pagerBar(list);
   replace(
     view,
     h("div", { class: "title-row" }, h("h1", {}, heading), h("div", { class: "actions" }, titleActions(filter))),
-    form.element,
+    filterForm(list),
     bulk.element,
     result,
     body,
@@ -109,191 +105,195 @@ async function renderSearch(view, filter) {
   if (refocusId) document.getElementById(refocusId)?.focus();
   refocusId = null;
 
+  let generation = 0;
   async function load() {
     const token = ++generation;
-    const at = cursors.length;
-    const page = await fetchPage(filter, cursors[at - 1]);
-    if (token !== generation || at !== cursors.length) return; // paged on meanwhile
-    pageIds = page.items.map((job) => job.id);
-    drawTable(body, page, selected);
+    const at = list.cursors.length;
+    const page = await fetchPage(filter, list.cursors[at - 1]);
+    if (token !== generation || at !== list.cursors.length) return; // paged on meanwhile
+    list.pageIds = page.items.map((job) => job.id);
+    drawTable(body, page, list.selected, filter.sort);
     pager.draw(at, page.next);
     bulk.draw();
   }
-
-  function filterForm(current) {
-    const field = (id, label, control, size = "") =>
-      h("div", { class: `field ${size}` }, h("label", { for: id }, label), control);
-    const choose = (id, name, options, value) =>
-      h("select", { id, name }, options.map(([v, text]) => h("option", { value: v, selected: v === (value ?? "") }, text)));
-    const typeSelect = choose("list-type", "type", [["", "any type"], ...(current.type ? [[current.type, current.type]] : [])], current.type);
-    const sizes = PAGE_SIZES.includes(current.limit) ? PAGE_SIZES : [...PAGE_SIZES, current.limit].sort((a, b) => a - b);
-    const element = h(
-      "form",
-      { class: "job-filters", role: "search", "aria-label": "Filter jobs" },
-      field("list-q", "Search", h("input", {
-        id: "list-q", name: "q", type: "search", value: current.q ?? "", autocomplete: "off",
-        placeholder: "job id, idempotency key or text", maxlength: 200,
-      }), "wide"),
-      field("list-state", "State", choose("list-state", "state", [["", "any state"], ...STATES.map((s) => [s, s])], current.state)),
-      field("list-type", "Type", typeSelect),
-      field("list-priority", "Priority", choose("list-priority", "priority", [["", "any priority"], ...PRIORITIES.map((p) => [p, p])], current.priority)),
-      field("list-since", "Created from", h("input", { id: "list-since", name: "since", type: "datetime-local", step: 1, value: toLocalInput(current.since) }), "time"),
-      field("list-until", "Created until", h("input", { id: "list-until", name: "until", type: "datetime-local", step: 1, value: toLocalInput(current.until) }), "time"),
-      field("list-sort", "Sort", choose("list-sort", "sort", [["-created", "Newest first"], ["created", "Oldest first"]], current.sort)),
-      field("list-limit", "Per page", choose("list-limit", "limit", sizes.map((n) => [String(n), String(n)]), String(current.limit))),
-      h("div", { class: "actions" },
-        h("button", { type: "submit" }, "Apply"),
-        h("a", { href: "#/jobs/all", class: "button secondary" }, "Clear filters")),
-    );
-    const apply = () => {
-      const next = readForm(element);
-      refocusId = document.activeElement?.id || null;
-      const hash = hashFor(next);
-      if (location.hash === hash) {
-        refocusId = null;
-        cursors.splice(1);
-        live.refresh();
-      } else {
-        location.hash = hash;
-      }
-    };
-    element.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
-    element.addEventListener("change", (event) => { if (event.target.tagName === "SELECT") apply(); });
-    fillTypes(typeSelect, current.type);
-    return { element };
-  }
-
-  function bulkBar() {
-    const pageBox = h("input", { type: "checkbox", id: "list-select-page" });
-    const count = h("span", { class: "muted", "data-testid": "selected-count" });
-    const clear = h("button", { type: "button", class: "secondary" }, "Clear selection");
-    const buttons = [];
-    const group = (label, scope, names) => h(
-      "div",
-      { class: "actions", role: "group", "aria-label": label },
-      names.map((verb) => {
-        const text = scope === "ids" ? `${VERBS[verb].label} selected` : `${VERBS[verb].label} all matching`;
-        const button = h("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", dataset: { scope } }, text);
-        button.addEventListener("click", () => act(verb, scope));
-        buttons.push(button);
-        return button;
-      }),
-    );
-    pageBox.addEventListener("change", () => {
-      for (const id of pageIds) {
-        if (pageBox.checked) selected.add(id);
-        else selected.delete(id);
-      }
-      syncChecks();
-    });
-    clear.addEventListener("click", () => { selected.clear(); syncChecks(); });
-    body.addEventListener("change", (event) => {
-      const id = event.target.dataset?.jobId;
-      if (!id) return;
-      if (event.target.checked) selected.add(id);
-      else selected.delete(id);
-      draw();
-    });
-    const element = h(
-      "section",
-      { class: "bulk", "aria-label": "Bulk actions" },
-      h("div", { class: "check" }, pageBox, h("label", { for: "list-select-page" }, "Select all on this page")),
-      count,
-      clear,
-      group("Act on the selected jobs", "ids", ["cancel", "retry", "delete"]),
-      group("Act on every job the filter matches", "filter", ["cancel", "retry", "delete"]),
-    );
-    function syncChecks() {
-      for (const box of body.querySelectorAll("input[data-job-id]")) box.checked = selected.has(box.dataset.jobId);
-      draw();
-    }
-    function draw() {
-      const onPage = pageIds.filter((id) => selected.has(id)).length;
-      pageBox.checked = pageIds.length > 0 && onPage === pageIds.length;
-      pageBox.indeterminate = onPage > 0 && onPage < pageIds.length;
-      pageBox.disabled = pageIds.length === 0;
-      count.textContent = `${selected.size.toLocaleString()} selected`;
-      clear.disabled = selected.size === 0;
-      for (const button of buttons) {
-        if (button.dataset.scope === "ids") button.disabled = selected.size === 0;
-      }
-    }
-    function busy(on) {
-      for (const button of buttons) button.disabled = on;
-      if (!on) draw();
-    }
-    return { element, draw, busy };
-  }
-
-  async function act(verb, scope) {
-    if (scope === "ids" && selected.size > MAX_BULK_IDS) {
-      showResult(h("p", { class: "error" }, `Select at most ${MAX_BULK_IDS.toLocaleString()} jobs, or act on the filter.`));
-      return;
-    }
-    const target = scope === "ids" ? { ids: [...selected] } : { filter: apiFilter(filter) };
-    const path = `/jobs/bulk/${verb}`;
-    bulk.busy(true);
-    try {
-      const preview = await api(path, { method: "POST", body: { ...target, dry_run: true } });
-      if (!preview.matched) {
-        showResult(h("p", {}, `No jobs match (${describe(filter)}).`));
-        return;
-      }
-      const { label } = VERBS[verb];
-      const jobs = `${preview.matched.toLocaleString()} ${preview.matched === 1 ? "job" : "jobs"}`;
-      const capped = scope === "filter" && preview.matched >= MAX_BULK_MATCHES
-        ? ` At most ${MAX_BULK_MATCHES.toLocaleString()} per action: repeat it for the rest.` : "";
-      if (!(await confirmDialog(`${label} ${jobs}?${capped}`, `${label} ${jobs}`))) return;
-      const outcome = await api(path, { method: "POST", body: target });
-      if (scope === "ids") selected.clear();
-      showResult(resultText(verb, outcome));
-      toast(`${outcome.changed.toLocaleString()} of ${outcome.matched.toLocaleString()} job(s) ${VERBS[verb].done}.`);
-    } catch (err) {
-      showResult(h("p", { class: "error" }, `Cannot ${verb}: ${err.message}`));
-    } finally {
-      bulk.busy(false);
-      live.refresh();
-    }
-  }
-
-  function showResult(...content) {
-    replace(result, ...content, closeButton());
-  }
-
-  function closeButton() {
-    const button = h("button", { type: "button", class: "secondary" }, "Dismiss");
-    button.addEventListener("click", () => replace(result));
-    return button;
-  }
-
-  function pagerBar() {
-    const prev = h("button", { type: "button", class: "secondary", disabled: true }, "Previous page");
-    const next = h("button", { type: "button", class: "secondary", disabled: true }, "Next page");
-    const where = h("span", { class: "muted", "data-testid": "page-number" }, "Page 1");
-    let nextCursor = null;
-    prev.addEventListener("click", () => { if (cursors.length > 1) { cursors.pop(); live.refresh(); } });
-    next.addEventListener("click", () => { if (nextCursor) { cursors.push(nextCursor); live.refresh(); } });
-    const element = h("nav", { class: "pager", "aria-label": "Pagination" }, prev, where, next);
-    function draw(page, cursor) {
-      nextCursor = cursor;
-      prev.disabled = page === 1;
-      next.disabled = !cursor;
-      where.textContent = `Page ${page}`;
-      // A disabled button drops the keyboard focus: hand it to the other one.
-      if (document.activeElement === document.body) {
-        if (next.disabled && !prev.disabled && page > 1) prev.focus();
-      }
-    }
-    return { element, draw };
-  }
-
-  function showError(err) {
-    replace(body, h("p", { class: "error", role: "alert" }, `Cannot load jobs: ${err.message}`));
-  }
-
+  const showError = (err) => replace(body, h("p", { class: "error", role: "alert" }, `Cannot load jobs: ${err.message}`));
   const live = keepFresh(load, { fastMs: 3000, slowMs: 5000, onError: showError });
+  list.refresh = live.refresh;
   await live.first;
   return live.stop;
+}
+
+/** The filter controls; a changed select applies at once, text and times on Enter or Apply. */
+function filterForm(list) {
+  const current = list.filter;
+  const field = (id, label, control, size = "") =>
+    h("div", { class: `field ${size}` }, h("label", { for: id }, label), control);
+  const choose = (id, options, value) =>
+    h("select", { id, name: id.slice(5) }, options.map(([v, text]) => h("option", { value: v, selected: v === (value ?? "") }, text)));
+  const moment = (id, value) => h("input", { id, name: id.slice(5), type: "datetime-local", step: 1, value: toLocalInput(value) });
+  const typeSelect = choose("list-type", [["", "any type"], ...(current.type ? [[current.type, current.type]] : [])], current.type);
+  const sizes = PAGE_SIZES.includes(current.limit) ? PAGE_SIZES : [...PAGE_SIZES, current.limit].sort((a, b) => a - b);
+  const form = h(
+    "form",
+    { class: "job-filters", role: "search", "aria-label": "Filter jobs" },
+    field("list-q", "Search", h("input", {
+      id: "list-q", name: "q", type: "search", value: current.q ?? "", autocomplete: "off",
+      placeholder: "job id, idempotency key or text", maxlength: 200,
+    }), "wide"),
+    field("list-state", "State", choose("list-state", [["", "any state"], ...STATES.map((s) => [s, s])], current.state)),
+    field("list-type", "Type", typeSelect),
+    field("list-priority", "Priority", choose("list-priority", [["", "any priority"], ...PRIORITIES.map((p) => [p, p])], current.priority)),
+    field("list-since", "Created from", moment("list-since", current.since), "time"),
+    field("list-until", "Created until", moment("list-until", current.until), "time"),
+    field("list-sort", "Sort", choose("list-sort", [["-created", "Newest first"], ["created", "Oldest first"]], current.sort)),
+    field("list-limit", "Per page", choose("list-limit", sizes.map((n) => [String(n), String(n)]), String(current.limit))),
+    h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Apply"),
+      h("a", { href: "#/jobs/all", class: "button secondary" }, "Clear filters")),
+  );
+  const apply = () => {
+    const hash = hashFor(readForm(form));
+    if (location.hash === hash) {
+      list.cursors.splice(1); // the same filter again: back to its first page
+      list.refresh();
+      return;
+    }
+    refocusId = document.activeElement?.id || null;
+    location.hash = hash;
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
+  form.addEventListener("change", (event) => { if (event.target.tagName === "SELECT") apply(); });
+  fillTypes(typeSelect, current.type);
+  return form;
+}
+
+/** "Select all on this page", the selection's count, and the six bulk buttons. */
+function bulkBar(list, body, onAct) {
+  const { selected } = list;
+  const pageBox = h("input", { type: "checkbox", id: "list-select-page" });
+  const count = h("span", { class: "muted", "data-testid": "selected-count" });
+  const clear = h("button", { type: "button", class: "secondary" }, "Clear selection");
+  const buttons = [];
+  const group = (label, scope) => h(
+    "div",
+    { class: "actions", role: "group", "aria-label": label },
+    Object.entries(VERBS).map(([verb, { label: name }]) => {
+      const text = scope === "ids" ? `${name} selected` : `${name} all matching`;
+      const button = h("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", dataset: { scope } }, text);
+      button.addEventListener("click", () => onAct(verb, scope, button));
+      buttons.push(button);
+      return button;
+    }),
+  );
+  const draw = () => {
+    const onPage = list.pageIds.filter((id) => selected.has(id)).length;
+    pageBox.checked = list.pageIds.length > 0 && onPage === list.pageIds.length;
+    pageBox.indeterminate = onPage > 0 && onPage < list.pageIds.length;
+    pageBox.disabled = list.pageIds.length === 0;
+    count.textContent = `${selected.size.toLocaleString()} selected`;
+    clear.disabled = selected.size === 0;
+    for (const button of buttons) {
+      if (button.dataset.scope === "ids") button.disabled = selected.size === 0;
+    }
+  };
+  const syncChecks = () => {
+    for (const box of body.querySelectorAll("input[data-job-id]")) box.checked = selected.has(box.dataset.jobId);
+    draw();
+  };
+  pageBox.addEventListener("change", () => {
+    for (const id of list.pageIds) {
+      if (pageBox.checked) selected.add(id);
+      else selected.delete(id);
+    }
+    syncChecks();
+  });
+  clear.addEventListener("click", () => { selected.clear(); syncChecks(); });
+  body.addEventListener("change", (event) => {
+    const id = event.target.dataset?.jobId;
+    if (!id) return;
+    if (event.target.checked) selected.add(id);
+    else selected.delete(id);
+    draw();
+  });
+  const element = h(
+    "section",
+    { class: "bulk", "aria-label": "Bulk actions" },
+    h("div", { class: "check" }, pageBox, h("label", { for: "list-select-page" }, "Select all on this page")),
+    count,
+    clear,
+    group("Act on the selected jobs", "ids"),
+    group("Act on every job the filter matches", "filter"),
+  );
+  const busy = (on) => {
+    for (const button of buttons) button.disabled = on;
+    if (!on) draw();
+  };
+  return { element, draw, busy };
+}
+
+/** Count with a dry run, confirm that count, act, and show what was done and skipped. */
+async function runBulk(list, { verb, scope, button, bulk, result }) {
+  const show = (...content) => showResult(result, content);
+  if (scope === "ids" && list.selected.size > MAX_BULK_IDS) {
+    show(h("p", { class: "error" }, `Select at most ${MAX_BULK_IDS.toLocaleString()} jobs, or act on the filter.`));
+    return;
+  }
+  const target = scope === "ids" ? { ids: [...list.selected] } : { filter: apiFilter(list.filter) };
+  const path = `/jobs/bulk/${verb}`;
+  bulk.busy(true);
+  try {
+    const preview = await api(path, { method: "POST", body: { ...target, dry_run: true } });
+    if (!preview.matched) {
+      show(h("p", {}, `No jobs match (${describe(list.filter)}).`));
+      return;
+    }
+    const { label } = VERBS[verb];
+    const jobs = `${preview.matched.toLocaleString()} ${preview.matched === 1 ? "job" : "jobs"}`;
+    const capped = scope === "filter" && preview.matched >= MAX_BULK_MATCHES
+      ? ` At most ${MAX_BULK_MATCHES.toLocaleString()} per action: repeat it for the rest.` : "";
+    if (!(await confirmDialog(`${label} ${jobs}?${capped}`, `${label} ${jobs}`))) return;
+    const outcome = await api(path, { method: "POST", body: target });
+    if (scope === "ids") list.selected.clear();
+    show(resultText(verb, outcome));
+  } catch (err) {
+    show(h("p", { class: "error" }, `Cannot ${verb}: ${err.message}`));
+  } finally {
+    bulk.busy(false);
+    // The button was disabled while the action ran, which dropped the keyboard focus.
+    if (document.activeElement === document.body && !button.disabled) button.focus();
+    list.refresh();
+  }
+}
+
+function showResult(result, content) {
+  const dismiss = h("button", { type: "button", class: "secondary" }, "Dismiss");
+  dismiss.addEventListener("click", () => replace(result));
+  replace(result, content, dismiss);
+}
+
+/** Previous / Page N / Next over the cursor stack. */
+function pagerBar(list) {
+  const prev = h("button", { type: "button", class: "secondary", disabled: true }, "Previous page");
+  const next = h("button", { type: "button", class: "secondary", disabled: true }, "Next page");
+  const where = h("span", { class: "muted", "data-testid": "page-number" }, "Page 1");
+  let nextCursor = null;
+  prev.addEventListener("click", () => {
+    if (list.cursors.length > 1) list.cursors.pop();
+    list.refresh();
+  });
+  next.addEventListener("click", () => {
+    if (nextCursor) list.cursors.push(nextCursor);
+    list.refresh();
+  });
+  const draw = (page, cursor) => {
+    nextCursor = cursor;
+    prev.disabled = page === 1;
+    next.disabled = !cursor;
+    where.textContent = `Page ${page}`;
+    // On the last page "Next" is disabled, which drops the keyboard focus: hand it to "Previous".
+    if (document.activeElement === document.body && next.disabled && !prev.disabled) prev.focus();
+  };
+  return { element: h("nav", { class: "pager", "aria-label": "Pagination" }, prev, where, next), draw };
 }
 
 function titleActions(filter) {
@@ -347,7 +347,7 @@ async function fillTypes(select, current) {
   }
 }
 
-function drawTable(container, page, selected) {
+function drawTable(container, page, selected, sort) {
   if (!page.items.length) {
     replace(container, h("p", { class: "muted" }, page.next
       ? "No matching jobs in this stretch of the queue; Next page searches on."
@@ -358,8 +358,10 @@ function drawTable(container, page, selected) {
   replace(
     container,
     h("table", { class: "jobs job-list" },
-      h("thead", {}, h("tr", {}, COLUMNS.map((c, i) =>
-        h("th", { scope: "col", class: i === 0 ? "select" : null }, i === 0 ? h("span", { class: "visually-hidden" }, c) : c)))),
+      h("thead", {}, h("tr", {}, COLUMNS.map((c, i) => h("th", {
+        scope: "col",
+        "aria-sort": c === "Created" ? (sort === "created" ? "ascending" : "descending") : null,
+      }, i === 0 ? h("span", { class: "visually-hidden" }, c) : c)))),
       h("tbody", {}, page.items.map((job) => row(job, selected.has(job.id))))),
   );
   if (focused) document.getElementById(focused)?.focus();
