@@ -15,8 +15,6 @@ import httpx
 import pytest
 from api_harness import (
     API_KEY,
-    BIN,
-    ROOT,
     api_server,
     delete_queue_sync,
     free_port,
@@ -28,28 +26,7 @@ from api_harness import (
 
 from service.cli import build_parser, ensure_api_key, sse_events
 from service.settings import Settings
-
-JOBQUEUE = str(BIN / "jobqueue")
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-    return subprocess.run(
-        [JOBQUEUE, *args],
-        env={**base, "DATA_DIR": "/nonexistent-jobqueue-test", **(env or {})},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def client_env(server: str) -> dict[str, str]:
-    return {"JOBQUEUE_URL": server, "JOBQUEUE_API_KEY": API_KEY}
-
+from tests.cli.cli_runner import JOBQUEUE, client_env, run_cli
 
 # Every command the design names, with the arguments it cannot run without.
 SPEC_COMMANDS = {

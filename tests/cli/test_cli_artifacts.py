@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +15,10 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from api_harness import API_KEY, BIN, ROOT, api_server, delete_queue_sync, unique_queue, worker
+from api_harness import API_KEY, api_server, delete_queue_sync, unique_queue, worker
 
-JOBQUEUE = str(BIN / "jobqueue")
+from tests.cli.cli_runner import run_against
+
 CSV = "region,units\nnorth,10\nsouth,7\n"
 REPORT_BYTES = b"region,units\r\nnorth,10\r\nsouth,7\r\n"
 
@@ -27,16 +27,6 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def run_cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-    env = {**base, "DATA_DIR": "/nonexistent-jobqueue-test", "COLUMNS": "250",
-           "JOBQUEUE_URL": server, "JOBQUEUE_API_KEY": API_KEY}  # fmt: skip
-    return subprocess.run(
-        [JOBQUEUE, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,7 @@ def finished_report(
 @pytest.mark.slow
 def test_artifacts_lists_the_jobs_outputs_as_json(finished_report):
     base, job_id, store = finished_report
-    result = run_cli(base, "artifacts", job_id)
+    result = run_against(base, "artifacts", job_id)
     assert result.returncode == 0, result.stderr
     path = store / "report-generation" / job_id / "report.csv"
     assert json.loads(result.stdout) == {
@@ -91,7 +81,7 @@ def test_artifacts_out_downloads_each_into_the_folder_and_prints_its_path(
 ):
     base, job_id, store = finished_report
     folder = tmp_path / "downloads" / "new"  # created if missing
-    result = run_cli(base, "artifacts", job_id, "--out", str(folder))
+    result = run_against(base, "artifacts", job_id, "--out", str(folder))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(folder / "report.csv")]
     stored = (store / "report-generation" / job_id / "report.csv").read_bytes()
@@ -103,7 +93,7 @@ def test_artifacts_out_downloads_each_into_the_folder_and_prints_its_path(
 @pytest.mark.slow
 def test_artifacts_of_an_unknown_job_is_refused(finished_report):
     base, _, _ = finished_report
-    result = run_cli(base, "artifacts", "no-such-job")
+    result = run_against(base, "artifacts", "no-such-job")
     assert result.returncode == 3
     assert result.stderr.strip() == "jobqueue: 404: no job with id 'no-such-job'"
 
@@ -162,7 +152,7 @@ def fake_s3_api() -> Iterator[str]:
 
 
 def test_artifacts_out_follows_the_redirect_without_sending_the_key(fake_s3_api, tmp_path):
-    result = run_cli(fake_s3_api, "artifacts", "j1", "--out", str(tmp_path))
+    result = run_against(fake_s3_api, "artifacts", "j1", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(tmp_path / "output.png")]
     assert (tmp_path / "output.png").read_bytes() == FakeS3Api.body

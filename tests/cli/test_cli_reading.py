@@ -14,28 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from api_harness import API_KEY, BIN, ROOT, api_server, delete_queue_sync, unique_queue
+from api_harness import API_KEY, ROOT, api_server, delete_queue_sync, unique_queue
 
 from service.cli import build_parser
 from service.cli.reading import fit_widths, search_jobs
+from tests.cli.cli_runner import JOBQUEUE, run_cli
 from tests.support.workers import PROBE, running_worker, worker_env
-
-JOBQUEUE = str(BIN / "jobqueue")
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-    return subprocess.run(
-        [JOBQUEUE, *args],
-        env={**base, "DATA_DIR": "/nonexistent-jobqueue-test", **(env or {})},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,25 +15,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import redis
-from api_harness import API_KEY, BIN, ROOT
+from api_harness import API_KEY
 
 from service.cli import build_parser
 from service.queue.keys import QueueKeys
 from service.queue.states import Priority
+from tests.cli.cli_runner import run_against
 
-JOBQUEUE = str(BIN / "jobqueue")
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def run_cli(server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`jobqueue ARGS` pointed at `server`, wide enough that rich never cuts a table cell."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
-    env = {**base, "DATA_DIR": "/nonexistent-jobqueue-test", "COLUMNS": "250",
-           "JOBQUEUE_URL": server, "JOBQUEUE_API_KEY": API_KEY}  # fmt: skip
-    return subprocess.run(
-        [JOBQUEUE, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -88,7 +76,7 @@ def api(server: str) -> Iterator[httpx.Client]:
 
 
 def add_cron(server: str, schedule_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(server, "schedules", "add", schedule_id, "noop", "--cron", "0 2 * * *",
+    return run_against(server, "schedules", "add", schedule_id, "noop", "--cron", "0 2 * * *",
                    "--timezone", "Europe/Berlin", *extra)  # fmt: skip
 
 
@@ -136,7 +124,7 @@ def test_add_every_with_bounds(server: str, keys: QueueKeys, store: redis.Redis)
     plus_one = timezone(timedelta(hours=1))
     start = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).astimezone(plus_one)
     end = start + timedelta(days=2)
-    result = run_cli(server, "schedules", "add", sid, "noop", "--every", "3600",
+    result = run_against(server, "schedules", "add", sid, "noop", "--every", "3600",
                      "--start-at", start.isoformat(), "--end-at", end.isoformat(),
                      "--limit", "3", "--misfire", "skip")  # fmt: skip
     schedule = ok_json(result)
@@ -149,7 +137,8 @@ def test_add_every_with_bounds(server: str, keys: QueueKeys, store: redis.Redis)
     assert at(spec["end_at"]) == end
     # The first tick of an interval that starts later is its start.
     assert at(schedule["next_run_at"]) == start
-    assert [at(t) - start for t in schedule["upcoming"]] == [timedelta(hours=h) for h in range(5)]
+    # Three runs, as --limit 3 says (not the five upcoming of an unlimited schedule).
+    assert [at(t) - start for t in schedule["upcoming"]] == [timedelta(hours=h) for h in range(3)]
     assert store.zscore(keys.schedules, sid) == start.timestamp() * 1000
 
 
@@ -165,9 +154,9 @@ def table_row(table: str, schedule_id: str) -> list[str]:
 def test_list_prints_a_table_and_the_apis_json(server: str, api: httpx.Client) -> None:
     cron_id, every_id = new_id(), new_id()
     ok_json(add_cron(server, cron_id))
-    every = ok_json(run_cli(server, "schedules", "add", every_id, "noop", "--every", "90"))
+    every = ok_json(run_against(server, "schedules", "add", every_id, "noop", "--every", "90"))
 
-    table = run_cli(server, "schedules", "list")
+    table = run_against(server, "schedules", "list")
     assert table.returncode == 0, table.stderr
     header = table.stdout.splitlines()[1]
     assert [h.strip() for h in header.strip("┃ ").split("┃")] == [
@@ -182,7 +171,7 @@ def test_list_prints_a_table_and_the_apis_json(server: str, api: httpx.Client) -
         every_id, "noop", "every 90s", every_next, "no", "0",
     ]  # fmt: skip
 
-    listed = ok_json(run_cli(server, "schedules", "list", "--json"))
+    listed = ok_json(run_against(server, "schedules", "list", "--json"))
     assert listed == api.get("/schedules").json()
     assert {cron_id, every_id} <= {s["id"] for s in listed}
 
@@ -193,18 +182,18 @@ def test_pause_and_resume_show_in_show_list_and_redis(
     sid = new_id()
     ok_json(add_cron(server, sid))
 
-    paused = ok_json(run_cli(server, "schedules", "pause", sid))
+    paused = ok_json(run_against(server, "schedules", "pause", sid))
     assert (paused["paused"], paused["next_run_at"], paused["upcoming"]) == (True, None, [])
-    shown = ok_json(run_cli(server, "schedules", "show", sid))
+    shown = ok_json(run_against(server, "schedules", "show", sid))
     assert (shown["paused"], shown["next_run_at"]) == (True, None)
     assert store.hget(keys.schedule(sid), "paused") == "1"
     assert store.zscore(keys.schedules, sid) == math.inf
-    row = table_row(run_cli(server, "schedules", "list").stdout, sid)
+    row = table_row(run_against(server, "schedules", "list").stdout, sid)
     assert row[3:5] == ["paused", "yes"]
 
-    resumed = ok_json(run_cli(server, "schedules", "resume", sid))
+    resumed = ok_json(run_against(server, "schedules", "resume", sid))
     assert resumed["paused"] is False
-    shown = ok_json(run_cli(server, "schedules", "show", sid))
+    shown = ok_json(run_against(server, "schedules", "show", sid))
     assert shown["paused"] is False
     assert at(shown["next_run_at"]) == next_berlin_2am(datetime.now(UTC))
     assert len(shown["upcoming"]) == 5
@@ -218,22 +207,22 @@ def test_trigger_prints_the_id_of_a_job_that_exists(
     sid = new_id()
     ok_json(add_cron(server, sid, "--data", '{"sleep_seconds": 0}'))
 
-    triggered = run_cli(server, "schedules", "trigger", sid)
+    triggered = run_against(server, "schedules", "trigger", sid)
     assert triggered.returncode == 0, triggered.stderr
     job_id = triggered.stdout.strip()
     assert job_id.startswith(f"{sid}:now-")
     assert triggered.stdout == job_id + "\n"  # the id alone, for `ID=$(...)`
 
-    status = ok_json(run_cli(server, "status", job_id))
+    status = ok_json(run_against(server, "status", job_id))
     assert status["status"] == "pending"
     job = api.get(f"/jobs/{job_id}").json()
     assert (job["id"], job["type"], job["data"]["sleep_seconds"]) == (job_id, "noop", 0)
     assert store.exists(keys.job(job_id)) == 1
-    shown = ok_json(run_cli(server, "schedules", "show", sid))
+    shown = ok_json(run_against(server, "schedules", "show", sid))
     assert shown["last_runs"] == [{"job_id": job_id, "state": "pending"}]
     assert shown["runs"] == 0  # a trigger runs outside the cadence and is not counted
 
-    as_json = ok_json(run_cli(server, "schedules", "trigger", sid, "--json"))
+    as_json = ok_json(run_against(server, "schedules", "trigger", sid, "--json"))
     assert as_json["job_id"].startswith(f"{sid}:now-")
     assert as_json["job_id"] != job_id
 
@@ -243,18 +232,18 @@ def test_rm_removes_the_schedule_but_not_its_jobs(
 ) -> None:
     sid = new_id()
     ok_json(add_cron(server, sid))
-    job_id = run_cli(server, "schedules", "trigger", sid).stdout.strip()
+    job_id = run_against(server, "schedules", "trigger", sid).stdout.strip()
 
-    removed = run_cli(server, "schedules", "rm", sid)
+    removed = run_against(server, "schedules", "rm", sid)
     assert (removed.returncode, removed.stdout) == (0, f"removed schedule {sid}\n"), removed.stderr
     assert store.exists(keys.schedule(sid), keys.schedule_runs(sid)) == 0
     assert store.zscore(keys.schedules, sid) is None
-    assert ok_json(run_cli(server, "status", job_id))["status"] == "pending"
+    assert ok_json(run_against(server, "status", job_id))["status"] == "pending"
 
     gone = f"jobqueue: 404: no schedule with id '{sid}'"
     for command in ("show", "rm", "pause", "resume", "trigger"):
-        assert one_line_error(run_cli(server, "schedules", command, sid), 3) == gone
-    listed = ok_json(run_cli(server, "schedules", "list", "--json"))
+        assert one_line_error(run_against(server, "schedules", command, sid), 3) == gone
+    listed = ok_json(run_against(server, "schedules", "list", "--json"))
     assert sid not in {s["id"] for s in listed}
 
 
@@ -280,13 +269,13 @@ def test_bad_local_input_exits_2_and_sends_nothing(
     server: str, keys: QueueKeys, store: redis.Redis, options: list[str], message: str
 ) -> None:
     sid = new_id()
-    result = run_cli(server, "schedules", "add", sid, "noop", *options)
+    result = run_against(server, "schedules", "add", sid, "noop", *options)
     assert one_line_error(result, 2) == f"jobqueue: {message}"
     assert store.exists(keys.schedule(sid)) == 0
 
 
 def test_data_that_is_not_json_exits_2() -> None:
-    result = run_cli("http://127.0.0.1:1", "schedules", "add", "x", "noop", "--every", "60",
+    result = run_against("http://127.0.0.1:1", "schedules", "add", "x", "noop", "--every", "60",
                      "--data", "{oops")  # fmt: skip
     assert one_line_error(result, 2).startswith("jobqueue: --data is not valid JSON: ")
 
@@ -303,14 +292,14 @@ def test_api_refusals_exit_3_with_the_apis_message(
     server: str, keys: QueueKeys, store: redis.Redis, options: list[str], fragment: str
 ) -> None:
     sid = new_id()
-    line = one_line_error(run_cli(server, "schedules", "add", sid, "noop", *options), 3)
+    line = one_line_error(run_against(server, "schedules", "add", sid, "noop", *options), 3)
     assert line.startswith("jobqueue: 422: ")
     assert fragment in line
     assert store.exists(keys.schedule(sid)) == 0
 
 
 def test_an_unknown_job_type_exits_3_naming_the_known_types(server: str) -> None:
-    result = run_cli(server, "schedules", "add", new_id(), "no-such-type", "--every", "60")
+    result = run_against(server, "schedules", "add", new_id(), "no-such-type", "--every", "60")
     line = one_line_error(result, 3)
     assert line.startswith("jobqueue: 422: ")
     assert "known types" in line
