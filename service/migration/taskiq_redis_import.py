@@ -172,15 +172,6 @@ class TaskiqRedisImport:
         known = set(self.registry.names())
         return sorted(name for name in counts if name != INVALID and name not in known)
 
-    async def _stream_entries_from(self, start: str) -> Any:
-        while True:
-            rows = await self.redis.xrange(self.source.name, start, "+", count=self.batch_size)
-            for entry_id, fields in rows:
-                yield _parse(_text(entry_id), fields.get(b"data", b""))
-            if len(rows) < self.batch_size:
-                return
-            start = "(" + _text(rows[-1][0])
-
     # --- moving ----------------------------------------------------------------------------------
 
     async def run(self, on_batch: Callable[[int], None] = lambda n: None) -> ImportSummary:
