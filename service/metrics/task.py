@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import IO
 
 import boto3
@@ -26,11 +27,11 @@ from redis.exceptions import RedisError
 from service import healthcheck
 from service.jobs import load_job_types
 from service.metrics import canary, history
+from service.metrics import contract as c
 from service.metrics.collector import collect
 from service.metrics.datums import Datum, canary_datum, snapshot_datums
 from service.metrics.publishers import (
     CloudWatchPublisher,
-    LogPublisher,
     PrintPublisher,
     Publisher,
 )
@@ -55,6 +56,20 @@ AWS_ERRORS = (ClientError, BotoCoreError)
 # blip, a throttled PutMetricData) must not get the task replaced, but a loop that has not
 # published for this long is stuck and a fresh task is the cure (service/healthcheck.py).
 HEALTH_FRESH_PERIODS = 5
+
+# Each publish logs one line with the figures an on-call engineer reads first; the rest are in
+# CloudWatch and on /metrics. The canary's is there only when it was measured.
+LOG_LINE_FIGURES = (
+    ("pending", c.QUEUE_DEPTH),
+    ("running", c.ACTIVE_JOBS),
+    ("backlog", c.QUEUE_BACKLOG),
+    ("workers", c.LIVE_WORKERS),
+    ("completed", c.JOBS_COMPLETED),
+    ("failed", c.JOBS_FAILED),
+    ("oldest_pending_s", c.OLDEST_PENDING_AGE),
+    ("wait_p99_ms", c.JOB_WAIT_P99),
+    ("canary_s", c.CANARY_LATENCY),
+)
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 
@@ -101,6 +116,7 @@ class MetricsLoop:
             log.exception("metrics: publishing %d data points failed", len(datums))
             return False
         self._record_health(f"published {len(datums)} data points")
+        log.info("metrics: published %d data points: %s", len(datums), log_line_figures(datums))
         return True
 
     def _record_health(self, detail: str) -> None:
@@ -156,8 +172,24 @@ class MetricsLoop:
             await self.tick()
 
 
+def log_line_figures(datums: Sequence[Datum]) -> str:
+    """`pending=3 running=2 …`: LOG_LINE_FIGURES among `datums`, queue-wide values only."""
+    values = {d.spec: d.value for d in datums if d.extra_value is None}
+    return " ".join(
+        f"{label}={round(values[spec], 2):g}" for label, spec in LOG_LINE_FIGURES if spec in values
+    )
+
+
+class Unpublished:
+    """CloudWatch publishing off (local runs; Prometheus scrapes the API's /metrics): nothing
+    is sent, and the loop's line per publish shows it ticks."""
+
+    def publish(self, datums: Sequence[Datum], at: datetime) -> None:
+        """Send nothing."""
+
+
 def build_publisher(settings: Settings, dry_run: bool, stream: IO[str] | None = None) -> Publisher:
-    """Print for --dry-run, CloudWatch when enabled, else only log."""
+    """Print for --dry-run, CloudWatch when enabled, else nowhere (the loop logs each tick)."""
     if dry_run:
         return PrintPublisher(settings.queue_name, settings.environment, stream or sys.stdout)
     if settings.cloudwatch_enabled:
@@ -168,7 +200,7 @@ def build_publisher(settings: Settings, dry_run: bool, stream: IO[str] | None = 
         )
         client = boto3.client("cloudwatch", region_name=settings.aws_region, config=config)
         return CloudWatchPublisher(client, settings.queue_name, settings.environment)
-    return LogPublisher(settings.queue_name)
+    return Unpublished()
 
 
 def registered_job_types(settings: Settings) -> list[str]:
