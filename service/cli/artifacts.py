@@ -18,9 +18,9 @@ import httpx
 from service.cli.client import (
     CLIENT_TIMEOUT,
     _api_message,
-    _client_parent,
     _exit_code_for,
     call,
+    client_parent,
     job_path,
     make_client,
     print_json,
@@ -113,7 +113,7 @@ def _umask() -> int:
 def add_artifact_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `jobqueue artifacts`."""
     p = sub.add_parser(
-        "artifacts", parents=[_client_parent()], help="list a job's artifacts, or download them"
+        "artifacts", parents=[client_parent()], help="list a job's artifacts, or download them"
     )
     p.add_argument("id", help="job id")
     p.add_argument("--out", metavar="DIR", help="download every artifact into DIR")

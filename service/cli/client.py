@@ -209,7 +209,7 @@ def watch_job(client: httpx.Client, job_id: str) -> int:
                 final = data
                 if status == "completed":
                     bar.update(task, completed=100)
-    return _report_end(job_id, final)
+    return report_end(job_id, final)
 
 
 def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -247,7 +247,7 @@ def _stream(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, 
         raise CliError(f"lost the event stream of job {job_id}: {exc}", EXIT_UNAVAILABLE) from exc
 
 
-def _report_end(job_id: str, final: dict[str, Any]) -> int:
+def report_end(job_id: str, final: dict[str, Any]) -> int:
     status = final.get("status")
     if status == "completed":
         out.print(f"job {job_id} completed: {json.dumps(final.get('result'))}", highlight=False)
@@ -270,7 +270,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # --- argument parsing ----------------------------------------------------------------------------
 
 
-def _client_parent() -> argparse.ArgumentParser:
+def client_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--url", help=f"API base URL (default: JOBQUEUE_URL or {DEFAULT_URL})")
     parent.add_argument("--api-key", help="API key (default: JOBQUEUE_API_KEY)")
@@ -298,7 +298,7 @@ def _enqueue_parser(
 
 
 def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parent = _client_parent()
+    parent = client_parent()
     _enqueue_parser(sub, parent)
     for name, func, text in (
         ("status", cmd_status, "print a job's status"),

@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from service.cli.client import _client_parent, call, make_client, print_json
+from service.cli.client import call, client_parent, make_client, print_json
 from service.cli.common import EXIT_OK, EXIT_USAGE, CliError
 
 
@@ -64,7 +64,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
 
 
 def add_flow_control_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parent = _client_parent()
+    parent = client_parent()
     for name, func, text in (
         ("pause", cmd_pause, "stop starting jobs (of the queue, or of one --type)"),
         ("resume", cmd_resume, "start jobs again (of the queue, or of one --type)"),

@@ -19,7 +19,7 @@ import httpx
 from rich.cells import cell_len
 from rich.table import Table
 
-from service.cli.client import _client_parent, _report_end, call, job_path, make_client, print_json
+from service.cli.client import call, client_parent, job_path, make_client, print_json, report_end
 from service.cli.common import EXIT_JOB_FAILED, EXIT_OK, out
 from service.queue.states import TERMINAL, JobState
 
@@ -206,7 +206,7 @@ def follow_logs(client: httpx.Client, job_id: str, as_json: bool) -> int:
     if as_json:
         sys.stdout.write(json.dumps({"event": "end", "job": final}) + "\n")
         return EXIT_OK if final["status"] == JobState.COMPLETED else EXIT_JOB_FAILED
-    return _report_end(job_id, final)
+    return report_end(job_id, final)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -376,7 +376,7 @@ def _list_parser(
 
 def add_reading_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register list, types, logs and completion."""
-    parent = _client_parent()
+    parent = client_parent()
     _list_parser(sub, parent)
     types = sub.add_parser("types", parents=[parent], help="job types: defaults, pause, limits")
     types.set_defaults(func=cmd_types)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 from rich.table import Table
 
-from service.cli.client import _client_parent, _json_option, call, make_client, print_json
+from service.cli.client import _json_option, call, client_parent, make_client, print_json
 from service.cli.common import EXIT_OK, EXIT_USAGE, CliError, err, out
 
 
@@ -212,7 +212,7 @@ def _add_parser(
 
 def add_schedule_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `jobqueue schedules ...` on the `jobqueue` subparsers."""
-    parent = _client_parent()
+    parent = client_parent()
     group = sub.add_parser("schedules", help="repeatable jobs: list, show, add, rm, ...")
     commands = group.add_subparsers(dest="schedules_command", required=True, metavar="command")
     listing = commands.add_parser("list", parents=[parent], help="every schedule, as a table")
