@@ -28,9 +28,14 @@ export async function renderDetail(view, { parts }) {
   const progressMessage = h("span", { class: "muted" });
   const sections = h("div", { class: "grid" });
   const live = h("p", { class: "muted small", "data-testid": "live-state" });
+  // Outside what draw() replaces: a fallback field the operator is copying from stays put.
+  const curlStatus = h("p", { class: "muted small curl-status", role: "status", "data-testid": "curl-status" });
+  const curlBox = h("div", { class: "curl-box" });
   replace(
     view,
     h("div", { class: "title-row" }, title, actions),
+    curlStatus,
+    curlBox,
     summary,
     h("section", { class: "panel", "aria-labelledby": "h-progress" },
       h("h2", { id: "h-progress" }, "Progress"), h("div", { class: "progress-row" }, progressBar, progressText, progressMessage)),
@@ -91,7 +96,10 @@ export async function renderDetail(view, { parts }) {
         : h("pre", { "data-testid": "job-result" }, fmtJson(job.result))),
       job.result === null || job.result === undefined ? null : panel("Artifacts", artifactList(path)),
       job.error || job.traceback ? panel("Error", h("p", { class: "error", "data-testid": "job-error" }, job.error ?? ""),
-        job.traceback ? h("details", { open: true }, h("summary", {}, "Stack trace"), h("pre", { class: "trace" }, job.traceback)) : null, "wide") : null,
+        job.traceback ? h("details", { open: true }, h("summary", {}, "Stack trace"),
+          // Not wrapped (indentation is the point of a trace): it scrolls by itself, by
+          // keyboard too (focusable), and the page never does sideways.
+          h("pre", { class: "trace", tabindex: 0, "aria-label": "Stack trace", "data-testid": "job-traceback" }, job.traceback)) : null, "wide") : null,
       panel("Timeline", timeline(job.timeline ?? [])),
       panel("Attempts", attempts(job)),
       panel("Log", logs(job.logs ?? []), "wide"),
@@ -120,6 +128,7 @@ export async function renderDetail(view, { parts }) {
       buttons.push(b);
     }
     buttons.push(h("a", { href: `#/enqueue?type=${encodeURIComponent(state.job.type)}`, class: "button secondary" }, "Enqueue another"));
+    buttons.push(h("button", { type: "button", class: "secondary", onclick: () => copyAsCurl(state.job, curlBox, curlStatus) }, "Copy as curl"));
     replace(actions, buttons);
   }
 
@@ -185,6 +194,47 @@ export async function renderDetail(view, { parts }) {
 
   await reload();
   return stop;
+}
+
+// Copy as curl: a command that enqueues this job again by hand, with its type, data and options
+// as the job detail has them. The URL and key are shell variables, so the real key lands in no
+// clipboard, terminal history or ticket. The idempotency key is left out: with it the API would
+// answer with this job instead of enqueueing a new one.
+function curlCommand(job) {
+  const body = { type: job.type, data: job.data ?? {}, priority: job.priority, attempts: job.max_attempts };
+  if (job.backoff) body.backoff = job.backoff;
+  if (job.timeout_seconds) body.timeout_seconds = job.timeout_seconds;
+  return [
+    `curl -sS -X POST "$JOBQUEUE_URL/jobs/enqueue"`,
+    `  -H "X-API-Key: $JOBQUEUE_API_KEY"`,
+    "  -H 'Content-Type: application/json'",
+    `  --data-binary ${shellQuote(JSON.stringify(body))}`,
+  ].join(" \\\n");
+}
+
+// One single-quoted shell word: nothing inside expands; each ' closes, is escaped, reopens.
+function shellQuote(text) {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+// The Clipboard API needs a secure context and the page's permission; without it the command
+// is shown selected in a read-only field, for Ctrl+C (or a long press on a phone).
+async function copyAsCurl(job, box, status) {
+  const command = curlCommand(job);
+  try {
+    if (!navigator.clipboard?.writeText) throw new Error("no Clipboard API");
+    await navigator.clipboard.writeText(command);
+    replace(box);
+    status.textContent = "Copied: a curl command that enqueues this job again (set JOBQUEUE_URL and JOBQUEUE_API_KEY first).";
+  } catch {
+    const field = h("textarea", { class: "curl", readonly: true, rows: 5, spellcheck: "false", "aria-label": "curl command", "data-testid": "curl-command", wrap: "off" });
+    field.value = command;
+    replace(box, field);
+    field.focus();
+    field.select();
+    field.scrollTo(0, 0); // the selection ends bottom right; the command starts top left
+    status.textContent = "Copying is not available here: the command is selected, copy it with Ctrl+C (⌘C).";
+  }
 }
 
 function fact(label, value, testid) {
