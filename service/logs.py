@@ -18,6 +18,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # the dashboard show it; a terminal or a log bill full of expected failures helps no one.
 JOB_FAILURE_LOGGER = "taskiq.receiver.receiver"
 JOB_FAILURE_MESSAGE = "Exception found while executing function."
+# A failure's error in its log line: a job's message can be long or span lines (a pydantic
+# ValidationError does); the line keeps the start, the job keeps all of it.
+ERROR_IN_LINE_CHARS = 300
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,6 +43,19 @@ def _not_a_job_failure(record: logging.LogRecord) -> bool:
     return record.getMessage() != JOB_FAILURE_MESSAGE
 
 
+def one_line(text: str, limit: int = ERROR_IN_LINE_CHARS) -> str:
+    """`text` with its whitespace runs collapsed to single spaces, cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def quiet_job_failures() -> None:
+    """Drop taskiq's traceback of a failing job in this process; errors of the worker itself
+    (every other record) keep theirs. Worker processes call it whatever set logging up (the
+    `jobqueue worker` command, `run_workers`, `taskiq worker`): the filter is per process."""
+    logging.getLogger(JOB_FAILURE_LOGGER).addFilter(_not_a_job_failure)  # added once only
+
+
 def configure_logging(settings: Settings) -> None:
     """Set up the root logger for this process (and the processes it forks)."""
     handler = logging.StreamHandler()
@@ -50,4 +66,4 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    logging.getLogger(JOB_FAILURE_LOGGER).addFilter(_not_a_job_failure)
+    quiet_job_failures()

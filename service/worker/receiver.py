@@ -26,6 +26,7 @@ from taskiq import AckableMessage
 from taskiq.abc.broker import AsyncBroker
 from taskiq.receiver import Receiver
 
+from service.logs import quiet_job_failures
 from service.processes import die_with_parent
 from service.queue.consumer import Delivery
 from service.queue.queue import REDIS_DOWN
@@ -52,6 +53,9 @@ class JobReceiver(Receiver):
     ) -> None:
         super().__init__(broker, max_async_tasks=max_async_tasks, **kwargs)
         die_with_parent()  # a worker process of `jobqueue run` ends with taskiq's manager
+        # The runtime logs each job failure as one line; taskiq's copy adds the traceback the
+        # job keeps. Here, not only in configure_logging: `run_workers` may not have called it.
+        quiet_job_failures()
         self._task_limit = max_async_tasks if max_async_tasks and max_async_tasks > 0 else None
 
     async def listen(self, finish_event: asyncio.Event) -> None:
