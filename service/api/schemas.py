@@ -274,7 +274,12 @@ class BulkEnqueueResponse(BaseModel):
 class StatsPublic(BaseModel):
     """Queue sizes, recent throughput and latency."""
 
-    counts: dict[JobState, int] = Field(description="Jobs per status.")
+    counts: dict[JobState, int] = Field(
+        description="Jobs per status; `processing` counts only jobs whose code is running."
+    )
+    reserved: int = Field(
+        description="Jobs a worker leased and prefetched whose code has not started yet."
+    )
     pending_by_priority: dict[str, int]
     by_type: dict[str, dict[JobState, int]] = Field(description="Jobs per type and status.")
     oldest_pending_age_seconds: float
@@ -296,6 +301,7 @@ class StatsPublic(BaseModel):
         """Stats from the metrics collector's snapshot (the numbers CloudWatch gets too)."""
         return cls(
             counts=snap.counts.by_state,
+            reserved=snap.reserved,
             pending_by_priority=snap.counts.pending_by_priority,
             by_type=snap.counts.by_type,
             oldest_pending_age_seconds=snap.counts.oldest_pending_age_seconds,

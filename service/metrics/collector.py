@@ -66,6 +66,11 @@ class QueueSnapshot(BaseModel):
         return backlog_of(self.counts) - self.paused_pending
 
     @property
+    def reserved(self) -> int:
+        """Jobs leased by a worker that prefetched them; their code has not started."""
+        return self.counts.reserved
+
+    @property
     def paused_pending(self) -> int:
         """Pending jobs that cannot start because their queue or type is paused: no scale-out
         for them."""
@@ -126,7 +131,13 @@ def backlog_of(counts: QueueCounts) -> int:
     scale in under load and out again when the next batch lands (a flap). Delayed jobs are not
     due yet: they become backlog when they are promoted to pending.
     """
-    return counts.by_state.get(JobState.PENDING, 0) + counts.by_state.get(JobState.PROCESSING, 0)
+    leased = counts.by_state.get(JobState.PROCESSING, 0) + counts.reserved
+    return counts.by_state.get(JobState.PENDING, 0) + leased
+
+
+def running_jobs(workers: Sequence[WorkerInfo]) -> int:
+    """Jobs whose code runs now, by the live workers' last heartbeats."""
+    return sum(worker.running for worker in workers)
 
 
 def live_tasks(workers: Sequence[WorkerInfo]) -> int:
@@ -144,13 +155,15 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     """Read depth, flow, workers and latencies; QueueUnavailableError if Redis is down."""
     minutes = period_minutes(period_seconds)
     now = queue.clock()
-    counts, rows, samples, workers, flow = await asyncio.gather(
+    leased_counts, rows, samples, workers, flow = await asyncio.gather(
         queue.counts(),
         queue.per_minute(minutes + 1),  # the closed minutes of the period plus the open one
         queue.recent_samples(),
         queue.workers(),
         FlowControl(queue).state(),
     )
+    # Processing is what runs; the other leased jobs are reserved (prefetched, not started).
+    counts = leased_counts.with_running(running_jobs(workers))
     depth = counts.by_state.get(JobState.PENDING, 0)
     waits = [wait for wait, _ in samples]
     runs = [run for _, run in samples]

@@ -59,7 +59,14 @@ QUEUE_DEPTH_BY_TYPE = MetricSpec(
     "QueueDepthByType", Unit.COUNT, "Jobs pending of one job type.", Dimension.JOB_TYPE
 )
 DELAYED_JOBS = MetricSpec("DelayedJobs", Unit.COUNT, "Jobs waiting for a due time or a backoff.")
-ACTIVE_JOBS = MetricSpec("ActiveJobs", Unit.COUNT, "Jobs being processed by a worker.")
+ACTIVE_JOBS = MetricSpec(
+    "ActiveJobs", Unit.COUNT, "Jobs whose code is running on a worker (processing)."
+)
+RESERVED_JOBS = MetricSpec(
+    "ReservedJobs",
+    Unit.COUNT,
+    "Jobs a worker leased and prefetched but whose code has not started (waiting for a slot).",
+)
 OLDEST_PENDING_AGE = MetricSpec(
     "OldestPendingAgeSeconds", Unit.SECONDS, "How long the oldest pending job has waited."
 )
@@ -107,6 +114,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     QUEUE_DEPTH_BY_TYPE,
     DELAYED_JOBS,
     ACTIVE_JOBS,
+    RESERVED_JOBS,
     OLDEST_PENDING_AGE,
     JOBS_COMPLETED,
     JOBS_FAILED,

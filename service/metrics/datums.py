@@ -65,6 +65,7 @@ def _depth_datums(snapshot: QueueSnapshot, job_types: Iterable[str]) -> list[Dat
         *by_type,
         Datum(c.DELAYED_JOBS, counts.by_state.get(JobState.DELAYED, 0)),
         Datum(c.ACTIVE_JOBS, counts.by_state.get(JobState.PROCESSING, 0)),
+        Datum(c.RESERVED_JOBS, counts.reserved),
         Datum(c.OLDEST_PENDING_AGE, counts.oldest_pending_age_seconds),
     ]
 

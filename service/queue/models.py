@@ -106,12 +106,28 @@ class Page(BaseModel, Generic[T]):
 
 
 class QueueCounts(BaseModel):
-    """Sizes of the queue, each an O(1) or O(log n) read."""
+    """Sizes of the queue, each an O(1) or O(log n) read.
+
+    As read from Redis, `by_state[processing]` is every leased job (the active set) and
+    `reserved` is 0; `with_running` splits the leased jobs into those whose code runs and those
+    a worker prefetched (see docs/queue.md, "Processing and reserved").
+    """
 
     by_state: dict[JobState, int]
     pending_by_priority: dict[str, int]
     by_type: dict[str, dict[JobState, int]]
     oldest_pending_age_seconds: float
+    # Leased jobs whose code has not started: prefetched, waiting in a worker for a free slot.
+    reserved: int = 0
+
+    def with_running(self, running: int) -> QueueCounts:
+        """These counts with the leased jobs split: `running` of them (the workers' heartbeats
+        say so) stay processing, the rest are reserved. A heartbeat is up to a period old, so
+        `running` is clamped to the leased jobs; by_type still counts leased jobs."""
+        leased = self.by_state.get(JobState.PROCESSING, 0) + self.reserved
+        processing = max(0, min(running, leased))
+        by_state = {**self.by_state, JobState.PROCESSING: processing}
+        return self.model_copy(update={"by_state": by_state, "reserved": leased - processing})
 
 
 class WorkerInfo(BaseModel):
@@ -126,6 +142,10 @@ class WorkerInfo(BaseModel):
     failed: int
     concurrency: int
     current_jobs: list[str]
+    # Held jobs whose code has started (running, or its end being recorded), and held jobs
+    # prefetched but not started; a worker older than these fields reports its running ids only.
+    running: int = 0
+    reserved: int = 0
     # The worker's own stall detector: it had room, due jobs were pending and it took none for
     # a while. `stalled` is the verdict at the last heartbeat; `stalls` counts them since start.
     stalled: bool = False

@@ -755,6 +755,7 @@ def _parse_timeline(raw: str) -> list[TimelineEntry]:
 
 
 def _worker_from_hash(row: dict[str, str]) -> WorkerInfo:
+    current: list[str] = json.loads(row.get("jobs", "[]"))
     return WorkerInfo(
         id=row["id"],
         host=row["host"],
@@ -764,7 +765,9 @@ def _worker_from_hash(row: dict[str, str]) -> WorkerInfo:
         processed=int(row.get("processed", 0)),
         failed=int(row.get("failed", 0)),
         concurrency=int(row.get("concurrency", 0)),
-        current_jobs=json.loads(row.get("jobs", "[]")),
+        current_jobs=current,
+        running=int(row.get("running", len(current))),
+        reserved=int(row.get("reserved", 0)),
         stalled=row.get("stalled", "0") == "1",
         stalls=int(row.get("stalls", 0)),
     )

@@ -29,6 +29,10 @@ class HeldState(enum.Enum):
     ENDING = "ending"  # its code returned or raised; its end is being recorded
 
 
+# A job in these states has started its code: it counts as processing, the others as reserved.
+STARTED = frozenset({HeldState.RUNNING, HeldState.ENDING})
+
+
 @dataclass
 class Held:
     """A job this worker took, with what it knows of its run so far."""
@@ -74,6 +78,12 @@ class Holdings:
     def count(self, state: HeldState) -> int:
         """How many held jobs are in `state`."""
         return sum(1 for held in self._jobs.values() if held.state is state)
+
+    def started_and_reserved(self) -> tuple[int, int]:
+        """Held jobs whose code has started (running or ending), and those not started yet
+        (buffered or handed out): what the heartbeat reports as running and reserved."""
+        started = sum(1 for held in self._jobs.values() if held.state in STARTED)
+        return started, len(self._jobs) - started
 
     @property
     def buffered(self) -> int:

@@ -372,6 +372,7 @@ class WorkerRuntime:
     async def _heartbeat(self) -> None:
         stalled = await self._detect_stall()
         running = self.held.ids_in(HeldState.RUNNING)
+        started, reserved = self.held.started_and_reserved()
         info: dict[str, str | int] = {
             "id": self.worker_id,
             "host": socket.gethostname(),
@@ -380,6 +381,10 @@ class WorkerRuntime:
             "processed": self.stats.processed,
             "failed": self.stats.failed,
             "concurrency": self.concurrency,
+            # The queue's "processing" is the sum of `running` over live workers; the rest of
+            # its leased jobs are "reserved" (prefetched). Counted here, so no job pays for it.
+            "running": started,
+            "reserved": reserved,
             "stalled": "1" if stalled else "0",
             "stalls": self.stall_detector.stalls,
         }

@@ -42,7 +42,8 @@ class KnownState:
     depth_by_priority: dict[str, int]
     depth_by_type: dict[str, int]
     delayed: int = 3
-    active: int = 1
+    active: int = 1  # leased and running (worker-a's heartbeat says so)
+    reserved: int = 2  # leased by worker-a, prefetched, not started
     oldest_pending_age: float = 45.0
     completed: int = 3
     failed: int = 2
@@ -60,8 +61,8 @@ class KnownState:
 
     @property
     def backlog(self) -> int:
-        """Pending due jobs plus the one leased (running) job; delayed ones are not due."""
-        return self.depth + self.active
+        """Pending due jobs plus the leased ones, running or reserved; delayed ones are not due."""
+        return self.depth + self.active + self.reserved
 
 
 def spec(job_type: str, priority: Priority = Priority.NORMAL, **options: object) -> JobSpec:
@@ -72,9 +73,10 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
     """Jobs in every state, all finishing in the minute before T0; the clock ends at T0 + 5.
 
     Minute T0-60: 3 `gamma` jobs complete (waits 1/2/3 s, runs 0.1/0.2/0.3 s), 2 `delta` jobs
-    fail for good, 1 `delta` job fails and is scheduled for a retry in 10 min, 1 `epsilon` job
-    is taken and still runs. T0-40: 10 jobs pending (1 low, 2 normal `alpha`, 3 high, 4 critical
-    `beta`). T0-30: 2 `zeta` jobs delayed 10 min. Two workers heartbeat.
+    fail for good, 1 `delta` job fails and is scheduled for a retry in 10 min, 3 `epsilon` jobs
+    are taken: worker-a's heartbeat says 1 runs and 2 are reserved (prefetched). T0-40: 10 jobs
+    pending (1 low, 2 normal `alpha`, 3 high, 4 critical `beta`). T0-30: 2 `zeta` jobs delayed
+    10 min. Two workers heartbeat.
     """
     consumer = Consumer(queue, "worker-a", lease_seconds=3600)
     a = T0 - 59
@@ -95,9 +97,9 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
             Outcome(deliveries[2].job_id, False, "boom", retry_delay_ms=600_000),
         ]
     )
-    await queue.enqueue(spec("epsilon"))
-    taken, _ = await consumer.dequeue(1)
-    assert len(taken) == 1
+    await queue.enqueue_many([spec("epsilon") for _ in range(3)])
+    taken, _ = await consumer.dequeue(3)
+    assert len(taken) == 3
 
     clock.set(T0 - 40)
     await queue.enqueue_many(
@@ -109,7 +111,7 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
     clock.set(T0 - 30)
     await queue.enqueue_many([spec("zeta", delay_seconds=600) for _ in range(2)])
     clock.set(T0 + 5)
-    await heartbeat(queue, "worker-a", host="task-a")
+    await heartbeat(queue, "worker-a", host="task-a", running=1, reserved=2)
     await heartbeat(queue, "worker-b", host="task-b", stalled=True)
     return KnownState(
         depth_by_priority={"low": 1, "normal": 2, "high": 3, "critical": 4},
@@ -118,12 +120,19 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
 
 
 async def heartbeat(
-    queue: JobQueue, worker_id: str, host: str = "test", *, stalled: bool = False
+    queue: JobQueue,
+    worker_id: str,
+    host: str = "test",
+    *,
+    stalled: bool = False,
+    running: int = 0,
+    reserved: int = 0,
 ) -> None:
-    """Register a live worker for a minute of real time."""
+    """Register a live worker for a minute of real time, running and reserving that many jobs."""
     info: dict[str, str | int] = {
         "id": worker_id, "host": host, "pid": 1, "started": int(T0 * 1000), "concurrency": 10,
         "stalled": "1" if stalled else "0", "stalls": 1 if stalled else 0,
+        "running": running, "reserved": reserved,
     }  # fmt: skip
     await Consumer(queue, worker_id, lease_seconds=30).heartbeat(info, [], ttl_ms=60_000)
 

@@ -30,6 +30,7 @@ async def test_snapshot_reports_every_number_of_a_known_state(
     assert pending_by_type == known.depth_by_type
     assert snap.counts.by_state[JobState.DELAYED] == known.delayed
     assert snap.counts.by_state[JobState.PROCESSING] == known.active
+    assert snap.counts.reserved == snap.reserved == known.reserved
     assert snap.counts.oldest_pending_age_seconds == known.oldest_pending_age
     assert (snap.completed_last_period, snap.failed_last_period, snap.retried_last_period) == (
         3,

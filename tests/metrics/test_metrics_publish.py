@@ -68,6 +68,7 @@ def expected_values(known: KnownState) -> dict[tuple[str, str | None], float]:
         (c.QUEUE_DEPTH.name, None): known.depth,
         (c.DELAYED_JOBS.name, None): known.delayed,
         (c.ACTIVE_JOBS.name, None): known.active,
+        (c.RESERVED_JOBS.name, None): known.reserved,
         (c.OLDEST_PENDING_AGE.name, None): known.oldest_pending_age,
         (c.JOBS_COMPLETED.name, None): known.completed,
         (c.JOBS_FAILED.name, None): known.failed,
