@@ -30,6 +30,7 @@ from taskiq.message import TaskiqMessage
 from taskiq.result import TaskiqResult
 
 from service import healthcheck
+from service.logs import one_line
 from service.queue.consumer import Consumer, Delivery, FinishStatus, new_worker_id
 from service.queue.job_context import JobContext, current_job
 from service.queue.queue import JobQueue, now_ms
@@ -324,13 +325,14 @@ class WorkerRuntime:
         elif status in (FinishStatus.FAILED, FinishStatus.RETRY_SCHEDULED):
             self.stats.failed += 1
             # One line; the traceback is on the job (service.logs drops taskiq's copy).
+            message = held.message
             log.warning(
-                "job %s %s failed on attempt %d%s: %s",
-                held.message.task_name if held.message else "?",
+                "job failed: type=%s id=%s attempt=%d/%s error=%s",
+                message.task_name if message else "?",
                 job_id,
                 held.delivery.attempt,
-                ", retry scheduled" if status == FinishStatus.RETRY_SCHEDULED else "",
-                outcome.payload,
+                message.labels.get("max_attempts", "?") if message else "?",
+                one_line(outcome.payload),
             )
         elif status == FinishStatus.STALE:
             log.info("job %s was cancelled or re-assigned while running; result dropped", job_id)
