@@ -177,20 +177,6 @@ class PrintPublisher:
         self.stream.flush()
 
 
-@dataclass
-class LogPublisher:
-    """Publishing off (local runs): one summary log line per period, so the loop is visible."""
-
-    queue_name: str
-
-    def publish(self, datums: Sequence[Datum], at: datetime) -> None:
-        """Log the metrics without a dimension beyond the base ones."""
-        summary = " ".join(
-            f"{d.spec.name}={d.value:g}" for d in datums if d.spec.extra_dimension is None
-        )
-        log.info("metrics for queue %s (CloudWatch publishing off): %s", self.queue_name, summary)
-
-
 def _iso(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
