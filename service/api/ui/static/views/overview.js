@@ -16,6 +16,8 @@ const HISTORY_RANGES = ["1h", "24h", "7d"];
 export function normalizeStats(stats) {
   return {
     byState: stats.counts,
+    // Leased by a worker that prefetched them, their code not started (not in `processing`).
+    reserved: stats.reserved ?? 0,
     byPriority: stats.pending_by_priority,
     byType: stats.by_type,
     oldestAge: stats.oldest_pending_age_seconds,
@@ -124,16 +126,19 @@ export async function renderOverview(view) {
 }
 
 function drawCards(container, norm) {
+  const card = (name, value, href, title) => h("li", {}, h(
+    "a",
+    { href, class: `card state-${name}`, "aria-label": `${name}: ${value}`, title },
+    h("span", { class: "count", "data-testid": `count-${name}` }, String(value)),
+    h("span", { class: "label" }, name),
+  ));
   replace(
     container,
-    STATES.map((state) => {
-      const value = norm.byState[state] ?? 0;
-      return h("li", {}, h(
-        "a",
-        { href: `#/jobs/${LIST_FOR_STATE[state] ?? state}`, class: `card state-${state}`, "aria-label": `${state}: ${value}` },
-        h("span", { class: "count", "data-testid": `count-${state}` }, String(value)),
-        h("span", { class: "label" }, state),
-      ));
+    STATES.flatMap((state) => {
+      const shown = card(state, norm.byState[state] ?? 0, `#/jobs/${LIST_FOR_STATE[state] ?? state}`);
+      // Reserved jobs are in the active list too, beside the running ones.
+      return state !== "processing" ? [shown] : [shown, card("reserved", norm.reserved, "#/jobs/active",
+        "prefetched by a worker, waiting for a free slot: their code has not started")];
     }),
   );
 }
