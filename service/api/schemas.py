@@ -16,6 +16,7 @@ from service.queue.models import Job, WorkerInfo
 from service.queue.options import (
     Attempts,
     Backoff,
+    Dedupe,
     DelaySeconds,
     IdempotencyKey,
     JobOptions,
@@ -61,6 +62,12 @@ class BackoffIn(Backoff):
     jitter: float | bool = Backoff.model_fields["jitter"]  # type: ignore[assignment]
 
 
+class DedupeIn(Dedupe):
+    """Deduplication by a key of the caller's: the queue's Dedupe, strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 class EnqueueOptions(BaseModel):
     """A job to enqueue when its type is in the path (`POST /{type}/enqueue`); the fields and
     limits of service.queue.options.JobOptions, in the API's JSON forms."""
@@ -83,6 +90,12 @@ class EnqueueOptions(BaseModel):
     remove_on_complete: RetentionOption | None = None
     remove_on_fail: RetentionOption | None = None
     timeout_seconds: TimeoutSeconds | None = None
+    dedupe: DedupeIn | None = Field(
+        default=None,
+        description="A key seen within its window returns the existing job (200, "
+        "`deduplicated`): `throttle`, `debounce` (the newer call replaces the waiting job) "
+        "or `until_done` (while the first job has not ended).",
+    )
 
     def to_options(self) -> JobOptions:
         """The queue layer's JobOptions for this request."""
@@ -95,6 +108,7 @@ class EnqueueOptions(BaseModel):
             idempotency_key=self.idempotency_key,
             remove_on_complete=_retention(self.remove_on_complete),
             remove_on_fail=_retention(self.remove_on_fail),
+            dedupe=Dedupe.model_validate(self.dedupe.model_dump()) if self.dedupe else None,
         )
 
 
@@ -195,14 +209,16 @@ def _public_fields(job: Job) -> dict[str, Any]:
 
 
 class EnqueuedJob(JobPublic):
-    """A job an enqueue produced; `created` is false when its idempotency key was seen."""
+    """A job an enqueue produced; `created` is false when its idempotency key was seen or its
+    dedupe key led to an existing job (`deduplicated`)."""
 
     created: bool
+    deduplicated: bool = False
 
     @classmethod
-    def from_result(cls, job: Job, created: bool) -> EnqueuedJob:
+    def from_result(cls, job: Job, created: bool, deduplicated: bool = False) -> EnqueuedJob:
         """The public view of a job an enqueue returned."""
-        return cls(**_public_fields(job), created=created)
+        return cls(**_public_fields(job), created=created, deduplicated=deduplicated)
 
 
 class TimelineEntryPublic(BaseModel):

@@ -129,6 +129,7 @@ class JobType:
             backoff=opts.backoff or d.backoff,
             timeout_seconds=opts.timeout_seconds or d.timeout_seconds,
             idempotency_key=opts.idempotency_key,
+            dedupe=opts.dedupe,
             keep_completed=Retention.parse(
                 opts.remove_on_complete, d.keep_completed or config.keep_completed
             ),

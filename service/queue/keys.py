@@ -172,6 +172,12 @@ class QueueKeys:
         return self._key("idem", "")
 
     @property
+    def dedupe_prefix(self) -> str:
+        """Prefix of dedupe keys; each holds the id of the job its key leads to, with the
+        dedupe window as its Redis TTL (docs/queue.md "Deduplication")."""
+        return self._key("dedupe", "")
+
+    @property
     def samples(self) -> str:
         """Capped list of recent `wait_ms run_ms` pairs of completed jobs, for percentiles."""
         return self._key("samples")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.queue.options import (
     Attempts,
     Backoff,
+    Dedupe,
     DelaySeconds,
     IdempotencyKey,
     Retention,
@@ -54,6 +55,7 @@ class JobSpec(BaseModel):
     idempotency_key: IdempotencyKey | None = None
     keep_completed: Retention = Field(default_factory=Retention)
     keep_failed: Retention = Field(default_factory=Retention)
+    dedupe: Dedupe | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -92,10 +94,12 @@ class Job(BaseModel):
 
 
 class EnqueueResult(BaseModel):
-    """The job an enqueue produced, and whether it is new (False: idempotency key seen)."""
+    """The job an enqueue produced, and whether it is new (False: idempotency key seen, or
+    `deduplicated`: its dedupe key led to an existing job, which a debounce updated)."""
 
     job: Job
     created: bool
+    deduplicated: bool = False
 
 
 class Page(BaseModel, Generic[T]):

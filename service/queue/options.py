@@ -16,7 +16,14 @@ import json
 import random
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.queue.states import Priority
 
@@ -31,6 +38,10 @@ MAX_BACKOFF_CAP_SECONDS = 7 * 86_400
 # Unless a backoff says otherwise, no retry waits longer than this (or than its own delay).
 DEFAULT_BACKOFF_CAP_SECONDS = 300.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
+# A dedupe key is a caller's name for "the same work", like an idempotency key; its window is
+# at most a week, the longest a job may run (a longer window would outlive any job it guards).
+MAX_DEDUPE_KEY_LENGTH = 256
+MAX_DEDUPE_TTL_SECONDS = 7 * 86_400
 # Retention: finished jobs kept per state, and for how long.
 MAX_RETENTION_COUNT = 10_000_000
 MAX_RETENTION_AGE_SECONDS = 365 * 86_400
@@ -132,6 +143,61 @@ class Retention(BaseModel):
 RetentionForm = bool | int | dict[str, Any] | Retention
 
 
+DedupeMode = Literal["throttle", "debounce", "until_done"]
+
+
+class Dedupe(BaseModel):
+    """Deduplication by a caller's key (docs/queue.md "Deduplication").
+
+    `throttle`: within the ttl a second enqueue returns the first job. `debounce`: it replaces
+    the pending or delayed job's data and restarts its delay (the last call wins); once the job
+    has started, it makes a new one. `until_done`: it returns the first job while that job is
+    pending, delayed or processing; the ttl is an optional safety bound.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=MAX_DEDUPE_KEY_LENGTH)
+    mode: DedupeMode
+    ttl_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_DEDUPE_TTL_SECONDS, validate_default=True
+    )
+
+    @field_validator("ttl_seconds", mode="after")
+    @classmethod
+    def _ttl_where_needed(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # throttle and debounce are windows: without a length they would never let a job in
+        # again (throttle) or never end (debounce).
+        mode = info.data.get("mode")
+        if value is None and mode in ("throttle", "debounce"):
+            raise ValueError(f"ttl_seconds is required for mode {mode}")
+        return value
+
+    def encode(self) -> str:
+        """The "<mode>:<ttl ms>:<key>" form the enqueue script reads (ttl 0 = none): one
+        argument, so a job without dedupe sends one empty one."""
+        ttl_ms = 0 if self.ttl_seconds is None else max(1, int(self.ttl_seconds * 1000))
+        return f"{self.mode}:{ttl_ms}:{self.key}"
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, Any]) -> Dedupe | None:
+        """A kiq() label `dedupe` (a JSON object or a dict), or `dedupe_key`, `dedupe_mode`
+        and `dedupe_ttl` (seconds); None when there is none."""
+        given = labels.get("dedupe")
+        if isinstance(given, str | bytes):
+            given = json.loads(given)
+        if given is not None:
+            return cls.model_validate(given)
+        if labels.get("dedupe_key") is None:
+            return None
+        ttl = labels.get("dedupe_ttl")
+        return cls(
+            key=str(labels["dedupe_key"]),
+            mode=labels.get("dedupe_mode", "throttle"),
+            ttl_seconds=None if ttl is None else float(ttl),
+        )
+
+
 class JobOptions(BaseModel):
     """One job's own choices; each left unset takes the job type's default, then the queue's."""
 
@@ -145,6 +211,7 @@ class JobOptions(BaseModel):
     idempotency_key: IdempotencyKey | None = None
     remove_on_complete: RetentionForm | None = None
     remove_on_fail: RetentionForm | None = None
+    dedupe: Dedupe | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -154,7 +221,8 @@ class JobOptions(BaseModel):
     @classmethod
     def from_labels(cls, labels: dict[str, Any]) -> JobOptions:
         """The options a `kiq()` carries in its labels (`with_labels(priority="high", ...)`):
-        `delay` and `timeout` in seconds, `backoff` as a JSON object or a dict."""
+        `delay` and `timeout` in seconds, `backoff` as a JSON object or a dict, `dedupe` as
+        `Dedupe.from_labels` reads it."""
         given = {key: value for key, value in labels.items() if value is not None}
         backoff = given.get("backoff")
         return cls(
@@ -164,6 +232,7 @@ class JobOptions(BaseModel):
             backoff=json.loads(backoff) if isinstance(backoff, str | bytes) else backoff,
             timeout_seconds=float(given["timeout"]) if "timeout" in given else None,
             idempotency_key=given.get("idempotency_key"),
+            dedupe=Dedupe.from_labels(given),
         )
 
 

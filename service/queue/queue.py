@@ -69,6 +69,10 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 Clock = Callable[[], float]
 
+# What the enqueue script answers per job: a new job, one that existed (its id or idempotency
+# key), or one its dedupe key led to.
+EXISTING, CREATED, DEDUPLICATED = 0, 1, 2
+
 
 @dataclass(frozen=True)
 class QueueConfig:
@@ -137,17 +141,19 @@ class JobQueue:
             per_job += [
                 job_id, spec.type, int(spec.priority), message, due, spec.attempts,
                 spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
+                spec.dedupe.encode() if spec.dedupe else "",
             ]  # fmt: skip
         return args, per_job
 
     async def _run_enqueue(
         self, jobs: Sequence[tuple[str, JobSpec, str]], now: int
-    ) -> list[tuple[str, bool, str]]:
-        """(job id, created, state) per job; QueueFullError when memory is above the limit."""
+    ) -> list[tuple[str, int, str]]:
+        """(job id, outcome, state) per job, outcome one of CREATED, EXISTING, DEDUPLICATED;
+        QueueFullError when memory is above the limit."""
         reply = await self._guard(self.scripts.run("enqueue", *self._enqueue_call(jobs, now)))
         if reply[0] == "full":
             raise _memory_refusal(int(reply[1]), int(reply[2]), self.config)
-        return [(reply[i], bool(reply[i + 1]), reply[i + 2]) for i in range(1, len(reply), 3)]
+        return [(reply[i], int(reply[i + 1]), reply[i + 2]) for i in range(1, len(reply), 3)]
 
     async def enqueue(self, spec: JobSpec, job_id: str | None = None) -> EnqueueResult:
         """Add one job. With an idempotency key already used, returns that job (created=False)."""
@@ -169,26 +175,32 @@ class JobQueue:
         replies = await self._run_enqueue(jobs, now)
         # An id this call generated can exist already only if this very call wrote it: the
         # connection's retry resent a script whose reply was lost. That job is new all the same.
-        created = [made or (not job_ids and found == job_id)
+        created = [made == CREATED or (not job_ids and found == job_id)
                    for (found, made, _), job_id in zip(replies, ids, strict=True)]  # fmt: skip
         # New jobs are described from what was sent (no read-back round trip); only jobs an
         # idempotency key resolved to an earlier enqueue are read from Redis.
         earlier = {found for (found, _, _), new in zip(replies, created, strict=True) if not new}
         existing = {job.id: job for job in await self.get_many(list(earlier))}
         results = []
-        for job_id, spec, (found, _, state), new in zip(ids, specs, replies, created, strict=True):
+        for job_id, spec, (found, made, state), new in zip(
+            ids, specs, replies, created, strict=True
+        ):
             if new:
                 job = _new_job(job_id, spec, JobState(state), now)
                 results.append(EnqueueResult(job=job, created=True))
             elif found in existing:
-                results.append(EnqueueResult(job=existing[found], created=False))
+                results.append(
+                    EnqueueResult(
+                        job=existing[found], created=False, deduplicated=made == DEDUPLICATED
+                    )
+                )
         return results
 
     async def enqueue_message(self, job_id: str, spec: JobSpec, message: str) -> bool:
         """Add a job whose taskiq message was already built (the broker's `kick`);
         QueueFullError when Redis memory is above the limit."""
         replies = await self._run_enqueue([(job_id, spec, message)], now_ms(self.clock))
-        return replies[0][1]
+        return replies[0][1] == CREATED
 
     async def memory(self) -> MemoryUsage:
         """Redis's used memory and limits, and where this queue stops taking jobs."""

@@ -52,7 +52,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     "cancel": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
               "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
-              "logs_prefix", "marker", *_EVENTS, "lane_prefix"),
+              "logs_prefix", "marker", *_EVENTS, "lane_prefix", "dedupe_prefix"),
         args=("job_id", "now_ms", "trim_limit"),
     ),
     "dequeue": ScriptDeclaration(
@@ -63,14 +63,16 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     ),
     "enqueue": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "marker", "sequence", "type_counts",
-              "type_index_prefix", "idempotency_prefix", *_EVENTS, "lanes", "lane_prefix"),
+              "type_index_prefix", "idempotency_prefix", *_EVENTS, "lanes", "lane_prefix",
+              "dedupe_prefix"),
         args=("now_ms", "max_memory_share"),
-        more_args="9 per job: id, type, priority, message, due ms, attempts, retention x2, key",
+        more_args="10 per job: id, type, priority, message, due ms, attempts, retention x2, "
+        "idempotency key, dedupe",
     ),
     "finish": ScriptDeclaration(
         keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "lane_prefix",
               "type_counts", "lanes", "expiry", "type_index_prefix", "idempotency_prefix",
-              "logs_prefix", "samples", "stats_minute", *_EVENTS),
+              "logs_prefix", "samples", "stats_minute", *_EVENTS, "dedupe_prefix"),
         args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
         more_args="5 per job: id, outcome, payload, traceback, retry delay ms",
     ),

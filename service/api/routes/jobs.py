@@ -72,7 +72,7 @@ def require_unicode(data: dict[str, Any]) -> None:
 async def _enqueue(queue: JobQueue, spec: JobSpec, response: Response) -> EnqueuedJob:
     result = await queue.enqueue(spec)
     response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    return EnqueuedJob.from_result(result.job, result.created)
+    return EnqueuedJob.from_result(result.job, result.created, result.deduplicated)
 
 
 @router.post(
@@ -82,7 +82,7 @@ async def _enqueue(queue: JobQueue, spec: JobSpec, response: Response) -> Enqueu
 )
 async def enqueue(body: EnqueueRequest, queue: QueueDep, response: Response) -> EnqueuedJob:
     """Enqueue a job: 201 with the new job; 200 with the existing one if the idempotency key
-    was seen before."""
+    was seen before or the dedupe key led to it (then `deduplicated` is true)."""
     return await _enqueue(queue, build_spec(queue, body.type, body), response)
 
 
@@ -91,7 +91,7 @@ async def enqueue_bulk(body: BulkEnqueueRequest, queue: QueueDep) -> BulkEnqueue
     """Enqueue up to 1,000 jobs in one round trip; if any is invalid, none is enqueued."""
     specs = _bulk_specs(queue, body.jobs)
     results = await queue.enqueue_many(specs)
-    items = [EnqueuedJob.from_result(r.job, r.created) for r in results]
+    items = [EnqueuedJob.from_result(r.job, r.created, r.deduplicated) for r in results]
     return BulkEnqueueResponse(items=items, created=sum(r.created for r in results))
 
 

@@ -53,6 +53,43 @@ local function make_pending(job_key, job_id, pend, sequence, type_counts, job_ty
   timeline(job_key, "pending", now, note)
 end
 
+-- Put a job that is in no set yet where it waits: delayed until `due`, else pending, waking a
+-- worker either way, and publish its state. `k` names the keys: {delayed, marker, sequence,
+-- type_counts, events_prefix, events, pend}. Returns the state.
+local function place_job(k, job_key, job_id, job_type, due, now, note)
+  local state
+  if due > now then
+    state = "delayed"
+    rcall("HSET", job_key, "state", state)
+    rcall("ZADD", k.delayed, due, job_id)
+    count(k.type_counts, job_type, state, 1)
+    timeline(job_key, state, now, note)
+    -- Wake one idle worker early enough to promote it; LT keeps an earlier wake-up.
+    rcall("ZADD", k.marker, "LT", due, "0")
+  else
+    state = "pending"
+    make_pending(job_key, job_id, k.pend, k.sequence, k.type_counts, job_type, now, note)
+    rcall("ZADD", k.marker, 0, "0")
+  end
+  publish(k.events_prefix, k.events, job_id, state, now)
+  return state
+end
+
+-- The new-job steps of every script that creates one (enqueue, schedule-claim): the job hash,
+-- its type index entry, then `place_job`. `extra` = more hash fields, name then value ({} for
+-- none); `k` as for place_job plus job_prefix and type_index_prefix. Returns the state.
+-- Positional, not a table of the job: a table per job cost the enqueue 1.5 µs (10%) a job.
+local function create_job(k, job_id, job_type, priority, msg, due, attempts, keep_completed,
+    keep_failed, extra, now, note)
+  local job_key = k.job_prefix .. job_id
+  rcall("HSET", job_key, "type", job_type, "priority", priority, "msg", msg,
+    "created", now, "due", math.max(due, now), "attempts", 0,
+    "max_attempts", attempts, "keep_completed", keep_completed,
+    "keep_failed", keep_failed, unpack(extra))
+  rcall("ZADD", k.type_index_prefix .. job_type, now, job_id)
+  return place_job(k, job_key, job_id, job_type, due, now, note)
+end
+
 -- Move due delayed jobs to pending. Returns how many moved.
 local function promote_due(delayed, pend, sequence, type_counts, job_prefix, now, limit)
   local due = rcall("ZRANGEBYSCORE", delayed, "-inf", now, "LIMIT", 0, limit)
@@ -101,17 +138,30 @@ local function parse_policy(policy)
   return tonumber(c), tonumber(a)
 end
 
+-- An `until_done` dedupe key lets the next job in once its job ends: deleted here, only while
+-- it still leads to this job. `p.dedupe_prefix` is given by the scripts that end jobs (finish,
+-- cancel); one HGET per ending job.
+local function release_until_done(p, job_key, job_id)
+  if not p.dedupe_prefix then return end
+  local key = rcall("HGET", job_key, "dedupe_until_done")
+  if key and rcall("GET", p.dedupe_prefix .. key) == job_id then
+    rcall("DEL", p.dedupe_prefix .. key)
+  end
+end
+
 -- Finish a job into a terminal set under its retention policy. Returns false when the policy
 -- removed it at once (count 0).
 local function retire(p, job_key, job_id, job_type, state, finished_set, policy, now, limit)
   local keep_count, keep_age = parse_policy(policy)
   if keep_count == 0 then
     rcall("HSET", job_key, "state", state)
+    release_until_done(p, job_key, job_id)
     count(p.type_counts, job_type, state, 1)
     remove_job(p, job_id, finished_set)
     return false
   end
   rcall("HSET", job_key, "state", state, "finished", now)
+  release_until_done(p, job_key, job_id)
   rcall("ZADD", finished_set, now, job_id)
   count(p.type_counts, job_type, state, 1)
   timeline(job_key, state, now, "")

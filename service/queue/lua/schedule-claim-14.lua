@@ -37,27 +37,13 @@ if expected ~= "" then
 end
 if job_id == "" then return {"ok", ""} end
 
--- The same steps as enqueue-12.lua's new job (no idempotency key: the id is the key).
-local job_key = KEYS[4] .. job_id
-if rcall("EXISTS", job_key) == 1 then return {"ok", job_id} end
-rcall("HSET", job_key, "type", job_type, "priority", priority, "msg", message, "created", now,
-  "due", math.max(due, now), "attempts", 0, "max_attempts", ARGV[12],
-  "keep_completed", ARGV[13], "keep_failed", ARGV[14], "schedule", schedule_id)
-rcall("ZADD", KEYS[10] .. job_type, now, job_id)
-local state
-if due > now then
-  state = "delayed"
-  rcall("HSET", job_key, "state", state)
-  rcall("ZADD", KEYS[6], due, job_id)
-  count(KEYS[9], job_type, state, 1)
-  timeline(job_key, state, now, "schedule")
-  rcall("ZADD", KEYS[7], "LT", due, "0")
-else
-  state = "pending"
-  make_pending(job_key, job_id, pend, KEYS[8], KEYS[9], job_type, now, "schedule")
-  rcall("ZADD", KEYS[7], 0, "0")
-end
-publish(KEYS[11], KEYS[12], job_id, state, now)
+-- The same steps as enqueue-13.lua's new job (no idempotency key: the id is the key).
+if rcall("EXISTS", KEYS[4] .. job_id) == 1 then return {"ok", job_id} end
+local new_job_keys = {job_prefix = KEYS[4], delayed = KEYS[6], marker = KEYS[7],
+  sequence = KEYS[8], type_counts = KEYS[9], type_index_prefix = KEYS[10],
+  events_prefix = KEYS[11], events = KEYS[12], pend = pend}
+create_job(new_job_keys, job_id, job_type, priority, message, due, ARGV[12], ARGV[13], ARGV[14],
+  {"schedule", schedule_id}, now, "schedule")
 local runs_key = KEYS[3] .. schedule_id
 rcall("LPUSH", runs_key, job_id)
 rcall("LTRIM", runs_key, 0, runs_kept - 1)

@@ -8,7 +8,7 @@ KEYS[5]  failed        KEYS[6]  marker        KEYS[7]  lane_prefix  KEYS[8]  typ
 KEYS[9]  lanes         KEYS[10] expiry        KEYS[11] type_index_prefix
 KEYS[12] idempotency_prefix                   KEYS[13] logs_prefix  KEYS[14] samples
 KEYS[15] stats_minute                         KEYS[16] events_prefix
-KEYS[17] events
+KEYS[17] events                               KEYS[18] dedupe_prefix
 ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
 ARGV[5] samples_kept
 then per job, 5 entries: job id, "completed" | "failed", result JSON (completed) or error
@@ -18,7 +18,8 @@ Returns per job: 0 stale, 1 completed, 2 retry scheduled, 3 failed.
 local worker, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stats = KEYS[15]
 local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
-  type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13]}
+  type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13],
+  dedupe_prefix = KEYS[18]}
 
 local function finish_one(job_id, outcome, payload, trace, delay)
   local job_key = KEYS[1] .. job_id

@@ -5,7 +5,7 @@ KEYS[1]  job_prefix   KEYS[2]  pending       KEYS[3]  delayed          KEYS[4] a
 KEYS[5]  cancelled    KEYS[6]  type_counts   KEYS[7]  cancel_channel   KEYS[8] expiry
 KEYS[9]  type_index_prefix   KEYS[10] idempotency_prefix   KEYS[11] logs_prefix
 KEYS[12] marker       KEYS[13] events_prefix KEYS[14] events
-KEYS[15] lane_prefix
+KEYS[15] lane_prefix  KEYS[16] dedupe_prefix
 ARGV[1] job_id   ARGV[2] now_ms   ARGV[3] trim_limit
 Returns {"missing"} | {terminal state it is already in} | {"ok", previous state}.
 ]]
@@ -27,7 +27,8 @@ if state == "processing" then
   rcall("ZADD", KEYS[12], 0, "0")
 end
 local p = {job_prefix = KEYS[1], expiry = KEYS[8], type_counts = KEYS[6],
-  type_index_prefix = KEYS[9], idempotency_prefix = KEYS[10], logs_prefix = KEYS[11]}
+  type_index_prefix = KEYS[9], idempotency_prefix = KEYS[10], logs_prefix = KEYS[11],
+  dedupe_prefix = KEYS[16]}
 -- Cancelled jobs follow the job's failure retention, but are always kept at least briefly so
 -- the caller can read what it cancelled.
 local policy = fields[3] or "-1,-1"
