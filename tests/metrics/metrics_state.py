@@ -15,6 +15,7 @@ from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.states import Priority
+from tests.support.clock import SettableClock
 
 T = TypeVar("T")
 
@@ -22,17 +23,11 @@ T = TypeVar("T")
 T0 = float(int(time.time() // 60) * 60 - 3600)
 
 
-class FakeClock:
-    """A settable clock for JobQueue, Consumer and the metrics loop."""
+class FakeClock(SettableClock):
+    """A settable clock for JobQueue, Consumer and the metrics loop, starting at T0."""
 
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, now: float) -> None:
-        self.now = now
+        super().__init__(now)
 
 
 @dataclass(frozen=True)

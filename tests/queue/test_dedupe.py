@@ -14,31 +14,12 @@ from service.queue.consumer import Consumer, Outcome
 from service.queue.keys import QueueKeys
 from service.queue.models import EnqueueResult, JobSpec
 from service.queue.options import Dedupe
-from service.queue.queue import JobQueue, QueueConfig
+from service.queue.queue import JobQueue
 from service.queue.states import JobState
+from tests.support.clock import SettableClock
 from tests.support.state import assert_consistent, assert_no_leaked_keys
 
 CONCURRENT = 20
-
-
-class Clock:
-    """A settable clock for due times (the dedupe window is a Redis TTL, on the server's)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def clocked(redis: Redis, queue_name: str, clock: Clock, queue: JobQueue) -> JobQueue:
-    return JobQueue(redis, QueueKeys("jqtest", queue_name), QueueConfig(), clock=clock)
 
 
 def dedupe_spec(mode: str, n: int = 0, ttl: float | None = 60, **kwargs: object) -> JobSpec:
@@ -141,7 +122,7 @@ async def test_until_done_ttl_is_a_safety_bound(queue: JobQueue) -> None:
 
 
 async def test_debounce_keeps_one_job_with_the_last_calls_data_and_a_fresh_delay(
-    clocked: JobQueue, clock: Clock
+    clocked: JobQueue, clock: SettableClock
 ) -> None:
     specs = [dedupe_spec("debounce", n, delay_seconds=10) for n in range(CONCURRENT)]
     results = await enqueue_concurrently(clocked, specs)

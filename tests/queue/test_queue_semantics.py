@@ -9,32 +9,11 @@ from redis.asyncio import Redis
 
 from service.queue.consumer import Consumer, FinishStatus, Outcome
 from service.queue.errors import InvalidRequestError, InvalidTransitionError, JobNotFoundError
-from service.queue.keys import QueueKeys
 from service.queue.models import Backoff, JobSpec, Retention
 from service.queue.queue import JobQueue, QueueConfig
 from service.queue.states import TRANSITIONS, JobState, Priority
+from tests.support.clock import SettableClock
 from tests.support.state import assert_consistent, assert_no_leaked_keys
-
-
-class Clock:
-    """A settable clock, so leases, delays and retention are tested without sleeping."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def clocked(redis: Redis, queue_name: str, clock: Clock, queue: JobQueue) -> JobQueue:
-    """The test queue, on the settable clock."""
-    return JobQueue(redis, QueueKeys("jqtest", queue_name), QueueConfig(), clock=clock)
 
 
 def spec(priority: Priority = Priority.NORMAL, **kwargs: object) -> JobSpec:
@@ -78,7 +57,9 @@ async def test_pending_list_is_in_run_order_and_pages_are_stable(clocked: JobQue
         await clocked.list_jobs(JobState.PENDING, cursor="garbage")
 
 
-async def test_delayed_job_is_not_handed_out_before_due(clocked: JobQueue, clock: Clock) -> None:
+async def test_delayed_job_is_not_handed_out_before_due(
+    clocked: JobQueue, clock: SettableClock
+) -> None:
     delayed = await clocked.enqueue(spec(delay_seconds=10))
     assert delayed.job.state is JobState.DELAYED
     consumer = Consumer(clocked, "w1", 30)
@@ -94,7 +75,7 @@ async def test_delayed_job_is_not_handed_out_before_due(clocked: JobQueue, clock
 
 
 async def test_failed_attempt_waits_its_backoff_then_fails_for_good(
-    clocked: JobQueue, clock: Clock, redis: Redis
+    clocked: JobQueue, clock: SettableClock, redis: Redis
 ) -> None:
     backoff = Backoff(type="exponential", delay_seconds=2, max_delay_seconds=5, jitter=0)
     job = (await clocked.enqueue(spec(attempts=4, backoff=backoff))).job
@@ -176,7 +157,7 @@ async def test_retry_runs_a_failed_job_again_from_its_first_attempt(
 
 
 async def test_expired_lease_returns_job_to_pending_and_renewal_keeps_it(
-    clocked: JobQueue, clock: Clock, redis: Redis
+    clocked: JobQueue, clock: SettableClock, redis: Redis
 ) -> None:
     lost, kept = (r.job.id for r in await clocked.enqueue_many([spec(), spec()]))
     dead, alive = Consumer(clocked, "dead", 10), Consumer(clocked, "alive", 10)
@@ -197,7 +178,7 @@ async def test_expired_lease_returns_job_to_pending_and_renewal_keeps_it(
 
 
 async def test_a_job_that_keeps_killing_workers_fails(
-    clocked: JobQueue, clock: Clock, redis: Redis
+    clocked: JobQueue, clock: SettableClock, redis: Redis
 ) -> None:
     job = (await clocked.enqueue(spec(attempts=10))).job
     sweeper = Consumer(clocked, "sweeper", 1)
@@ -230,7 +211,7 @@ async def test_idempotency_key_returns_the_first_job(clocked: JobQueue, redis: R
 
 
 async def test_retention_keeps_the_last_n_completed(
-    clocked: JobQueue, clock: Clock, redis: Redis
+    clocked: JobQueue, clock: SettableClock, redis: Redis
 ) -> None:
     keep_two = Retention(count=2)
     jobs = [r.job.id for r in await clocked.enqueue_many([spec(keep_completed=keep_two)] * 5)]
@@ -248,7 +229,7 @@ async def test_retention_keeps_the_last_n_completed(
 
 
 async def test_retention_remove_at_once_and_by_age(
-    clocked: JobQueue, clock: Clock, redis: Redis
+    clocked: JobQueue, clock: SettableClock, redis: Redis
 ) -> None:
     at_once, by_age, forever = (
         r.job.id
@@ -280,7 +261,7 @@ async def test_retention_remove_at_once_and_by_age(
     await assert_no_leaked_keys(redis, clocked.keys)
 
 
-async def test_counts_per_state_priority_and_type(clocked: JobQueue, clock: Clock) -> None:
+async def test_counts_per_state_priority_and_type(clocked: JobQueue, clock: SettableClock) -> None:
     await clocked.enqueue_many(
         [
             spec(Priority.HIGH),
@@ -314,7 +295,9 @@ async def test_progress_and_logs_are_stored_and_capped(clocked: JobQueue, redis:
     assert not await Consumer(small, "other", 30).progress(job.id, 50, "")  # not its job
 
 
-async def test_timeline_follows_the_allowed_transitions(clocked: JobQueue, clock: Clock) -> None:
+async def test_timeline_follows_the_allowed_transitions(
+    clocked: JobQueue, clock: SettableClock
+) -> None:
     job = (await clocked.enqueue(spec(attempts=2, delay_seconds=1))).job
     consumer = Consumer(clocked, "w1", 30)
     clock.now += 1

@@ -28,19 +28,10 @@ from service.queue.states import JobState, Priority
 from service.settings import Settings
 from service.worker.schedule_source import JobQueueScheduleSource
 from service.worker.taskiq_broker import JobQueueBroker
+from tests.support.clock import SettableClock
 from tests.support.workers import all_done, running_worker, wait_until, worker_env
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def __call__(self) -> float:
-        return self.at
 
 
 def broker_settings(queue: JobQueue, redis_url: str) -> Settings:
@@ -110,14 +101,14 @@ async def test_racing_tickers_enqueue_exactly_one_job_per_tick(
     assert noop is not None
     await broker.schedule(noop, "by-object", every_seconds=10, start_at=start)
     await broker.schedule("noop", "by-name", every_seconds=10, start_at=start)
-    clock = Clock(start.timestamp())
+    clock = SettableClock(start.timestamp())
     tickers = [
         ScheduleTicker(JobQueue(queue.redis, queue.keys, queue.config, clock=clock))
         for _ in range(4)
     ]
     ticks = [ms(start) + i * 10_000 for i in range(5)]
     for tick in ticks:
-        clock.at = tick / 1000
+        clock.now = tick / 1000
         await asyncio.gather(*(ticker.step() for ticker in tickers))
     expected = sorted(f"{sid}:{tick}" for sid in ("by-object", "by-name") for tick in ticks)
     assert await run_ids(queue) == expected
@@ -372,7 +363,7 @@ async def test_schedule_labels_become_schedules_kept_as_they_run(
     assert (await queue.get_schedule("noon")).spec.timezone == "Europe/Berlin"
 
     assert every_minute.next_run_at is not None
-    clock = Clock(every_minute.next_run_at.timestamp())
+    clock = SettableClock(every_minute.next_run_at.timestamp())
     await ScheduleTicker(JobQueue(queue.redis, queue.keys, queue.config, clock=clock)).step()
     ran = await queue.get_schedule("noop:0")
     assert ran.runs == 1

@@ -15,22 +15,13 @@ from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.schedules import ScheduleNotFoundError, ScheduleSpec, ScheduleTicker, upcoming
 from service.queue.states import JobState
+from tests.support.clock import SettableClock
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JOB = JobSpec(type="noop")
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def __call__(self) -> float:
-        return self.at
-
-
-def at_clock(queue: JobQueue, clock: Clock) -> JobQueue:
+def at_clock(queue: JobQueue, clock: SettableClock) -> JobQueue:
     return JobQueue(queue.redis, queue.keys, queue.config, clock=clock)
 
 
@@ -101,10 +92,10 @@ def test_fields_that_disagree_are_refused_by_name(fields: dict[str, object], fie
 
 
 async def test_racing_claims_of_one_tick_enqueue_one_job(queue: JobQueue) -> None:
-    clock = Clock(1_800_000_000.0)
+    clock = SettableClock()
     q = at_clock(queue, clock)
     await q.put_schedule("tick", ScheduleSpec(type="noop", every_seconds=10), JOB)
-    clock.at += 10
+    clock.now += 10
     [(schedule_id, tick)] = await q.due_schedules(q.now_ms(), 10)
     others = [at_clock(queue, clock) for _ in range(5)]
     claimed = await asyncio.gather(*(o.claim_tick(schedule_id, tick) for o in others))
@@ -121,35 +112,35 @@ async def test_racing_claims_of_one_tick_enqueue_one_job(queue: JobQueue) -> Non
 async def test_ticks_missed_while_down_follow_misfire(
     queue: JobQueue, misfire: str, jobs: int
 ) -> None:
-    clock = Clock(1_800_000_000.0)
+    clock = SettableClock()
     q = at_clock(queue, clock)
     spec = ScheduleSpec(type="noop", every_seconds=1, misfire=misfire)  # type: ignore[arg-type]
     await q.put_schedule("down", spec, JOB)
-    clock.at += 60.5  # sixty ticks missed
+    clock.now += 60.5  # sixty ticks missed
     ticker = ScheduleTicker(q)
     while await ticker.step() == 0:
         pass
     schedule = await q.get_schedule("down")
     assert len(schedule.last_run_ids) == jobs
-    assert schedule.next_run_at == datetime.fromtimestamp(clock.at + 0.5, UTC)
+    assert schedule.next_run_at == datetime.fromtimestamp(clock.now + 0.5, UTC)
     assert (await q.counts()).by_state[JobState.PENDING] == jobs
 
 
 async def test_a_limited_schedule_ends_and_paused_ones_never_fire(queue: JobQueue) -> None:
-    clock = Clock(1_800_000_000.0)
+    clock = SettableClock()
     q = at_clock(queue, clock)
     await q.put_schedule("twice", ScheduleSpec(type="noop", every_seconds=1, limit=2), JOB)
     await q.put_schedule("held", ScheduleSpec(type="noop", every_seconds=1), JOB)
     await q.pause_schedule("held")
     ticker = ScheduleTicker(q)
     for _ in range(4):
-        clock.at += 1
+        clock.now += 1
         await ticker.step()
     twice, held = await q.get_schedule("twice"), await q.get_schedule("held")
     assert (twice.runs, twice.next_run_at, len(twice.last_run_ids)) == (2, None, 2)
     assert (held.paused, held.next_run_at, held.last_run_ids) == (True, None, [])
     resumed = await q.pause_schedule("held", paused=False)
-    assert resumed.next_run_at == datetime.fromtimestamp(clock.at + 1, UTC)
+    assert resumed.next_run_at == datetime.fromtimestamp(clock.now + 1, UTC)
 
 
 async def test_trigger_runs_once_now_and_delete_forgets(queue: JobQueue) -> None:
