@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,12 +114,20 @@ def delete_keys(redis_url: str, queue_name: str) -> None:
 @pytest.fixture
 def system(redis_url: str, tmp_path: Path) -> Iterator[System]:
     """API and one worker process on a fresh queue, always stopped afterwards."""
+    with running_system(redis_url, tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_system(redis_url: str, tmp_path: Path, **worker_settings: object) -> Iterator[System]:
+    """API and one worker process (with `worker_settings` on top) on a fresh queue."""
     queue_name = "ui-" + secrets.token_hex(6)
     api_key = "ui-test-" + secrets.token_urlsafe(24)
     # A short grace: the job still running at the end is handed back, not waited for.
     env = worker_env(
-        redis_url, queue_name, api_keys=api_key, worker_count=1, shutdown_grace_seconds=1
-    )
+        redis_url, queue_name, api_keys=api_key, worker_count=1, shutdown_grace_seconds=1,
+        **worker_settings,
+    )  # fmt: skip
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     api_log = (tmp_path / "api.log").open("wb")

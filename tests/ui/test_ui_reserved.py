@@ -4,9 +4,6 @@ a real API and worker process."""
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,16 +11,12 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.support.workers import REPO, running_worker, worker_env
 from tests.ui.test_ui_browser import (  # noqa: F401 (browser is a fixture)
     JOB_SECONDS,
     System,
     browser,
-    delete_keys,
-    free_port,
+    running_system,
     sign_in,
-    stop,
-    wait_until_ready,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -34,28 +27,10 @@ PREFETCH = 4
 @pytest.fixture
 def prefetching_system(redis_url: str, tmp_path: Path) -> Iterator[System]:
     """API and one worker that runs one job at a time and prefetches PREFETCH more."""
-    queue_name = "ui-" + secrets.token_hex(6)
-    api_key = "ui-test-" + secrets.token_urlsafe(24)
-    env = worker_env(
-        redis_url, queue_name, api_keys=api_key, worker_count=1, shutdown_grace_seconds=1,
-        worker_concurrency=1, worker_prefetch=PREFETCH, heartbeat_seconds=0.2,
-    )  # fmt: skip
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    api_log = (tmp_path / "api.log").open("wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, cwd=REPO, stdout=api_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        with running_worker(env, tmp_path / "worker.log"):
-            wait_until_ready(base_url, api_key, api)
-            yield System(base_url, api_key, redis_url, queue_name)
-    finally:
-        stop(api)
-        api_log.close()
-        delete_keys(redis_url, queue_name)
+    with running_system(
+        redis_url, tmp_path, worker_concurrency=1, worker_prefetch=PREFETCH, heartbeat_seconds=0.2
+    ) as running:
+        yield running
 
 
 def test_overview_shows_prefetched_jobs_as_reserved_not_processing(
