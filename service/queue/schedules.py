@@ -22,7 +22,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from cronsim import CronSim, CronSimError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from service.queue.errors import ErrorCategory, InvalidRequestError, JobQueueError
+from service.queue.errors import (
+    ErrorCategory,
+    InvalidRequestError,
+    JobQueueError,
+    QueueUnavailableError,
+)
 from service.queue.models import JobSpec
 from service.queue.options import JobOptions
 from service.queue.scripts import ScriptArg
@@ -237,15 +242,27 @@ class ScheduleTicker:
     def __init__(self, queue: JobQueue, poll_seconds: float = TICKER_POLL_SECONDS) -> None:
         self.queue = queue
         self.poll_seconds = poll_seconds
+        self._waiting_for_redis = False
 
     async def run(self) -> None:
         """Fire due ticks until cancelled; a Redis failure is logged and retried next poll."""
         while True:
             try:
                 wait = await self.step()
+            except QueueUnavailableError:
+                # The process names the outage itself (the API's 503, the worker's retries): one
+                # line here when it starts and one when it ends, not a traceback every poll.
+                if not self._waiting_for_redis:
+                    log.warning("schedules: due ticks wait until Redis answers again")
+                self._waiting_for_redis = True
+                wait = self.poll_seconds
             except Exception:
                 log.exception("could not fire due schedules")
                 wait = self.poll_seconds
+            else:
+                if self._waiting_for_redis:
+                    log.info("schedules: Redis answers again; firing due ticks")
+                self._waiting_for_redis = False
             reraise_swallowed_cancel()
             await asyncio.sleep(wait)
 

@@ -4,6 +4,7 @@ daylight-saving days of cron schedules, and the bad input the model refuses."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,9 @@ from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
 from service.queue.schedules import ScheduleNotFoundError, ScheduleSpec, ScheduleTicker, upcoming
 from service.queue.states import JobState
+from service.queue.wire import cancel_and_wait
 from tests.support.clock import SettableClock
+from tests.support.dead_redis import dead_redis
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JOB = JobSpec(type="noop")
@@ -178,3 +181,20 @@ async def test_a_put_racing_a_pause_never_leaves_a_paused_schedule_due(queue: Jo
         await asyncio.gather(queue.put_schedule("raced", spec, JOB), queue.pause_schedule("raced"))
         schedule = await queue.get_schedule("raced")
         assert schedule.paused and schedule.next_run_at is None
+
+
+async def test_a_ticker_without_redis_says_so_once_and_no_traceback(
+    queue: JobQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Once a traceback every 0.5 s poll: `jobqueue api` without Redis printed them beside its
+    # own one line about the outage.
+    unreachable = JobQueue(dead_redis(), queue.keys, queue.config)
+    task = asyncio.create_task(ScheduleTicker(unreachable, poll_seconds=0.01).run())
+    with caplog.at_level(logging.INFO, logger="service.queue.schedules"):
+        await asyncio.sleep(0.3)  # many polls
+        await cancel_and_wait([task])
+    await unreachable.redis.aclose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "schedules: due ticks wait until Redis answers again"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
