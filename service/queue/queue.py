@@ -7,6 +7,7 @@ and the worker that uses them in service/worker/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -329,7 +330,8 @@ class JobQueue:
         """The first `count` rows of the sets together, in the order of one set."""
         if len(keys) == 1:
             return await self._range(keys[0], after, count, newest_first)
-        rows = [row for key in keys for row in await self._range(key, after, count, newest_first)]
+        ranges = await asyncio.gather(*(self._range(k, after, count, newest_first) for k in keys))
+        rows = [row for fetched in ranges for row in fetched]
         rows.sort(key=lambda row: (row[1], row[0]), reverse=newest_first)
         return rows[:count]
 
@@ -539,24 +541,30 @@ class JobQueue:
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
         """One schedule; ScheduleNotFoundError if there is none."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.schedule(schedule_id))
-        pipe.zscore(self.keys.schedules, schedule_id)
-        pipe.lrange(self.keys.schedule_runs(schedule_id), 0, -1)
-        row, score, runs = await self._guard(pipe.execute())
-        if not row:
+        found = await self._read_schedules([schedule_id])
+        if not found:
             raise _schedules.not_found(schedule_id)
-        return _schedules.schedule_from_hash(schedule_id, row, score, runs)
+        return found[0]
 
     async def list_schedules(self) -> list[Schedule]:
         """Every schedule, soonest next run first (paused and ended ones last)."""
         ids: list[str] = await self._guard(self.redis.zrange(self.keys.schedules, 0, -1))
-        found = []
+        return await self._read_schedules(ids)
+
+    async def _read_schedules(self, ids: list[str]) -> list[Schedule]:
+        """The schedules with these ids, in one pipelined round trip; one deleted meanwhile
+        is left out."""
+        pipe = self.redis.pipeline(transaction=False)
         for schedule_id in ids:
-            try:
-                found.append(await self.get_schedule(schedule_id))
-            except _schedules.ScheduleNotFoundError:
-                continue  # deleted since the listing
+            pipe.hgetall(self.keys.schedule(schedule_id))
+            pipe.zscore(self.keys.schedules, schedule_id)
+            pipe.lrange(self.keys.schedule_runs(schedule_id), 0, -1)
+        replies = await self._guard(pipe.execute()) if ids else []
+        found = []
+        for i, schedule_id in enumerate(ids):
+            row, score, runs = replies[3 * i : 3 * i + 3]
+            if row:
+                found.append(_schedules.schedule_from_hash(schedule_id, row, score, runs))
         return found
 
     async def delete_schedule(self, schedule_id: str) -> None:
