@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import re
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -27,13 +28,13 @@ from taskiq import (
 from taskiq.message import BrokerMessage, TaskiqMessage
 from taskiq.result import TaskiqResult
 
-from service.jobs.registry import JobRegistry, JobType
+from service.jobs.registry import NO_OPTIONS, JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
 from service.queue.errors import InvalidRequestError, JobNotFoundError
 from service.queue.job_context import current_job
 from service.queue.models import JobSpec
 from service.queue.options import JobOptions
-from service.queue.queue import JobQueue, build_message
+from service.queue.queue import JobQueue, QueueConfig, build_message
 from service.queue.schedules import SCHEDULE_ID_PATTERN, Schedule, ScheduleSpec
 from service.queue.states import TERMINAL, JobState
 from service.settings import Settings, get_settings
@@ -118,8 +119,9 @@ class JobQueueBroker(AsyncBroker):
 
     async def kick(self, message: BrokerMessage) -> None:
         """Enqueue a message sent with `task.kiq(...)`; its labels carry the job options."""
-        spec, body = spec_from_message(message, self.settings, self.registry)
-        await self.queue.enqueue_message(message.task_id, spec, body)
+        queue = self.queue
+        spec, body = spec_from_message(message, self.settings, self.registry, queue.config)
+        await queue.enqueue_message(message.task_id, spec, body)
 
     # --- schedules (service/queue/schedules.py) ---------------------------------------------
 
@@ -277,17 +279,20 @@ def taskiq_retry_labels(labels: dict[str, Any]) -> dict[str, Any]:
 
 
 def spec_from_message(
-    message: BrokerMessage, settings: Settings, registry: JobRegistry
+    message: BrokerMessage,
+    settings: Settings,
+    registry: JobRegistry,
+    config: QueueConfig | None = None,
 ) -> tuple[JobSpec, str]:
     """Job options from a kicked message's labels; registered job types get their defaults and
-    a canonical message, other taskiq tasks keep theirs as sent."""
-    options = JobOptions.from_labels(taskiq_retry_labels(message.labels))
-    taskiq_message = TaskiqMessage.model_validate_json(message.message)
-    config = queue_config(settings)
+    a canonical message, other taskiq tasks keep theirs as sent. `config` is the queue's, when
+    the caller has it (else read from `settings`)."""
+    labels = taskiq_retry_labels(message.labels)
+    options = JobOptions.from_labels(labels) if labels else NO_OPTIONS
+    config = config or queue_config(settings)
     if message.task_name in registry.names():
         job_type = registry.get(message.task_name)
-        data = taskiq_message.kwargs.get("data", {})
-        spec = job_type.build_spec(data, config, options)
+        spec = job_type.build_spec(_kicked_data(message), config, options)
         return spec, build_message(message.task_id, spec)
     spec = JobSpec(
         type=message.task_name,
@@ -296,3 +301,12 @@ def spec_from_message(
         keep_failed=config.keep_failed,
     )
     return spec, message.message.decode()
+
+
+def _kicked_data(message: BrokerMessage) -> Any:
+    """The `data` keyword of a kicked message, as taskiq's own message model reads it."""
+    sent = json.loads(message.message)
+    kwargs = sent.get("kwargs") if isinstance(sent, dict) else None
+    if not isinstance(kwargs, dict):  # not the shape taskiq sends: its model says why
+        kwargs = TaskiqMessage.model_validate_json(message.message).kwargs
+    return kwargs.get("data", {})

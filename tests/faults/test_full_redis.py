@@ -191,6 +191,32 @@ async def test_the_python_api_and_kiq_raise_queue_full_while_workers_finish(
         await redis.aclose()
 
 
+async def test_every_caller_of_a_shared_enqueue_call_gets_queue_full(
+    small_server: OwnServer, fault_queue: str
+) -> None:
+    # Concurrent kiq() calls share one script call (service/queue/enqueue_batch.py), which is
+    # all or nothing: refused, it refuses every job in it, and each waiting caller is told.
+    settings = Settings(
+        environment="test", redis_url=small_server.url, queue_name=fault_queue,
+        key_prefix="jqtest",
+    )  # fmt: skip
+    broker = JobQueueBroker(settings, registry=load_job_types())
+    await broker.startup()
+    try:
+        small_server.fill_to(0.95)
+        noop = broker.find_task("noop")
+        assert noop is not None
+        outcomes = await asyncio.gather(
+            *(noop.kiq(data={}) for _ in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(o, SendTaskError) for o in outcomes), outcomes
+        assert all(isinstance(o.__cause__, QueueFullError) for o in outcomes)  # type: ignore[union-attr]
+        assert await _stored_ids(broker.queue.redis, fault_queue) == set()
+    finally:
+        small_server.fill_to(0.0)
+        await broker.shutdown()
+
+
 async def test_redis_refusing_a_write_itself_is_queue_full_too(
     small_server: OwnServer, fault_queue: str
 ) -> None:
