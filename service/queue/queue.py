@@ -211,7 +211,7 @@ class JobQueue:
         ):
             if new:
                 job = _new_job(job_id, spec, JobState(state), now, created_at)
-                results.append(EnqueueResult.model_construct(job=job, created=True))
+                results.append(EnqueueResult(job=job, created=True))
             elif found in existing:
                 results.append(
                     EnqueueResult(
@@ -767,10 +767,10 @@ def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
 
 
 def _new_job(job_id: str, spec: JobSpec, state: JobState, now: int, created: datetime) -> Job:
-    # Built without validation: every field comes from the validated spec or from this
-    # enqueue's own clock reading (a bulk of 1,000 otherwise spends about 40 ms here).
+    # `created` is read once per call, not once per job. (Validated construction is kept: in
+    # pydantic 2 it is about twice as fast as `model_construct`, which runs in Python.)
     due = from_ms(now + int(spec.delay_seconds * 1000)) if spec.delay_seconds else created
-    return Job.model_construct(
+    return Job(
         id=job_id,
         type=spec.type,
         state=state,
@@ -783,7 +783,7 @@ def _new_job(job_id: str, spec: JobSpec, state: JobState, now: int, created: dat
         created_at=created,
         scheduled_for=due or created,
         idempotency_key=spec.idempotency_key,
-        timeline=[TimelineEntry.model_construct(state=state, at=created, note=None)],
+        timeline=[TimelineEntry(state=state, at=created)],
     )
 
 

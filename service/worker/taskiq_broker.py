@@ -28,7 +28,7 @@ from taskiq import (
 from taskiq.message import BrokerMessage, TaskiqMessage
 from taskiq.result import TaskiqResult
 
-from service.jobs.registry import NO_OPTIONS, JobRegistry, JobType
+from service.jobs.registry import JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
 from service.queue.errors import InvalidRequestError, JobNotFoundError
 from service.queue.job_context import current_job
@@ -287,8 +287,7 @@ def spec_from_message(
     """Job options from a kicked message's labels; registered job types get their defaults and
     a canonical message, other taskiq tasks keep theirs as sent. `config` is the queue's, when
     the caller has it (else read from `settings`)."""
-    labels = taskiq_retry_labels(message.labels)
-    options = JobOptions.from_labels(labels) if labels else NO_OPTIONS
+    options = JobOptions.from_labels(taskiq_retry_labels(message.labels))
     config = config or queue_config(settings)
     if message.task_name in registry.names():
         job_type = registry.get(message.task_name)
