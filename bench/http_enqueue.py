@@ -1,16 +1,19 @@
-"""HTTP enqueue benchmark: one uvicorn process (`jobqueue api`) under load, beside the queue
-layer's own `JobQueue.enqueue`, in one run against the same Redis.
+"""HTTP enqueue benchmark: one API process (`jobqueue api`: uvicorn with the service's default
+settings) under load, beside the limit of this machine, in one run against the same Redis.
 
-Scenarios:
-- HTTP `POST /jobs/enqueue`, one job per request, from wrk (Lua script for the POST) or, when
-  wrk is missing, a Python httpx async load generator; throughput and p50/p99 latency.
-- HTTP `POST /jobs/enqueue/bulk` with 100 jobs per request (jobs/s).
-- Direct `JobQueue.enqueue` from one asyncio process: sequential (latency) and with the same
-  number of calls in flight as HTTP connections (throughput).
+The limit: one uvicorn process serving a minimal FastAPI endpoint that does one Redis LPUSH
+(bench/lpush_app.py), under the same load. Scenarios, each with throughput and p50/p99:
+- the limit, `POST /enqueue`, 1 connection and N connections;
+- HTTP `POST /jobs/enqueue`, one job per request, 1 connection and N connections;
+- HTTP `POST /jobs/enqueue/bulk` with 100 jobs per request (jobs/s);
+- direct `JobQueue.enqueue` from one asyncio process: sequential (latency) and with N calls in
+  flight (throughput).
+Load from wrk (a Lua script for the POST) or, when wrk is missing, a Python httpx async load
+generator (much slower than wrk: it then measures itself as much as the server).
 
 Run: `uv run python -m bench.http_enqueue [--seconds 10] [--connections 32] [--write]`.
-Bounded in time; talks only to 127.0.0.1 (the API it starts, and the Redis at REDIS_URL, which
-must be loopback, or an embedded Valkey). The benchmark queue's keys are deleted afterwards.
+Bounded in time; talks only to 127.0.0.1: the servers it starts, and a Redis server of its own
+(bench/private_redis.py) or `--redis-url` (loopback only). Its keys are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from urllib.parse import urlparse
 import httpx
 from redis.asyncio import Redis
 
+from bench.private_redis import free_port, private_redis
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
@@ -70,35 +74,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """REDIS_URL if it is loopback, else an embedded Valkey."""
-    url = os.environ.get("REDIS_URL")
+def redis_server(url: str | None) -> Iterator[str]:
+    """`url` if it is loopback, else a private server."""
     if url:
         if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise SystemExit("bench: REDIS_URL must point at 127.0.0.1; refusing to load it")
+            raise SystemExit("bench: --redis-url must point at 127.0.0.1; refusing to load it")
         yield url
         return
-    from service.embedded import start_embedded_valkey
-
-    server = start_embedded_valkey(None, persist=False)
-    try:
-        yield server.connection_url
-    finally:
-        server.stop()
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with private_redis() as own:
+        yield own
 
 
 @contextmanager
 def api_process(redis_url: str, queue: str) -> Iterator[str]:
-    """One `jobqueue api` (uvicorn) process on loopback, access log off; yields its URL."""
+    """One `jobqueue api` process on loopback, as production starts it (uvicorn with the
+    service's settings: no access log by default); yields its URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -108,23 +98,38 @@ def api_process(redis_url: str, queue: str) -> Iterator[str]:
         "API_KEYS": API_KEY,
         "ENVIRONMENT": "test",
     }
-    code = (
-        "import uvicorn; from service.api.app import create_app; from service.settings import "
-        f"get_settings; uvicorn.run(create_app(get_settings()), host='127.0.0.1', port={port}, "
-        "access_log=False, log_level='warning')"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())",
+               "api", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with served(command, env, f"http://127.0.0.1:{port}", "/readyz") as base:
+        yield base
+
+
+@contextmanager
+def limit_process(redis_url: str, list_key: str) -> Iterator[str]:
+    """One uvicorn process serving bench/lpush_app.py with uvicorn's defaults, but for the
+    access log, off as in ours (each log line costs the limit about a tenth of its rate)."""
+    port = free_port()
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "BENCH_LIST": list_key}
+    command = [sys.executable, "-m", "uvicorn", "bench.lpush_app:app", "--host", "127.0.0.1",
+               "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    with served(command, env, f"http://127.0.0.1:{port}", "/docs") as base:
+        yield base
+
+
+@contextmanager
+def served(command: list[str], env: dict[str, str], base: str, ready: str) -> Iterator[str]:
+    """Run a server process until the block ends, once `base + ready` answers 200."""
+    process = subprocess.Popen(command, env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
         else:
-            raise SystemExit("bench: the API did not become ready")
+            raise SystemExit(f"bench: {command[-1]} did not become ready")
         yield base
     finally:
         process.terminate()
@@ -326,47 +331,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help=f"per scenario (max {MAX_SECONDS})")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--redis-url", help="a loopback server instead of a private one")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks-http.md")
     args = parser.parse_args()
     args.seconds = max(1, min(args.seconds, MAX_SECONDS))
     queue_name = "bench-" + uuid.uuid4().hex[:8]
-    bulk = json.dumps({"jobs": [JOB] * 100})
-    with redis_server() as redis_url:
-        with api_process(redis_url, queue_name) as base:
-            single = json.dumps(JOB)
+    list_key = f"{PREFIX}:lpush-{queue_name}"
+    single, bulk = json.dumps(JOB), json.dumps({"jobs": [JOB] * 100})
+    with redis_server(args.redis_url) as redis_url:
+        with limit_process(redis_url, list_key) as base:
             figures = [
-                http_scenario(
-                    "HTTP POST /jobs/enqueue, 1 connection",
-                    f"{base}/jobs/enqueue",
-                    single,
-                    args,
-                    1,
-                    connections=1,
-                ),
-                http_scenario(
-                    "HTTP POST /jobs/enqueue", f"{base}/jobs/enqueue", json.dumps(JOB), args, 1
-                ),
-                http_scenario(
-                    "HTTP POST /jobs/enqueue/bulk (100 jobs/request)",
-                    f"{base}/jobs/enqueue/bulk",
-                    bulk,
-                    args,
-                    100,
-                ),
+                http_scenario(LIMIT_ONE, f"{base}/enqueue", single, args, 1, connections=1),
+                http_scenario(LIMIT, f"{base}/enqueue", single, args, 1),
             ]
+        with api_process(redis_url, queue_name) as base:
+            url = f"{base}/jobs/enqueue"
+            figures += [
+                http_scenario(OURS_ONE, url, single, args, 1, connections=1),
+                http_scenario(OURS, url, single, args, 1),
+                http_scenario(
+                    "HTTP POST /jobs/enqueue/bulk (100 jobs/request)", f"{url}/bulk", bulk,
+                    args, 100,
+                ),
+            ]  # fmt: skip
         figures += asyncio.run(
             direct_scenarios(redis_url, queue_name, args.seconds, args.connections)
         )
-        redis_version = asyncio.run(_redis_version(redis_url))
+        redis_version = asyncio.run(_redis_version(redis_url, list_key))
     report = render(figures, args, redis_version)
     print(report)
     if args.write:
         (REPO / "docs" / "benchmarks-http.md").write_text(report)
 
 
-async def _redis_version(url: str) -> str:
+LIMIT_ONE = "limit: FastAPI + one LPUSH, 1 connection"
+LIMIT = "limit: FastAPI + one LPUSH"
+OURS_ONE = "HTTP POST /jobs/enqueue, 1 connection"
+OURS = "HTTP POST /jobs/enqueue"
+
+
+async def _redis_version(url: str, list_key: str) -> str:
     redis = Redis.from_url(url, decode_responses=True)
     try:
+        await redis.delete(list_key)
         info = await redis.info("server")
         if "valkey_version" in info:
             return f"Valkey {info['valkey_version']}"
@@ -377,27 +384,35 @@ async def _redis_version(url: str) -> str:
 
 def render(figures: list[Figures], args: argparse.Namespace, redis_version: str) -> str:
     """The Markdown report."""
-    http, direct = figures[0], figures[3]
-    overhead = (http.p50_ms or 0) - (direct.p50_ms or 0)
+    by_name = {f.name: f for f in figures}
+    limit, ours = by_name[LIMIT], by_name[OURS]
+    one, direct = by_name[OURS_ONE], figures[-2]
+    overhead = (one.p50_ms or 0) - (direct.p50_ms or 0)
     return f"""# HTTP enqueue benchmark
 
 Command: `uv run python -m bench.http_enqueue --seconds {args.seconds} \
 --connections {args.connections} --write`
-Machine: {machine()}; {redis_version} on 127.0.0.1; one uvicorn process (`create_app`, access log
-off), load generator on the same machine.
+Machine: {machine()}; {redis_version} on 127.0.0.1; load generator on the same machine.
+Ours: one `jobqueue api` process (uvicorn with the service's default settings). The limit: one
+uvicorn process (its defaults, access log off as in ours) serving a FastAPI endpoint that reads
+the same JSON body into a pydantic model and does one Redis `LPUSH` (bench/lpush_app.py).
 
 {table(figures)}
 
-- HTTP rows: one API process; p50/p99 are per request as the load generator saw them, with
+- **Ours against the limit, {args.connections} connections: \
+{ours.per_second / limit.per_second:.2f}x the requests/s** ({ours.per_second:,.0f} against \
+{limit.per_second:,.0f}), p99 {ours.p99_ms or 0:.2f} ms against {limit.p99_ms or 0:.2f} ms.
+- HTTP rows: one server process; p50/p99 are per request as the load generator saw them, with
   {args.connections} connections kept busy, so they include queueing inside the server.
 - Direct rows: `JobQueue.enqueue` from one asyncio process on the same Redis; sequential gives the
   floor of one enqueue (one Lua script call; the job is described from what was sent).
+  Concurrent `enqueue` calls in one process share script calls (service/queue/enqueue_batch.py),
+  in the API as here.
 - With one connection (no queueing), HTTP adds about {overhead:.2f} ms at p50 over a direct
-  enqueue: the request's cost in the API process. Under load the API
-  is CPU-bound in Python (JSON, pydantic validation of the options and the payload model, auth);
-  scale it horizontally (more ECS tasks behind the ALB) or use the bulk endpoint, which spends
-  one request and one Redis round trip on up to 1,000 jobs.
-- Load generator and server share {os.cpu_count()} vCPU, so absolute numbers are a lower bound.
+  enqueue: the request's cost in the API process (JSON, pydantic validation of the options and
+  the payload model, auth). For more, run more API processes (ECS tasks behind the ALB) or use
+  the bulk endpoint, which spends one request and one Redis round trip on up to 1,000 jobs.
+- Load generator and servers share {os.cpu_count()} vCPU, so absolute numbers are a lower bound.
   Load average when the run ended: {" / ".join(f"{x:.1f}" for x in os.getloadavg())} (1/5/15 min);
   above the vCPU count, other processes were competing and the figures are pessimistic.
 """
