@@ -22,13 +22,19 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="
 _bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
 
 
-def get_queue(request: Request) -> JobQueue:
+# The dependencies are `async def` though none awaits: FastAPI runs a plain `def` dependency
+# in its thread pool, and the hop there and back cost every request two thread switches
+# (about a tenth of one API process's enqueue rate, docs/benchmarks-http.md). None blocks:
+# attribute reads, and a SHA-256 per configured key.
+
+
+async def get_queue(request: Request) -> JobQueue:
     """The queue the app's lifespan opened."""
     queue: JobQueue = request.app.state.queue
     return queue
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -61,7 +67,7 @@ def has_valid_key(request: Request) -> bool:
     return presented is not None and key_matches(presented, request.app.state.api_keys)
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
