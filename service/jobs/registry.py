@@ -7,7 +7,6 @@ backoff, timeout, concurrency limit) apply unless a job overrides them.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -120,18 +119,10 @@ class JobType:
         """
         opts = options if options is not None else JobOptions.model_validate(fields)
         payload = self.validate_payload(data)
-        dumped = payload.model_dump(mode="json", exclude_unset=False)
-        if opts == NO_OPTIONS:
-            # Most jobs (a bulk of them, most kiq() calls) choose nothing: their spec is the
-            # type's defaults, checked once per queue configuration instead of once per job.
-            return _default_spec(self, config).model_copy(update={"data": dumped})
-        return self._spec(dumped, config, opts)
-
-    def _spec(self, data: dict[str, Any], config: QueueConfig, opts: JobOptions) -> JobSpec:
         d = self.defaults
         return JobSpec(
             type=self.name,
-            data=data,
+            data=payload.model_dump(mode="json", exclude_unset=False),
             priority=opts.priority or d.priority,
             delay_seconds=opts.delay_seconds,
             attempts=opts.attempts or d.attempts,
@@ -155,16 +146,6 @@ class JobType:
         if isinstance(result, BaseModel):
             return result.model_dump(mode="json")
         return result
-
-
-NO_OPTIONS = JobOptions()
-
-
-@functools.lru_cache(maxsize=256)
-def _default_spec(job_type: JobType, config: QueueConfig) -> JobSpec:
-    """The type's spec for a job that chooses no option (validated: a bad default fails here
-    as it would for each job); its `data` is each job's own."""
-    return job_type._spec({}, config, NO_OPTIONS)
 
 
 def check_depth(data: dict[str, Any]) -> None:

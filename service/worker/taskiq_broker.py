@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import re
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -288,10 +287,12 @@ def spec_from_message(
     a canonical message, other taskiq tasks keep theirs as sent. `config` is the queue's, when
     the caller has it (else read from `settings`)."""
     options = JobOptions.from_labels(taskiq_retry_labels(message.labels))
+    taskiq_message = TaskiqMessage.model_validate_json(message.message)
     config = config or queue_config(settings)
     if message.task_name in registry.names():
         job_type = registry.get(message.task_name)
-        spec = job_type.build_spec(_kicked_data(message), config, options)
+        data = taskiq_message.kwargs.get("data", {})
+        spec = job_type.build_spec(data, config, options)
         return spec, build_message(message.task_id, spec)
     spec = JobSpec(
         type=message.task_name,
@@ -300,12 +301,3 @@ def spec_from_message(
         keep_failed=config.keep_failed,
     )
     return spec, message.message.decode()
-
-
-def _kicked_data(message: BrokerMessage) -> Any:
-    """The `data` keyword of a kicked message, as taskiq's own message model reads it."""
-    sent = json.loads(message.message)
-    kwargs = sent.get("kwargs") if isinstance(sent, dict) else None
-    if not isinstance(kwargs, dict):  # not the shape taskiq sends: its model says why
-        kwargs = TaskiqMessage.model_validate_json(message.message).kwargs
-    return kwargs.get("data", {})
