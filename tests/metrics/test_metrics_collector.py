@@ -164,5 +164,6 @@ async def test_round_trips_stay_constant_from_ten_to_a_hundred_thousand_pending_
         await unlink_queue(redis, cqueue.keys)
 
     assert snap.depth == 100_010
-    # Counts, oldest pending, minutes, samples, workers, flow settings (paused and limits).
-    assert at_ten == at_100k == 7
+    # Counts, oldest pending, minutes, samples, workers, flow settings (paused and limits),
+    # group figures (docs/queue.md "Groups": three O(log groups) reads in one pipeline).
+    assert at_ten == at_100k == 8
