@@ -130,7 +130,8 @@ local function serve_group(group)
   if not job_id then return nil end
   rcall("ZREM", g.all, job_id)
   rcall("ZINCRBY", g.index, -1, group)
-  local job_type = rcall("HGET", job_prefix .. job_id, "type")
+  -- Only while some type is paused or limited can its lane claim a grouped job.
+  local job_type = has_lanes and rcall("HGET", job_prefix .. job_id, "type")
   if job_type and rcall("SISMEMBER", lanes_key, job_type) == 1 then
     -- Its type was paused or limited after it was filed here: the type's lane holds it now.
     rcall("ZADD", lane_prefix .. job_type, score, job_id)
