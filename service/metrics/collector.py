@@ -56,6 +56,7 @@ class QueueSnapshot(BaseModel):
     # one's share of all grouped pending jobs (0..1).
     groups_with_backlog: int = 0
     largest_group_share: float = 0.0
+    paused_group_pending: int = 0  # pending jobs of paused groups
     # The period the *_last_period counters cover: [period_started_at, +period_seconds).
     period_seconds: float = 60.0
     period_started_at: datetime | None = None
@@ -77,11 +78,12 @@ class QueueSnapshot(BaseModel):
 
     @property
     def paused_pending(self) -> int:
-        """Pending jobs that cannot start because their queue or type is paused: no scale-out
-        for them."""
+        """Pending jobs that cannot start because their queue, type or group is paused: no
+        scale-out for them. (A grouped job of a paused type waits in the type's lane, not in
+        its group, so no job is counted twice.)"""
         if self.flow.queue_paused:
             return self.depth
-        return sum(
+        return self.paused_group_pending + sum(
             self.counts.by_type.get(lane, {}).get(JobState.PENDING, 0)
             for lane in self.flow.paused_lanes
         )
@@ -180,6 +182,7 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
         flow=flow,
         groups_with_backlog=groups.with_backlog,
         largest_group_share=groups.largest_share,
+        paused_group_pending=groups.paused_pending,
         completed_last_period=closed_minutes_total(rows, "completed"),
         failed_last_period=closed_minutes_total(rows, "failed"),
         retried_last_period=closed_minutes_total(rows, "retried"),

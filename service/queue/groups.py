@@ -35,6 +35,7 @@ class GroupStats:
     with_backlog: int
     grouped_pending: int
     largest_pending: int
+    paused_pending: int = 0  # pending jobs of paused groups: not scaling backlog
 
     @property
     def largest_share(self) -> float:
@@ -127,18 +128,25 @@ class Groups:
         return found
 
     async def stats(self) -> GroupStats:
-        """Groups with backlog, grouped pending jobs, and the largest group's backlog: three
-        O(log groups) reads in one round trip."""
+        """Groups with backlog, grouped pending jobs and the largest group's backlog (three
+        O(log groups) reads in one round trip), and the paused groups' backlog (their scores in
+        `groups`: one more round trip, only while some group is paused)."""
         keys = self.queue.keys
         pipe = self.queue.redis.pipeline(transaction=False)
         pipe.zcount(keys.groups, "(0", "+inf")
         pipe.zcard(keys.groups_pending)
         pipe.zrevrange(keys.groups, 0, 0, withscores=True)
-        with_backlog, grouped, largest = await self.queue._guard(pipe.execute())
+        pipe.smembers(keys.groups_paused)
+        with_backlog, grouped, largest, paused = await self.queue._guard(pipe.execute())
+        paused_pending = 0
+        if paused:
+            scores = await self.queue._guard(self.queue.redis.zmscore(keys.groups, list(paused)))
+            paused_pending = sum(int(score or 0) for score in scores)
         return GroupStats(
             with_backlog=int(with_backlog),
             grouped_pending=int(grouped),
             largest_pending=int(largest[0][1]) if largest else 0,
+            paused_pending=paused_pending,
         )
 
 

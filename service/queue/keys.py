@@ -149,6 +149,11 @@ class QueueKeys:
         return self._key("groups", "state")
 
     @property
+    def groups_paused(self) -> str:
+        """Set of paused groups (their pending jobs are left out of the scaling backlog)."""
+        return self._key("groups", "paused")
+
+    @property
     def groups_pending(self) -> str:
         """Every grouped pending job, scored like `pending`: one set for listings and counts."""
         return self._key("groups", "pending")

@@ -98,7 +98,8 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         args=("field", "value", "lane"),
     ),
     "group-set": ScriptDeclaration(
-        keys=("sequence", "marker", *GROUP_KEYS), args=("group", "setting", "value")
+        keys=("sequence", "marker", *GROUP_KEYS, "groups_paused"),
+        args=("group", "setting", "value"),
     ),
     "promote": ScriptDeclaration(
         keys=("job_prefix", "delayed", "pending", "lanes", "lane_prefix", "sequence",

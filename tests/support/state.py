@@ -69,7 +69,7 @@ async def assert_no_leaked_keys(
         keys.marker, keys.sequence, keys.type_counts, keys.type_limits, keys.expiry, keys.samples,
         keys.sweep_lock, keys.workers, keys.flow, keys.lanes, keys.schedules,
         keys.history_folded, keys.groups, keys.groups_ready, keys.groups_held, keys.group_state,
-        keys.groups_pending,
+        keys.groups_pending, keys.groups_paused,
     }  # fmt: skip
     # Queue-level families: flow-control lanes and their start windows, fair-share groups and
     # theirs, schedules, history.

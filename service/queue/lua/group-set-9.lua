@@ -3,7 +3,7 @@
 resumed or raised one rejoins at the back of its priority level when it has pending work and
 may start it. O(log groups) whatever the group's backlog.
 KEYS[1] sequence   KEYS[2] marker   KEYS[3] group_prefix   KEYS[4] groups   KEYS[5] groups_ready
-KEYS[6] groups_held   KEYS[7] group_state   KEYS[8] groups_pending
+KEYS[6] groups_held   KEYS[7] group_state   KEYS[8] groups_pending   KEYS[9] groups_paused
 ARGV[1] group   ARGV[2] setting ("paused", "rate" = "limit,window ms", "concurrency" = N)
 ARGV[3] value, "" to delete the setting
 Returns 1 when the group may start a job now, else 0.
@@ -18,7 +18,15 @@ else
   -- Tracked from its first setting, so GET /groups lists it before it has work.
   rcall("ZADD", g.index, "NX", 0, group)
 end
-if setting == "paused" and value ~= "" then rcall("ZREM", g.ready, group) end
+-- The paused groups, so the scaling backlog can leave their jobs out without a scan.
+if setting == "paused" then
+  if value ~= "" then
+    rcall("SADD", KEYS[9], group)
+    rcall("ZREM", g.ready, group)
+  else
+    rcall("SREM", KEYS[9], group)
+  end
+end
 -- A rate removed or changed: whether the group is held is decided again at its next turn.
 if setting == "rate" then rcall("ZREM", g.held, group) end
 group_refresh(g, group)
