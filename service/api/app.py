@@ -19,7 +19,16 @@ from service.api.docs_pages import install_docs_pages
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.request_checks import RequestChecksMiddleware, install_access_log_scrubbing
-from service.api.routes import artifacts, flow_control, health, jobs, monitoring, schedules, search
+from service.api.routes import (
+    artifacts,
+    flow_control,
+    groups,
+    health,
+    jobs,
+    monitoring,
+    schedules,
+    search,
+)
 from service.api.routing import let_fixed_paths_win
 from service.jobs import load_job_types
 from service.queue.connection import connect, make_queue
@@ -114,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Fixed paths before `/jobs/{id}` and `/{type}/enqueue`, so they win for their own methods;
     # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").
     routers = [health.router, monitoring.router, flow_control.router, search.router]
-    routers += [schedules.router]
+    routers += [schedules.router, groups.router]
     routers += [artifacts.router]
     routers += [jobs.router]
     routers += [jobs.type_router]

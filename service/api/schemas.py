@@ -18,6 +18,7 @@ from service.queue.options import (
     Backoff,
     Dedupe,
     DelaySeconds,
+    GroupName,
     IdempotencyKey,
     JobOptions,
     RetentionAge,
@@ -96,6 +97,12 @@ class EnqueueOptions(BaseModel):
         "`deduplicated`): `throttle`, `debounce` (the newer call replaces the waiting job) "
         "or `until_done` (while the first job has not ended).",
     )
+    group: GroupName | None = Field(
+        default=None,
+        description="A tenant or other fair share (1-128 bytes, no control characters): within "
+        "a priority, workers take jobs round robin across the groups with pending work.",
+        examples=["tenant-42"],
+    )
 
     def to_options(self) -> JobOptions:
         """The queue layer's JobOptions for this request."""
@@ -109,6 +116,7 @@ class EnqueueOptions(BaseModel):
             remove_on_complete=_retention(self.remove_on_complete),
             remove_on_fail=_retention(self.remove_on_fail),
             dedupe=Dedupe.model_validate(self.dedupe.model_dump()) if self.dedupe else None,
+            group=self.group,
         )
 
 
@@ -183,6 +191,7 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     result: Any = Field(default=None, description="The job's return value once completed.")
     error: str | None = Field(default=None, description="Why the last attempt failed.")
+    group: str | None = Field(default=None, description="Its fair-share group, if any.")
 
     @classmethod
     def from_job(cls, job: Job) -> JobPublic:
@@ -205,6 +214,7 @@ def _public_fields(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "result": job.result,
         "error": job.error,
+        "group": job.group,
     }
 
 

@@ -101,6 +101,7 @@ def enqueue_body(args: argparse.Namespace) -> dict[str, Any]:
         "delay_seconds": args.delay,
         "attempts": args.attempts,
         "idempotency_key": args.idempotency_key,
+        "group": args.group,
         "timeout_seconds": args.timeout,
         "backoff": _json_option("--backoff", args.backoff) if args.backoff else None,
     }
@@ -293,6 +294,7 @@ def _enqueue_parser(
         help='retry waits as JSON, e.g. \'{"type": "fixed", "delay_seconds": 600}\'',
     )
     p.add_argument("--idempotency-key", help="a repeat with the same key returns the same job")
+    p.add_argument("--group", help="fair-share group (a tenant): groups take turns")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends")
     p.set_defaults(func=cmd_enqueue)
 

@@ -134,7 +134,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 # --- types ---------------------------------------------------------------------------------------
 
 
-def _rate(limits: dict[str, Any]) -> str:
+def rate_text(limits: dict[str, Any]) -> str:
+    """A rate limit as `N/Ss` (empty without one)."""
     rate = limits.get("rate")
     return f"{rate['limit']}/{rate['per_seconds']:g}s" if rate else ""
 
@@ -154,7 +155,7 @@ def cmd_types(args: argparse.Namespace) -> int:
         rows.append([
             t["name"], defaults["priority"], str(defaults["attempts"]),
             f"{timeout:g}s" if timeout is not None else "", "yes" if t["paused"] else "no",
-            _rate(limits), str(concurrency or ""), t["description"].split("\n")[0],
+            rate_text(limits), str(concurrency or ""), t["description"].split("\n")[0],
         ])  # fmt: skip
     headers = ["name", "priority", "attempts", "timeout", "paused", "rate", "concurrency"]
     print_table([*headers, "description"], rows, len(headers))

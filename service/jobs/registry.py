@@ -43,7 +43,7 @@ RESERVED_NAMES = frozenset(
         "jobs", "enqueue", "stats", "health", "workers", "failed", "pending", "active",
         "completed", "delayed", "cancelled", "processing", "metrics", "ui", "healthz", "readyz",
         "docs", "redoc", "openapi", "bulk", "events", "static", "api", "types", "queue",
-        "schedules",
+        "schedules", "groups",
     }
 )  # fmt: skip
 
@@ -130,6 +130,7 @@ class JobType:
             timeout_seconds=opts.timeout_seconds or d.timeout_seconds,
             idempotency_key=opts.idempotency_key,
             dedupe=opts.dedupe,
+            group=opts.group,
             keep_completed=Retention.parse(
                 opts.remove_on_complete, d.keep_completed or config.keep_completed
             ),

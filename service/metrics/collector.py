@@ -5,8 +5,8 @@ collector, so CloudWatch, Prometheus and the API can never disagree about what "
 
 Every read is an O(1) or O(log n) command (ZCARD, ZCOUNT, HGETALL of small hashes, LRANGE of the
 capped sample list); nothing scans jobs, so the cost is the same at 10 or 100,000 pending jobs.
-Round trips: counts 2, per-minute counters 1, samples 1, workers 2 (6 in all), issued
-concurrently so the wall time is about two round trips.
+Round trips: counts 2, per-minute counters 1, samples 1, workers 2, groups 1 (7 in all),
+issued concurrently so the wall time is about two round trips.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from service.queue.flow_control import FlowControl, FlowState
+from service.queue.groups import Groups
 from service.queue.models import QueueCounts, WorkerInfo
 from service.queue.queue import JobQueue
 from service.queue.states import JobState
@@ -51,6 +52,11 @@ class QueueSnapshot(BaseModel):
     run_p99_ms: float
     workers: list[WorkerInfo]
     flow: FlowState  # what is paused and limited
+    # Fair-share groups (docs/queue.md "Groups"): how many have pending jobs, and the largest
+    # one's share of all grouped pending jobs (0..1).
+    groups_with_backlog: int = 0
+    largest_group_share: float = 0.0
+    paused_group_pending: int = 0  # pending jobs of paused groups
     # The period the *_last_period counters cover: [period_started_at, +period_seconds).
     period_seconds: float = 60.0
     period_started_at: datetime | None = None
@@ -72,11 +78,12 @@ class QueueSnapshot(BaseModel):
 
     @property
     def paused_pending(self) -> int:
-        """Pending jobs that cannot start because their queue or type is paused: no scale-out
-        for them."""
+        """Pending jobs that cannot start because their queue, type or group is paused: no
+        scale-out for them. (A grouped job of a paused type waits in the type's lane, not in
+        its group, so no job is counted twice.)"""
         if self.flow.queue_paused:
             return self.depth
-        return sum(
+        return self.paused_group_pending + sum(
             self.counts.by_type.get(lane, {}).get(JobState.PENDING, 0)
             for lane in self.flow.paused_lanes
         )
@@ -155,12 +162,13 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
     """Read depth, flow, workers and latencies; QueueUnavailableError if Redis is down."""
     minutes = period_minutes(period_seconds)
     now = queue.clock()
-    leased_counts, rows, samples, workers, flow = await asyncio.gather(
+    leased_counts, rows, samples, workers, flow, groups = await asyncio.gather(
         queue.counts(),
         queue.per_minute(minutes + 1),  # the closed minutes of the period plus the open one
         queue.recent_samples(),
         queue.workers(),
         FlowControl(queue).state(),
+        Groups(queue).stats(),
     )
     # Processing is what runs; the other leased jobs are reserved (prefetched, not started).
     counts = leased_counts.with_running(running_jobs(workers))
@@ -172,6 +180,9 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
         taken_at=datetime.fromtimestamp(now, tz=UTC),
         counts=counts,
         flow=flow,
+        groups_with_backlog=groups.with_backlog,
+        largest_group_share=groups.largest_share,
+        paused_group_pending=groups.paused_pending,
         completed_last_period=closed_minutes_total(rows, "completed"),
         failed_last_period=closed_minutes_total(rows, "failed"),
         retried_last_period=closed_minutes_total(rows, "retried"),

@@ -28,6 +28,7 @@ class Unit(StrEnum):
     COUNT = "Count"
     SECONDS = "Seconds"
     MILLISECONDS = "Milliseconds"
+    PERCENT = "Percent"
 
 
 # Every metric carries these; per-priority and per-type metrics add one more.
@@ -98,6 +99,16 @@ STALLED_WORKERS = MetricSpec(
     Unit.COUNT,
     "Live worker processes whose stall detector says they had room and due jobs but took none.",
 )
+GROUPS_WITH_BACKLOG = MetricSpec(
+    "GroupsWithBacklog",
+    Unit.COUNT,
+    "Fair-share groups (tenants) with at least one pending job.",
+)
+LARGEST_GROUP_SHARE = MetricSpec(
+    "LargestGroupShare",
+    Unit.PERCENT,
+    "The largest group's share of all grouped pending jobs, 0-100 (0 with no grouped backlog).",
+)
 JOB_WAIT_P50 = MetricSpec("JobWaitTimeP50", Unit.MILLISECONDS, "Median enqueue-to-start time.")
 JOB_WAIT_P99 = MetricSpec("JobWaitTimeP99", Unit.MILLISECONDS, "99th pct enqueue-to-start time.")
 JOB_RUN_P50 = MetricSpec("JobRunTimeP50", Unit.MILLISECONDS, "Median run time of completed jobs.")
@@ -125,6 +136,8 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     LIVE_WORKER_TASKS,
     BACKLOG_PER_TASK,
     STALLED_WORKERS,
+    GROUPS_WITH_BACKLOG,
+    LARGEST_GROUP_SHARE,
     JOB_WAIT_P50,
     JOB_WAIT_P99,
     JOB_RUN_P50,

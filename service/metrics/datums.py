@@ -84,6 +84,8 @@ def _flow_datums(snapshot: QueueSnapshot) -> list[Datum]:
         Datum(c.LIVE_WORKER_TASKS, snapshot.live_tasks),
         Datum(c.BACKLOG_PER_TASK, snapshot.backlog_per_task),
         Datum(c.STALLED_WORKERS, snapshot.stalled_workers),
+        Datum(c.GROUPS_WITH_BACKLOG, snapshot.groups_with_backlog),
+        Datum(c.LARGEST_GROUP_SHARE, round(snapshot.largest_group_share * 100, 2)),
     ]
 
 

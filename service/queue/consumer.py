@@ -145,7 +145,11 @@ class Consumer:
 
     async def pending_count(self) -> int:
         """Due jobs waiting to be taken (the stall detector's check, off the hot path)."""
-        return int(await self.redis.zcard(self.keys.pending))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.pending)
+        pipe.zcard(self.keys.groups_ready)  # a group there has a job that may start now
+        ungrouped, ready_groups = await pipe.execute()
+        return int(ungrouped) + int(ready_groups)
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[int]:
         """Record many attempts' ends in one script call; a FinishStatus per outcome."""

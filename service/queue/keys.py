@@ -115,6 +115,54 @@ class QueueKeys:
         """Prefix of rate logs; `lane_starts_prefix + lane` holds recent starts, score = ms."""
         return self._key("starts", "")
 
+    # Fair-share groups (docs/queue.md "Groups"): each group's pending jobs in its own set;
+    # dequeue serves the group whose turn in `groups_ready` comes first.
+    @property
+    def group_prefix(self) -> str:
+        """Prefix of group pending sets; `group_prefix + group` is scored like `pending`."""
+        return self._key("group", "")
+
+    def group(self, group: str) -> str:
+        """The pending set of one group."""
+        return self.group_prefix + group
+
+    @property
+    def groups(self) -> str:
+        """Sorted set of every group with pending or running jobs or settings; score = its
+        pending count (so groups with backlog and the largest one are O(log n) reads)."""
+        return self._key("groups")
+
+    @property
+    def groups_ready(self) -> str:
+        """Groups that may start a job now; score = their turn (priority, then sequence)."""
+        return self._key("groups", "ready")
+
+    @property
+    def groups_held(self) -> str:
+        """Groups held by their rate; score = ms when they may start again."""
+        return self._key("groups", "held")
+
+    @property
+    def group_state(self) -> str:
+        """Hash of group settings and counts: `paused|<g>`, `rate|<g>` = "limit,ms",
+        `concurrency|<g>` = N, `running|<g>` = jobs processing now."""
+        return self._key("groups", "state")
+
+    @property
+    def groups_paused(self) -> str:
+        """Set of paused groups (their pending jobs are left out of the scaling backlog)."""
+        return self._key("groups", "paused")
+
+    @property
+    def groups_pending(self) -> str:
+        """Every grouped pending job, scored like `pending`: one set for listings and counts."""
+        return self._key("groups", "pending")
+
+    @property
+    def group_starts_prefix(self) -> str:
+        """Prefix of group rate logs; `group_starts_prefix + group` holds recent starts."""
+        return self._key("group-starts", "")
+
     # Schedules (docs/queue.md "Schedules").
     @property
     def schedules(self) -> str:

@@ -15,6 +15,7 @@ from service.queue.options import (
     Backoff,
     Dedupe,
     DelaySeconds,
+    GroupName,
     IdempotencyKey,
     Retention,
     TimeoutSeconds,
@@ -56,6 +57,7 @@ class JobSpec(BaseModel):
     keep_completed: Retention = Field(default_factory=Retention)
     keep_failed: Retention = Field(default_factory=Retention)
     dedupe: Dedupe | None = None
+    group: GroupName | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -90,6 +92,7 @@ class Job(BaseModel):
     worker_id: str | None = None
     stalls: int = 0
     idempotency_key: str | None = None
+    group: str | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,6 +44,9 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 256
 # at most a week, the longest a job may run (a longer window would outlive any job it guards).
 MAX_DEDUPE_KEY_LENGTH = 256
 MAX_DEDUPE_TTL_SECONDS = 7 * 86_400
+# A group (a tenant) names a fair share of the queue (docs/queue.md "Groups"); its name is part
+# of Redis keys and URL paths, so it is short and printable.
+MAX_GROUP_BYTES = 128
 # Retention: finished jobs kept per state, and for how long.
 MAX_RETENTION_COUNT = 10_000_000
 MAX_RETENTION_AGE_SECONDS = 365 * 86_400
@@ -143,6 +148,30 @@ class Retention(BaseModel):
 RetentionForm = bool | int | dict[str, Any] | Retention
 
 
+def check_group_name(value: str) -> str:
+    """A group name as the queue stores it: 1 to 128 bytes of UTF-8, no control characters
+    (they would corrupt logs, terminals and the `kind|group` fields of `QueueKeys.group_state`
+    readers split on the first `|`)."""
+    if not value:
+        raise ValueError("group must not be empty: give a tenant or group name")
+    size = len(value.encode())
+    if size > MAX_GROUP_BYTES:
+        raise ValueError(
+            f"group is {size} bytes of UTF-8; at most {MAX_GROUP_BYTES} are allowed: "
+            "use a shorter name (an id rather than a description)"
+        )
+    for at, char in enumerate(value):
+        if unicodedata.category(char) == "Cc":
+            raise ValueError(
+                f"group contains the control character U+{ord(char):04X} at position {at}: "
+                "use printable characters only"
+            )
+    return value
+
+
+GroupName = Annotated[str, AfterValidator(check_group_name)]
+
+
 DedupeMode = Literal["throttle", "debounce", "until_done"]
 
 
@@ -212,6 +241,7 @@ class JobOptions(BaseModel):
     remove_on_complete: RetentionForm | None = None
     remove_on_fail: RetentionForm | None = None
     dedupe: Dedupe | None = None
+    group: GroupName | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -222,7 +252,7 @@ class JobOptions(BaseModel):
     def from_labels(cls, labels: dict[str, Any]) -> JobOptions:
         """The options a `kiq()` carries in its labels (`with_labels(priority="high", ...)`):
         `delay` and `timeout` in seconds, `backoff` as a JSON object or a dict, `dedupe` as
-        `Dedupe.from_labels` reads it."""
+        `Dedupe.from_labels` reads it, `group` as a name."""
         given = {key: value for key, value in labels.items() if value is not None}
         backoff = given.get("backoff")
         return cls(
@@ -233,6 +263,7 @@ class JobOptions(BaseModel):
             timeout_seconds=float(given["timeout"]) if "timeout" in given else None,
             idempotency_key=given.get("idempotency_key"),
             dedupe=Dedupe.from_labels(given),
+            group=None if "group" not in given else str(given["group"]),
         )
 
 
@@ -244,4 +275,5 @@ def option_limits() -> dict[str, dict[str, float]]:
         "attempts": {"minimum": 1, "maximum": MAX_ATTEMPTS},
         "timeout_seconds": {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS},
         "idempotency_key": {"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+        "group": {"minLength": 1, "maxLength": MAX_GROUP_BYTES},
     }

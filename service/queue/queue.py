@@ -144,7 +144,7 @@ class JobQueue:
             per_job += [
                 job_id, spec.type, int(spec.priority), message, due, spec.attempts,
                 spec.keep_completed.encode(), spec.keep_failed.encode(), spec.idempotency_key or "",
-                spec.dedupe.encode() if spec.dedupe else "",
+                spec.dedupe.encode() if spec.dedupe else "", spec.group or "",
             ]  # fmt: skip
         return args, per_job
 
@@ -281,10 +281,12 @@ class JobQueue:
         return Page(items=await self.get_many(ids), next_cursor=next_cursor)
 
     async def _lane_sets(self) -> list[str]:
-        """The pending sets of paused or limited types (docs/queue.md "Flow control"): their
-        jobs are pending too, scored as in `pending`, so merged they keep the run order."""
+        """The pending sets of paused or limited types (docs/queue.md "Flow control") and the
+        one set of every grouped pending job (docs/queue.md "Groups"): their jobs are pending
+        too, scored as in `pending`, so merged they keep the order of priority and FIFO
+        sequence (the order groups actually run in also depends on their turns)."""
         lanes: set[str] = await self._guard(self.redis.smembers(self.keys.lanes))
-        return [self.keys.lane(lane) for lane in sorted(lanes)]
+        return [self.keys.lane(lane) for lane in sorted(lanes)] + [self.keys.groups_pending]
 
     async def list_by_type(
         self,
@@ -392,11 +394,20 @@ class JobQueue:
             pipe.zcard(k.state_set(state))
         for priority in Priority:
             pipe.zcount(k.pending, *pending_score_range(priority))
+        # Grouped pending jobs are all in one set (docs/queue.md "Groups").
+        pipe.zcard(k.groups_pending)
+        for priority in Priority:
+            pipe.zcount(k.groups_pending, *pending_score_range(priority))
         pipe.hgetall(k.type_counts)
         pipe.smembers(k.lanes)
         *replies, lanes = await self._guard(pipe.execute())
+        grouped_at = len(JobState) + len(Priority)
+        grouped = replies[grouped_at : grouped_at + 1 + len(Priority)]
+        del replies[grouped_at : grouped_at + 1 + len(Priority)]
         # One more round trip only while some type is paused or limited.
         lane_pending, lane_priorities = await self._lane_counts(sorted(lanes))
+        lane_pending += grouped[0]
+        lane_priorities = [n + more for n, more in zip(lane_priorities, grouped[1:], strict=True)]
         oldest_ms = await self._guard(
             self.scripts.run(
                 "oldest-pending",
@@ -762,6 +773,7 @@ def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
         worker_id=row.get("worker"),
         stalls=int(row.get("stalls", 0)),
         idempotency_key=row.get("idem"),
+        group=row.get("group"),
         timeline=_parse_timeline(row.get("timeline", "")),
     )
 
@@ -783,6 +795,7 @@ def _new_job(job_id: str, spec: JobSpec, state: JobState, now: int, created: dat
         created_at=created,
         scheduled_for=due or created,
         idempotency_key=spec.idempotency_key,
+        group=spec.group,
         timeline=[TimelineEntry(state=state, at=created)],
     )
 

@@ -90,6 +90,14 @@ class ScheduleSpec(BaseModel):
                 raise ValueError(f"not a cron expression: {exc}") from None
         return value
 
+    @field_validator("options")
+    @classmethod
+    def _no_group(cls, value: JobOptions) -> JobOptions:
+        # The tick script files jobs ungrouped; a group it dropped silently would be worse.
+        if value.group is not None:
+            raise ValueError("options.group is not supported on schedules yet: leave it out")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -47,32 +47,44 @@ class ScriptDeclaration:
 
 # Keys most scripts take: the per-job event stream prefix and the live-events channel.
 _EVENTS = ("events_prefix", "events")
+# The keys of fair-share groups (docs/queue.md "Groups"), taken by every script that may make a
+# grouped job pending or end one's run; `group_keys` in _lib.lua reads them in this order.
+GROUP_KEYS = (
+    "group_prefix",
+    "groups",
+    "groups_ready",
+    "groups_held",
+    "group_state",
+    "groups_pending",
+)
 
 DECLARATIONS: dict[str, ScriptDeclaration] = {
     "cancel": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
               "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
-              "logs_prefix", "marker", *_EVENTS, "lane_prefix", "dedupe_prefix"),
+              "logs_prefix", "marker", *_EVENTS, "lane_prefix", "dedupe_prefix", "sequence",
+              *GROUP_KEYS),
         args=("job_id", "now_ms", "trim_limit"),
     ),
     "dequeue": ScriptDeclaration(
         keys=("pending", "delayed", "active", "marker", "sequence", "type_counts",
               "type_limits", "job_prefix", *_EVENTS, "flow", "lanes", "lane_prefix",
-              "lane_starts_prefix"),
+              "lane_starts_prefix", *GROUP_KEYS, "group_starts_prefix"),
         args=("now_ms", "lease_ms", "worker_id", "max_jobs", "promote_limit"),
     ),
     "enqueue": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "marker", "sequence", "type_counts",
               "type_index_prefix", "idempotency_prefix", *_EVENTS, "lanes", "lane_prefix",
-              "dedupe_prefix"),
+              "dedupe_prefix", *GROUP_KEYS),
         args=("now_ms", "max_memory_share"),
-        more_args="10 per job: id, type, priority, message, due ms, attempts, retention x2, "
-        "idempotency key, dedupe",
+        more_args="11 per job: id, type, priority, message, due ms, attempts, retention x2, "
+        "idempotency key, dedupe, group",
     ),
     "finish": ScriptDeclaration(
         keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "lane_prefix",
               "type_counts", "lanes", "expiry", "type_index_prefix", "idempotency_prefix",
-              "logs_prefix", "samples", "stats_minute", *_EVENTS, "dedupe_prefix"),
+              "logs_prefix", "samples", "stats_minute", *_EVENTS, "dedupe_prefix", "sequence",
+              *GROUP_KEYS),
         args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
         more_args="5 per job: id, outcome, payload, traceback, retry delay ms",
     ),
@@ -85,17 +97,22 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         keys=("flow", "lanes", "lane_prefix", "pending", "type_limits", "marker"),
         args=("field", "value", "lane"),
     ),
+    "group-set": ScriptDeclaration(
+        keys=("sequence", "marker", *GROUP_KEYS, "groups_paused"),
+        args=("group", "setting", "value"),
+    ),
     "promote": ScriptDeclaration(
         keys=("job_prefix", "delayed", "pending", "lanes", "lane_prefix", "sequence",
-              "type_counts", "marker", *_EVENTS, "flow"),
+              "type_counts", "marker", *_EVENTS, "flow", *GROUP_KEYS),
         args=("job_id", "now_ms"),
     ),
     "reprioritise": ScriptDeclaration(
-        keys=("job_prefix", "pending", "lanes", "lane_prefix"), args=("job_id", "priority")
+        keys=("job_prefix", "pending", "lanes", "lane_prefix", "sequence", *GROUP_KEYS),
+        args=("job_id", "priority"),
     ),
     "log": ScriptDeclaration(keys=("job", "logs"), args=("line", "lines_kept")),
     "oldest-pending": ScriptDeclaration(
-        keys=("pending", "job_prefix", "lanes", "lane_prefix"),
+        keys=("pending", "job_prefix", "lanes", "lane_prefix", "groups_pending"),
         args=(),
         more_args="a score range per priority",
     ),
@@ -105,7 +122,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     ),
     "release": ScriptDeclaration(
         keys=("active", "pending", "marker", "sequence", "type_counts", "job_prefix", *_EVENTS,
-              "lanes", "lane_prefix"),
+              "lanes", "lane_prefix", *GROUP_KEYS),
         args=("worker_id", "now_ms"),
         more_args="job ids",
     ),
@@ -114,7 +131,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     ),
     "retry": ScriptDeclaration(
         keys=("job_prefix", "failed", "cancelled", "pending", "marker", "sequence",
-              "type_counts", "expiry", *_EVENTS, "lanes", "lane_prefix"),
+              "type_counts", "expiry", *_EVENTS, "lanes", "lane_prefix", *GROUP_KEYS),
         args=("job_id", "now_ms"),
     ),
     "schedule-claim": ScriptDeclaration(
@@ -129,7 +146,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         keys=("active", "pending", "delayed", "marker", "sequence", "type_counts", "job_prefix",
               "completed", "failed", "cancelled", "expiry", "type_index_prefix",
               "idempotency_prefix", "logs_prefix", "workers", *_EVENTS, "stats_minute", "lanes",
-              "lane_prefix"),
+              "lane_prefix", *GROUP_KEYS),
         args=("now_ms", "limit", "max_stalls", "worker_ttl_ms", "stats_ttl_s"),
     ),
 }  # fmt: skip

@@ -21,7 +21,8 @@ BLOCKS = BLOCK.findall(DOC.read_text(encoding="utf-8"))
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str) -> Iterator[dict[str, str]]:
-    """API + worker on a fresh queue; yields the environment the examples run in."""
+    """API + worker on a fresh queue; yields the environment the examples run in (with the
+    queue's Redis settings too, for the page's taskiq producer)."""
     queue = unique_queue()
     try:
         with api_server(redis_url, queue) as base, worker(redis_url, queue):
@@ -30,6 +31,9 @@ def stack(redis_url: str) -> Iterator[dict[str, str]]:
                 "JOBQUEUE_URL": base,
                 "JOBQUEUE_API_KEY": API_KEY,
                 "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                "REDIS_URL": redis_url,
+                "QUEUE_NAME": queue,
+                "KEY_PREFIX": "jqtest",
             }
     finally:
         delete_queue_sync(redis_url, queue)

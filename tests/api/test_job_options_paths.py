@@ -31,6 +31,7 @@ HTTP_OPTIONS: dict[str, Any] = {
     "attempts": 4,
     "backoff": BACKOFF,
     "timeout_seconds": 45,
+    "group": "tenant-42",
 }
 # What differs by path by design: the id, when it was enqueued, and the idempotency key (each
 # path's own, or the paths would find each other's job).
@@ -64,6 +65,7 @@ async def via_http(client: httpx.AsyncClient) -> str:
 async def via_cli_body(client: httpx.AsyncClient) -> str:
     # The CLI's part of its path: turning its flags into the request body it sends.
     flags = ["--priority", "high", "--delay", "30", "--attempts", "4", "--timeout", "45"]
+    flags += ["--group", "tenant-42"]
     argv = ["enqueue", "noop", *flags, "--backoff", json.dumps(BACKOFF), "--idempotency-key", "cli"]
     reply = await client.post("/jobs/enqueue", json=enqueue_body(build_parser().parse_args(argv)))
     assert reply.status_code == 201, reply.text
@@ -85,6 +87,7 @@ async def via_kiq(settings: Settings) -> str:
                 timeout=45,
                 backoff=json.dumps(BACKOFF),
                 idempotency_key="kiq",
+                group="tenant-42",
             )
             .kiq(data={})
         )
@@ -101,6 +104,7 @@ async def via_queue(queue: JobQueue) -> str:
         backoff=Backoff(**BACKOFF),  # type: ignore[arg-type]
         timeout_seconds=45,
         idempotency_key="queue",
+        group="tenant-42",
     )
     spec = load_job_types().get("noop").build_spec({}, queue.config, options)
     return (await queue.enqueue(spec)).job.id
@@ -114,7 +118,9 @@ async def via_type_defaults(queue: JobQueue) -> str:
         priority=Priority.HIGH,
     )
     noop = dataclasses.replace(load_job_types().get("noop"), defaults=defaults)
-    spec = noop.build_spec({}, queue.config, delay_seconds=30, idempotency_key="defaults")
+    spec = noop.build_spec(
+        {}, queue.config, delay_seconds=30, idempotency_key="defaults", group="tenant-42"
+    )
     return (await queue.enqueue(spec)).job.id
 
 
@@ -139,6 +145,7 @@ async def test_every_path_stores_the_same_job_field_by_field(
     assert reference["wait_ms"] == 30_000
     assert reference["priority"] == str(int(Priority.HIGH))
     assert reference["max_attempts"] == "4"
+    assert reference["group"] == "tenant-42"
     assert reference["msg"]["labels"]["backoff"] == {**BACKOFF, "max_delay_seconds": 600}
     assert Backoff.model_validate(reference["msg"]["labels"]["backoff"]).delay_for(3) == 600
     for key, job_id in ids.items():

@@ -208,6 +208,36 @@ def test_types_lists_every_type_with_defaults_pause_and_limits(
     assert rows["email-sending"][:5] == ["email-sending", "normal", "5", "60s", "no"]
 
 
+# --- groups --------------------------------------------------------------------------------------
+
+
+def test_groups_lists_pause_and_limits_then_forgets_a_cleared_group(
+    env: dict[str, str], api: httpx.Client
+) -> None:
+    assert run_cli("groups", "pause", "cli-tenant", env=env).returncode == 0
+    limits = run_cli(
+        "groups", "limits", "cli-tenant", "--rate", "7/2", "--concurrency", "3", env=env
+    )
+    assert limits.returncode == 0, limits.stderr
+    try:
+        as_json = json.loads(run_cli("groups", "list", "--json", env=env).stdout)
+        table = run_cli("groups", "list", env={**env, "COLUMNS": "200"})
+        over_http = api.get("/groups").json()
+    finally:
+        run_cli("groups", "resume", "cli-tenant", env=env)
+        run_cli("groups", "limits", "cli-tenant", "--clear", env=env)
+    assert as_json == over_http
+    [mine] = [g for g in as_json["items"] if g["group"] == "cli-tenant"]
+    assert mine == {
+        "group": "cli-tenant", "pending": 0, "running": 0, "paused": True,
+        "limits": {"rate": {"limit": 7, "per_seconds": 2.0}, "concurrency": 3},
+    }  # fmt: skip
+    rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:]}
+    assert rows["cli-tenant"] == ["cli-tenant", "0", "0", "yes", "7/2s", "3"]
+    # Neither paused nor limited nor holding jobs: the queue forgets it.
+    assert "cli-tenant" not in {g["group"] for g in api.get("/groups").json()["items"]}
+
+
 # --- logs ----------------------------------------------------------------------------------------
 
 

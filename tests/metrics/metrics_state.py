@@ -49,6 +49,9 @@ class KnownState:
     # worker-a and worker-b run in two tasks (hosts); worker-b's stall detector has fired.
     live_tasks: int = 2
     stalled_workers: int = 1
+    # The 3 high `beta` jobs are grouped: 2 of tenant-1, 1 of tenant-2.
+    groups_with_backlog: int = 2
+    largest_group_share: float = 66.67  # percent
 
     @property
     def depth(self) -> int:
@@ -70,8 +73,8 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
     Minute T0-60: 3 `gamma` jobs complete (waits 1/2/3 s, runs 0.1/0.2/0.3 s), 2 `delta` jobs
     fail for good, 1 `delta` job fails and is scheduled for a retry in 10 min, 3 `epsilon` jobs
     are taken: worker-a's heartbeat says 1 runs and 2 are reserved (prefetched). T0-40: 10 jobs
-    pending (1 low, 2 normal `alpha`, 3 high, 4 critical `beta`). T0-30: 2 `zeta` jobs delayed
-    10 min. Two workers heartbeat.
+    pending (1 low, 2 normal `alpha`, 3 high (grouped: 2 of t1, 1 of t2), 4 critical `beta`).
+    T0-30: 2 `zeta` jobs delayed 10 min. Two workers heartbeat.
     """
     consumer = Consumer(queue, "worker-a", lease_seconds=3600)
     a = T0 - 59
@@ -100,7 +103,7 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
     await queue.enqueue_many(
         [spec("alpha", Priority.LOW)]
         + [spec("alpha", Priority.NORMAL) for _ in range(2)]
-        + [spec("beta", Priority.HIGH) for _ in range(3)]
+        + [spec("beta", Priority.HIGH, group=group) for group in ("t1", "t1", "t2")]
         + [spec("beta", Priority.CRITICAL) for _ in range(4)]
     )
     clock.set(T0 - 30)

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from service.metrics.collector import collect, percentile
 from service.queue.consumer import Consumer, Outcome
+from service.queue.groups import Groups
 from service.queue.queue import JobQueue
 from service.queue.states import JobState, Priority
 
@@ -164,5 +165,22 @@ async def test_round_trips_stay_constant_from_ten_to_a_hundred_thousand_pending_
         await unlink_queue(redis, cqueue.keys)
 
     assert snap.depth == 100_010
-    # Counts, oldest pending, minutes, samples, workers, flow settings (paused and limits).
-    assert at_ten == at_100k == 7
+    # Counts, oldest pending, minutes, samples, workers, flow settings (paused and limits),
+    # group figures (docs/queue.md "Groups": three O(log groups) reads in one pipeline).
+    assert at_ten == at_100k == 8
+
+
+async def test_group_figures_and_a_paused_groups_jobs_left_out_of_the_backlog(
+    cqueue: JobQueue,
+) -> None:
+    await cqueue.enqueue_many([spec("alpha", group="big") for _ in range(6)])
+    await cqueue.enqueue_many([spec("alpha", group="small") for _ in range(2)])
+    await cqueue.enqueue_many([spec("alpha")])
+    snap = await collect(cqueue)
+    assert (snap.groups_with_backlog, snap.largest_group_share) == (2, 0.75)
+    assert snap.backlog == 9
+    await Groups(cqueue).pause("big")
+    paused = await collect(cqueue)
+    assert paused.depth == 9 and paused.backlog == 3  # the paused group's 6 cannot start
+    await Groups(cqueue).resume("big")
+    assert (await collect(cqueue)).backlog == 9

@@ -79,6 +79,8 @@ def expected_values(known: KnownState) -> dict[tuple[str, str | None], float]:
         (c.LIVE_WORKER_TASKS.name, None): known.live_tasks,
         (c.BACKLOG_PER_TASK.name, None): known.backlog / known.live_tasks,
         (c.STALLED_WORKERS.name, None): known.stalled_workers,
+        (c.GROUPS_WITH_BACKLOG.name, None): known.groups_with_backlog,
+        (c.LARGEST_GROUP_SHARE.name, None): known.largest_group_share,
         (c.JOB_WAIT_P50.name, None): known.wait_ms[0],
         (c.JOB_WAIT_P99.name, None): known.wait_ms[1],
         (c.JOB_RUN_P50.name, None): known.run_ms[0],

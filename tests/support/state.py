@@ -21,6 +21,11 @@ async def assert_consistent(redis: Redis, keys: QueueKeys) -> None:
     """Fail with a precise message if the queue's keys disagree with each other."""
     ids = await job_ids(redis, keys)
     members = {state: set(await redis.zrange(keys.state_set(state), 0, -1)) for state in JobState}
+    # Pending jobs may wait in a type lane or a group instead of `pending` (docs/queue.md
+    # "Flow control", "Groups"): they count as in the pending set.
+    for lane in await redis.smembers(keys.lanes):
+        members[JobState.PENDING] |= set(await redis.zrange(keys.lane(lane), 0, -1))
+    members[JobState.PENDING] |= await _grouped_pending(redis, keys)
     expected_counts: Counter[str] = Counter()
     for job_id in ids:
         state, job_type = await redis.hmget(keys.job(job_id), "state", "type")
@@ -37,6 +42,23 @@ async def assert_consistent(redis: Redis, keys: QueueKeys) -> None:
         assert job_id in ids, f"expiry entry {job_id} has no job"
 
 
+async def _grouped_pending(redis: Redis, keys: QueueKeys) -> set[str]:
+    """The jobs in group sets, checked against the index of groups and the all-groups set."""
+    grouped: set[str] = set()
+    for group, score in await redis.zrange(keys.groups, 0, -1, withscores=True):
+        in_group = set(await redis.zrange(keys.group(group), 0, -1))
+        assert len(in_group) == score, f"group {group} holds {len(in_group)}, indexed {score}"
+        for job_id in in_group:
+            assert await redis.hget(keys.job(job_id), "group") == group
+        grouped |= in_group
+    all_grouped = set(await redis.zrange(keys.groups_pending, 0, -1))
+    assert all_grouped == grouped, f"groups_pending differs by {sorted(all_grouped ^ grouped)[:5]}"
+    for field, value in (await redis.hgetall(keys.group_state)).items():
+        if field.startswith("running|"):
+            assert int(value) > 0, f"{field} = {value}"
+    return grouped
+
+
 async def assert_no_leaked_keys(
     redis: Redis, keys: QueueKeys, allowed_extra: set[str] = frozenset()
 ) -> None:  # type: ignore[assignment]
@@ -46,11 +68,14 @@ async def assert_no_leaked_keys(
         keys.pending, keys.delayed, keys.active, keys.completed, keys.failed, keys.cancelled,
         keys.marker, keys.sequence, keys.type_counts, keys.type_limits, keys.expiry, keys.samples,
         keys.sweep_lock, keys.workers, keys.flow, keys.lanes, keys.schedules,
-        keys.history_folded,
+        keys.history_folded, keys.groups, keys.groups_ready, keys.groups_held, keys.group_state,
+        keys.groups_pending, keys.groups_paused,
     }  # fmt: skip
-    # Queue-level families: flow-control lanes and their start windows, schedules, history.
+    # Queue-level families: flow-control lanes and their start windows, fair-share groups and
+    # theirs, schedules, history.
     families = (
-        keys.lane_prefix, keys.lane_starts_prefix, keys.schedule_prefix,
+        keys.lane_prefix, keys.lane_starts_prefix, keys.group_prefix, keys.group_starts_prefix,
+        keys.schedule_prefix,
         keys.schedule_runs_prefix, keys.history_minute(0)[:-1], keys.history_hour(0)[:-1],
     )  # fmt: skip
     leaked = []

@@ -47,6 +47,7 @@ class JobSummary(BaseModel):
     error: str | None = Field(description=f"A failed job's error, cut to {ERROR_CHARS} chars.")
     wait_ms: int | None = Field(description="Due to start (or until now, still waiting).")
     run_ms: int | None = Field(description="Start to finish (or until now, still running).")
+    group: str | None = Field(default=None, description="Its fair-share group, if any.")
 
     @classmethod
     def from_job(cls, job: Job, now: int) -> JobSummary:
@@ -71,6 +72,7 @@ class JobSummary(BaseModel):
             error=job.error[:ERROR_CHARS] if job.error else None,
             wait_ms=max(0, wait_end - due) if wait_end is not None else None,
             run_ms=max(0, run_end - started) if started is not None else None,
+            group=job.group,
         )
 
 

@@ -36,7 +36,9 @@ end
 
 -- Pending work is split into lanes (docs/queue.md "Flow control"): a job type that is paused or
 -- limited keeps its pending jobs in its own set `lane_prefix .. type`; every other type shares
--- `pending`. `pend` names those keys: {pending = ..., lanes = ..., lane_prefix = ...}.
+-- `pending`. `pend` names those keys: {pending = ..., lanes = ..., lane_prefix = ...}, plus
+-- `groups` (the keys of fair-share groups, below) in every script that may make a grouped job
+-- pending.
 local function pending_set(pend, job_type)
   if job_type and rcall("SISMEMBER", pend.lanes, job_type) == 1 then
     return pend.lane_prefix .. job_type
@@ -44,10 +46,102 @@ local function pending_set(pend, job_type)
   return pend.pending
 end
 
+-- Fair-share groups (docs/queue.md "Groups"). `g` names their keys: {prefix = group_prefix
+-- (a group's pending set, scored like `pending`), index = groups (group -> pending count),
+-- ready = groups_ready (groups that may start a job now, scored by where their turn is),
+-- held = groups_held (rate-held groups -> ms they may start again), state = group_state (hash
+-- `paused|g`, `rate|g`, `concurrency|g`, `running|g`), all = groups_pending (every grouped
+-- pending job, scored like `pending`, so listings and counts read one set, not one per group),
+-- sequence}.
+
+-- The group keys a script was given from KEYS[i] on, in their declared order (scripts.py
+-- GROUP_KEYS): group_prefix, groups, groups_ready, groups_held, group_state, groups_pending.
+local function group_keys(i, sequence)
+  return {prefix = KEYS[i], index = KEYS[i + 1], ready = KEYS[i + 2], held = KEYS[i + 3],
+    state = KEYS[i + 4], all = KEYS[i + 5], sequence = sequence}
+end
+
+-- A group's turn: the score its head would get if it were enqueued now at its priority, so
+-- a served group goes to the back of its priority level (round robin) and queues FIFO
+-- behind ungrouped jobs already pending there.
+local function group_turn(g, head_score)
+  local band = math.floor(tonumber(head_score) / SEQUENCE_SPAN)
+  return string.format("%.0f", band * SEQUENCE_SPAN + rcall("INCR", g.sequence))
+end
+
+-- Put the group in `ready` if it has pending work and may start it (not paused, under its
+-- concurrency, not waiting for its rate); a group already there keeps its turn unless its
+-- head's priority changed. O(log groups).
+local function group_refresh(g, group)
+  local head = rcall("ZRANGE", g.prefix .. group, 0, 0, "WITHSCORES")
+  if not head[1] then
+    rcall("ZREM", g.ready, group)
+    return
+  end
+  local turn = rcall("ZSCORE", g.ready, group)
+  if turn then
+    if math.floor(tonumber(turn) / SEQUENCE_SPAN) ~= math.floor(tonumber(head[2]) / SEQUENCE_SPAN) then
+      rcall("ZADD", g.ready, group_turn(g, head[2]), group)
+    end
+    return
+  end
+  local f = rcall("HMGET", g.state, "paused|" .. group, "concurrency|" .. group, "running|" .. group)
+  if f[1] then return end
+  if f[2] and tonumber(f[3] or "0") >= tonumber(f[2]) then return end
+  if rcall("ZSCORE", g.held, group) then return end
+  rcall("ZADD", g.ready, group_turn(g, head[2]), group)
+end
+
+-- A group leaves the index once nothing of it is pending or running and it has no settings.
+local function group_forget(g, group)
+  if tonumber(rcall("ZSCORE", g.index, group) or "0") > 0 then return end
+  local f = rcall("HMGET", g.state, "paused|" .. group, "rate|" .. group,
+    "concurrency|" .. group, "running|" .. group)
+  if f[1] or f[2] or f[3] or f[4] then return end
+  rcall("ZREM", g.index, group)
+  rcall("ZREM", g.held, group)
+end
+
+local function group_add(g, group, score, job_id)
+  rcall("ZADD", g.prefix .. group, score, job_id)
+  rcall("ZADD", g.all, score, job_id)
+  rcall("ZINCRBY", g.index, 1, group)
+  group_refresh(g, group)
+end
+
+-- Take a pending job out of its group (cancel, debounce, serve). Returns true if it was there.
+local function group_remove(g, group, job_id)
+  if rcall("ZREM", g.prefix .. group, job_id) == 0 then return false end
+  rcall("ZREM", g.all, job_id)
+  if tonumber(rcall("ZINCRBY", g.index, -1, group)) <= 0 then rcall("ZADD", g.index, 0, group) end
+  group_refresh(g, group)
+  group_forget(g, group)
+  return true
+end
+
+-- A job of the group stopped processing (finished, failed, cancelled, lease lost, handed
+-- back): one slot of its concurrency is free again. Returns true when the group has pending
+-- work that may now start.
+local function group_stopped(g, group)
+  local field = "running|" .. group
+  if tonumber(rcall("HINCRBY", g.state, field, -1)) <= 0 then rcall("HDEL", g.state, field) end
+  group_refresh(g, group)
+  group_forget(g, group)
+  return rcall("ZSCORE", g.ready, group) ~= false
+end
+
 local function make_pending(job_key, job_id, pend, sequence, type_counts, job_type, now, note)
   local seq = rcall("INCR", sequence)
-  local priority = rcall("HGET", job_key, "priority")
-  rcall("ZADD", pending_set(pend, job_type), pending_score(priority, seq), job_id)
+  local f = rcall("HMGET", job_key, "priority", "group")
+  local score = pending_score(f[1], seq)
+  local set = pending_set(pend, job_type)
+  -- A job of a paused or limited type waits in its type's lane even when it has a group:
+  -- the type's pause and limits hold it; its group counts it only once it runs.
+  if f[2] and pend.groups and set == pend.pending then
+    group_add(pend.groups, f[2], score, job_id)
+  else
+    rcall("ZADD", set, score, job_id)
+  end
   rcall("HSET", job_key, "state", "pending", "pending_since", now)
   count(type_counts, job_type, "pending", 1)
   timeline(job_key, "pending", now, note)

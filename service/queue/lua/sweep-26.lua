@@ -11,13 +11,16 @@ KEYS[9]  failed      KEYS[10] cancelled    KEYS[11] expiry        KEYS[12] type_
 KEYS[13] idempotency_prefix                KEYS[14] logs_prefix   KEYS[15] workers
 KEYS[16] events_prefix                     KEYS[17] events
 KEYS[18] stats_minute    KEYS[19] lanes    KEYS[20] lane_prefix
+KEYS[21] group_prefix    KEYS[22] groups   KEYS[23] groups_ready      KEYS[24] groups_held
+KEYS[25] group_state     KEYS[26] groups_pending
 ARGV[1] now_ms   ARGV[2] limit   ARGV[3] max_stalls   ARGV[4] worker_ttl_ms (heartbeat TTL)
 ARGV[5] stats_ttl_s
 Returns {requeued, failed for stalling, promoted, expired and deleted, workers dropped}.
 ]]
 local now, limit, max_stalls = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local job_prefix, type_counts = KEYS[7], KEYS[6]
-local pend = {pending = KEYS[2], lanes = KEYS[19], lane_prefix = KEYS[20]}
+local pend = {pending = KEYS[2], lanes = KEYS[19], lane_prefix = KEYS[20],
+  groups = group_keys(21, KEYS[5])}
 local p = {job_prefix = job_prefix, expiry = KEYS[11], type_counts = type_counts,
   type_index_prefix = KEYS[12], idempotency_prefix = KEYS[13], logs_prefix = KEYS[14]}
 
@@ -26,10 +29,11 @@ local expired = rcall("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, limit)
 for _, job_id in ipairs(expired) do
   local job_key = job_prefix .. job_id
   rcall("ZREM", KEYS[1], job_id)
-  local fields = rcall("HMGET", job_key, "type", "keep_failed", "worker")
+  local fields = rcall("HMGET", job_key, "type", "keep_failed", "worker", "group")
   local job_type = fields[1]
   if job_type then
     count(type_counts, job_type, "processing", -1)
+    if fields[4] then group_stopped(pend.groups, fields[4]) end
     local stalls = rcall("HINCRBY", job_key, "stalls", 1)
     rcall("HDEL", job_key, "worker")
     if stalls > max_stalls then

@@ -5,13 +5,16 @@ KEYS[1]  job_prefix          KEYS[2]  pending             KEYS[3]  delayed
 KEYS[4]  marker              KEYS[5]  sequence            KEYS[6]  type_counts
 KEYS[7]  type_index_prefix   KEYS[8]  idempotency_prefix  KEYS[9]  events_prefix
 KEYS[10] events              KEYS[11] lanes               KEYS[12] lane_prefix
-KEYS[13] dedupe_prefix
+KEYS[13] dedupe_prefix       KEYS[14] group_prefix        KEYS[15] groups
+KEYS[16] groups_ready        KEYS[17] groups_held         KEYS[18] group_state
+KEYS[19] groups_pending
 ARGV[1] now_ms
 ARGV[2] max_memory_share: share of maxmemory above which nothing is enqueued (0 = no check of our own)
-then 10 per job, from ARGV[3]:
+then 11 per job, from ARGV[3]:
   job id, type, priority, taskiq message, due ms (<= now: pending at once), max attempts,
   keep-completed policy "count,age", keep-failed policy, idempotency key or "",
-  dedupe "<mode>:<ttl ms>:<key>" (mode throttle | debounce | until_done, ttl 0 = none) or ""
+  dedupe "<mode>:<ttl ms>:<key>" (mode throttle | debounce | until_done, ttl 0 = none) or "",
+  group or ""
 Returns {"full", used_memory, maxmemory} when memory is above the share (nothing written), else
 {"ok", then per job: job id, 1 created | 0 existing (id or idempotency key) | 2 deduplicated,
 state}.
@@ -21,8 +24,9 @@ is checked for memory on its own, so a bulk could stop halfway with some jobs co
 that passes its first write runs to the end (Redis checks OOM only before a script's first write),
 and the memory check below happens before any write.
 ]]
-local FIELDS_PER_JOB = 10
-local pend = {pending = KEYS[2], lanes = KEYS[11], lane_prefix = KEYS[12]}
+local FIELDS_PER_JOB = 11
+local groups = group_keys(14, KEYS[5])
+local pend = {pending = KEYS[2], lanes = KEYS[11], lane_prefix = KEYS[12], groups = groups}
 local new_job_keys = {job_prefix = KEYS[1], delayed = KEYS[3], marker = KEYS[4],
   sequence = KEYS[5], type_counts = KEYS[6], type_index_prefix = KEYS[7],
   events_prefix = KEYS[9], events = KEYS[10], pend = pend}
@@ -65,8 +69,13 @@ local function debounce(base, existing, state)
   else
     rcall("ZREM", KEYS[2], existing)
     rcall("ZREM", KEYS[12] .. job_type, existing)
+    local group = rcall("HGET", job_key, "group")
+    if group then group_remove(groups, group, existing) end
   end
   count(KEYS[6], job_type, state, -1)
+  -- The newer call's group wins, as its other options do.
+  local group = ARGV[base + 10]
+  if group == "" then rcall("HDEL", job_key, "group") else rcall("HSET", job_key, "group", group) end
   rcall("HSET", job_key, "priority", ARGV[base + 2],
     "msg", message_for(ARGV[base + 3], ARGV[base], existing), "due", math.max(due, now),
     "max_attempts", ARGV[base + 5], "keep_completed", ARGV[base + 6],
@@ -122,6 +131,12 @@ local function enqueue_one(base)
   if idem ~= "" then
     rcall("SET", KEYS[8] .. idem, job_id)
     extra = {"idem", idem}
+  end
+  local group = ARGV[base + 10]
+  if group ~= "" then
+    if extra == NO_FIELDS then extra = {} end
+    extra[#extra + 1] = "group"
+    extra[#extra + 1] = group
   end
   if dedupe ~= "" then
     if extra == NO_FIELDS then extra = {} end

@@ -3,6 +3,8 @@ KEYS[1] job_prefix   KEYS[2] failed        KEYS[3] cancelled     KEYS[4] pending
 KEYS[5] marker       KEYS[6] sequence      KEYS[7] type_counts   KEYS[8] expiry
 KEYS[9] events_prefix                      KEYS[10] events
 KEYS[11] lanes        KEYS[12] lane_prefix
+KEYS[13] group_prefix KEYS[14] groups      KEYS[15] groups_ready   KEYS[16] groups_held
+KEYS[17] group_state  KEYS[18] groups_pending
 ARGV[1] job_id   ARGV[2] now_ms
 Returns {"missing"} | {state it is in, when not retryable} | {"ok", previous state}.
 ]]
@@ -19,7 +21,7 @@ rcall("ZREM", KEYS[8], job_id)
 count(KEYS[7], job_type, state, -1)
 rcall("HDEL", job_key, "error", "traceback", "result", "finished", "worker", "progress_msg")
 rcall("HSET", job_key, "attempts", 0, "progress", 0, "due", now)
-make_pending(job_key, job_id, {pending = KEYS[4], lanes = KEYS[11], lane_prefix = KEYS[12]}, KEYS[6], KEYS[7], job_type, now, "retry")
+make_pending(job_key, job_id, {pending = KEYS[4], lanes = KEYS[11], lane_prefix = KEYS[12], groups = group_keys(13, KEYS[6])}, KEYS[6], KEYS[7], job_type, now, "retry")
 rcall("ZADD", KEYS[5], 0, "0")
 publish(KEYS[9], KEYS[10], job_id, "pending", now)
 return {"ok", state}

@@ -9,6 +9,8 @@ KEYS[9]  lanes         KEYS[10] expiry        KEYS[11] type_index_prefix
 KEYS[12] idempotency_prefix                   KEYS[13] logs_prefix  KEYS[14] samples
 KEYS[15] stats_minute                         KEYS[16] events_prefix
 KEYS[17] events                               KEYS[18] dedupe_prefix
+KEYS[19] sequence      KEYS[20] group_prefix  KEYS[21] groups       KEYS[22] groups_ready
+KEYS[23] groups_held   KEYS[24] group_state   KEYS[25] groups_pending
 ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
 ARGV[5] samples_kept
 then per job, 5 entries: job id, "completed" | "failed", result JSON (completed) or error
@@ -17,6 +19,7 @@ Returns per job: 0 stale, 1 completed, 2 retry scheduled, 3 failed.
 ]]
 local worker, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stats = KEYS[15]
+local groups = group_keys(20, KEYS[19])
 local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
   type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13],
   dedupe_prefix = KEYS[18]}
@@ -24,7 +27,7 @@ local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
 local function finish_one(job_id, outcome, payload, trace, delay)
   local job_key = KEYS[1] .. job_id
   local fields = rcall("HMGET", job_key, "worker", "type", "attempts", "max_attempts",
-    "keep_completed", "keep_failed", "pending_since", "attempt_started")
+    "keep_completed", "keep_failed", "pending_since", "attempt_started", "group")
   if fields[1] ~= worker or not rcall("ZSCORE", KEYS[2], job_id) then return 0 end
 
   local job_type = fields[2]
@@ -34,6 +37,8 @@ local function finish_one(job_id, outcome, payload, trace, delay)
   if rcall("SISMEMBER", KEYS[9], job_type) == 1 and rcall("ZCARD", KEYS[7] .. job_type) > 0 then
     rcall("ZADD", KEYS[6], 0, "0")
   end
+  -- Likewise for its group: a free slot may let the group's next job start.
+  if fields[9] and group_stopped(groups, fields[9]) then rcall("ZADD", KEYS[6], 0, "0") end
 
   if outcome == "completed" then
     local started = tonumber(fields[8] or now)
