@@ -130,6 +130,9 @@ class JobQueue:
 
     # --- enqueue -------------------------------------------------------------------------------
 
+    # Entries per job in the `enqueue` script's ARGV (its header lists them).
+    ENQUEUE_FIELDS_PER_JOB = 11
+
     def _enqueue_call(
         self, jobs: Sequence[tuple[str, JobSpec, str]], now: int
     ) -> tuple[dict[str, ScriptArg], list[ScriptArg]]:

@@ -25,7 +25,9 @@ class EnqueueCalls:
 
         async def counted(sha: str, numkeys: int, *keys_and_args: Any) -> Any:
             if sha == self.sha:
-                self.jobs_per_call.append((len(keys_and_args) - numkeys - 2) // 10)
+                self.jobs_per_call.append(
+                    (len(keys_and_args) - numkeys - 2) // queue.ENQUEUE_FIELDS_PER_JOB
+                )
                 if not self.gate.is_set():
                     self.held.set()
                     await self.gate.wait()
