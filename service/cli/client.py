@@ -212,7 +212,9 @@ def watch_job(client: httpx.Client, job_id: str) -> int:
     return report_end(job_id, final)
 
 
-def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _follow(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Events of the job across reconnects, until its `end` event.
 
     The server closes a stream after SSE_MAX_SECONDS however long the job runs, and with an
@@ -221,7 +223,7 @@ def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, 
     """
     while True:
         received = False
-        for event, data in _stream(client, job_id):
+        for event, data in _stream(client, job_id, params):
             if event == "error":
                 raise CliError(
                     f"the event stream of job {job_id} failed: {data.get('message')}",
@@ -236,9 +238,20 @@ def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, 
         time.sleep(RECONNECT_SECONDS)
 
 
-def _stream(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def follow_events(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The job's SSE events (with `params` as the stream's query) across reconnects, until
+    its `end` event."""
+    return _follow(client, job_id, params)
+
+
+def _stream(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    path = job_path(job_id, "/events")
     try:
-        with client.stream("GET", job_path(job_id, "/events"), timeout=None) as response:
+        with client.stream("GET", path, params=params, timeout=None) as response:
             if not response.is_success:
                 response.read()
                 raise CliError(_api_message(response), _exit_code_for(response.status_code))
