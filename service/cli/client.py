@@ -149,6 +149,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     table = Table(title="queue", show_header=False)
     for name, count in stats["counts"].items():
         table.add_row(name, str(count))
+        if name == "processing":  # leased jobs whose code has not started yet
+            table.add_row("reserved", str(stats.get("reserved", 0)))
     for name, count in stats["pending_by_priority"].items():
         table.add_row(f"pending {name}", str(count))
     for name, count in stats["throughput_last_minute"].items():
@@ -166,11 +168,13 @@ def cmd_workers(args: argparse.Namespace) -> int:
     if args.json:
         print_json(workers)
         return EXIT_OK
-    table = Table("id", "host", "pid", "processed", "failed", "current jobs", "last heartbeat")
+    table = Table("id", "host", "pid", "processed", "failed", "running", "reserved",
+                  "last heartbeat")  # fmt: skip
     for w in workers:
         table.add_row(
             w["id"], w["host"], str(w["pid"]), str(w["processed"]), str(w["failed"]),
-            str(len(w["current_jobs"])), w["last_heartbeat"],
+            str(w.get("running", len(w["current_jobs"]))), str(w.get("reserved", 0)),
+            w["last_heartbeat"],
         )  # fmt: skip
     out.print(table if workers else "no live workers")
     return EXIT_OK
