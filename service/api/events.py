@@ -5,6 +5,12 @@ channel. The stream subscribes first and reads the job second, so a change that 
 the two is never lost, and a client that connects late still starts from the current status.
 Pub/sub is fire-and-forget (a reconnect can drop messages), so while waiting the stream also
 re-reads the job now and then, and it ends at a terminal state either way.
+
+Log lines: the `log` script publishes each line, numbered, on the same channel, so a `log`
+event reaches the stream in order with the state changes around it (a line logged just before
+the job ends comes before `end`). With `logs=True` the stream first sends the kept lines, and
+before `end` (and after any quiet spell) it reads the list again for lines a dropped message
+missed: every line from the subscription on is sent exactly once, in order, by number.
 """
 
 from __future__ import annotations
@@ -51,6 +57,32 @@ async def _final(queue: JobQueue, job_id: str, state: JobState) -> ServerSentEve
         return _event("end", {"id": job_id, "status": state.value})
 
 
+class _LogLines:
+    """The log lines a stream sent, by number, so none is sent twice or skipped."""
+
+    def __init__(self, queue: JobQueue, job_id: str, enabled: bool) -> None:
+        self.queue, self.job_id, self.enabled = queue, job_id, enabled
+        self.sent = 0  # the number of the last line sent
+
+    def event(self, index: int, line: str) -> ServerSentEvent:
+        self.sent = index
+        return _event("log", {"id": self.job_id, "index": index, "line": line})
+
+    async def catch_up(self, before: int | None = None) -> list[ServerSentEvent]:
+        """Kept lines after the last sent (below `before` when given), read from Redis."""
+        if not self.enabled:
+            return []
+        lines = await self.queue.numbered_logs(self.job_id, self.sent)
+        return [self.event(i, line) for i, line in lines if before is None or i < before]
+
+    async def on_message(self, index: int, line: str) -> list[ServerSentEvent]:
+        """A published line: with any lines before it a dropped message missed."""
+        if index <= self.sent:
+            return []  # sent already (read from the list after the subscription began)
+        gap = await self.catch_up(before=index) if index > self.sent + 1 else []
+        return [*gap, self.event(index, line)]
+
+
 def _translate(payload: dict[str, Any]) -> ServerSentEvent:
     if "progress" in payload:
         return _event(
@@ -66,7 +98,7 @@ def _translate(payload: dict[str, Any]) -> ServerSentEvent:
 
 
 async def _follow(
-    queue: JobQueue, pubsub: PubSub, job_id: str, deadline: float, poll: float
+    queue: JobQueue, pubsub: PubSub, job_id: str, deadline: float, poll: float, *, logs: _LogLines
 ) -> AsyncIterator[ServerSentEvent]:
     while time.monotonic() < deadline:
         payload = parse_event(
@@ -74,21 +106,30 @@ async def _follow(
         )
         if payload is None:
             job = await queue.get(job_id)  # quiet for a while: check nothing was missed
+            for event in await logs.catch_up():
+                yield event
             if job.state in TERMINAL:
                 yield _end_event(job)
                 return
             continue
+        if "log" in payload:
+            for event in await logs.on_message(int(payload.get("index", 0)), str(payload["log"])):
+                yield event
+            continue
         state = JobState(payload["state"])
         if state in TERMINAL:
+            for event in await logs.catch_up():  # the last lines, before `end`
+                yield event
             yield await _final(queue, job_id, state)
             return
         yield _translate(payload)
 
 
 async def job_event_stream(
-    queue: JobQueue, job_id: str, max_seconds: float, poll_seconds: float
+    queue: JobQueue, job_id: str, max_seconds: float, poll_seconds: float, logs: bool = False
 ) -> AsyncIterator[ServerSentEvent]:
-    """`status` now, then `status`/`progress` on every change, then `end` with the final job.
+    """`status` now, then `status`/`progress`/`log` on every change, then `end` with the final
+    job. With `logs`, the kept log lines come first, and every line exactly once (by number).
 
     Ends after `max_seconds` without a terminal state (clients reconnect), when the job is
     gone, or with an `error` event when Redis goes away: the response has started by then, so
@@ -100,7 +141,10 @@ async def job_event_stream(
         yield _unavailable_event(exc)
         return
     try:
-        async for event in _job_events(queue, pubsub, job_id, max_seconds, poll_seconds):
+        lines = _LogLines(queue, job_id, logs)
+        async for event in _job_events(
+            queue, pubsub, job_id, max_seconds, poll_seconds, logs=lines
+        ):
             yield event
     except (QueueUnavailableError, *REDIS_DOWN) as exc:
         yield _unavailable_event(exc)
@@ -111,16 +155,25 @@ async def job_event_stream(
 
 
 async def _job_events(
-    queue: JobQueue, pubsub: PubSub, job_id: str, max_seconds: float, poll_seconds: float
+    queue: JobQueue,
+    pubsub: PubSub,
+    job_id: str,
+    max_seconds: float,
+    poll_seconds: float,
+    *,
+    logs: _LogLines,
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         job = await queue.get(job_id)
+        for event in await logs.catch_up():  # read after subscribing: nothing falls between
+            yield event
         if job.state in TERMINAL:
             yield _end_event(job)
             return
         yield _event("status", _status_payload(job))
         deadline = time.monotonic() + max_seconds
-        async for event in _follow(queue, pubsub, job_id, deadline, min(poll_seconds, 5.0)):
+        poll = min(poll_seconds, 5.0)
+        async for event in _follow(queue, pubsub, job_id, deadline, poll, logs=logs):
             yield event
     except JobNotFoundError:
         yield _event("end", {"id": job_id, "status": None, "message": "the job no longer exists"})

@@ -187,8 +187,16 @@ class JobPublic(BaseModel):
     progress: float = Field(ge=0, le=100)
     created_at: datetime
     scheduled_for: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(
+        description="When its code first started; null while it has not (pending, delayed, "
+        "or reserved)."
+    )
     finished_at: datetime | None
+    reserved: bool = Field(
+        default=False,
+        description="Status processing, but only leased: a worker prefetched it and its code "
+        "has not started yet.",
+    )
     result: Any = Field(default=None, description="The job's return value once completed.")
     error: str | None = Field(default=None, description="Why the last attempt failed.")
     group: str | None = Field(default=None, description="Its fair-share group, if any.")
@@ -212,6 +220,7 @@ def _public_fields(job: Job) -> dict[str, Any]:
         "scheduled_for": job.scheduled_for,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "reserved": job.reserved,
         "result": job.result,
         "error": job.error,
         "group": job.group,
@@ -307,7 +316,12 @@ class StatsPublic(BaseModel):
         description="Jobs a worker leased and prefetched whose code has not started yet."
     )
     pending_by_priority: dict[str, int]
-    by_type: dict[str, dict[JobState, int]] = Field(description="Jobs per type and status.")
+    by_type: dict[str, dict[JobState, int]] = Field(
+        description="Jobs per type and status; `processing` as in `counts`."
+    )
+    reserved_by_type: dict[str, int] = Field(
+        description="`reserved` per type (types with none left out)."
+    )
     oldest_pending_age_seconds: float
     throughput_last_minute: dict[str, int] = Field(
         description="Jobs completed, failed and retried in the last 60 s (sliding estimate)."
@@ -330,6 +344,7 @@ class StatsPublic(BaseModel):
             reserved=snap.reserved,
             pending_by_priority=snap.counts.pending_by_priority,
             by_type=snap.counts.by_type,
+            reserved_by_type=snap.counts.reserved_by_type,
             oldest_pending_age_seconds=snap.counts.oldest_pending_age_seconds,
             throughput_last_minute=snap.throughput_last_minute,
             live_workers=snap.live_workers,
@@ -359,7 +374,11 @@ class WorkerPublic(BaseModel):
     processed: int
     failed: int
     concurrency: int
-    current_jobs: list[str]
+    current_jobs: list[str] = Field(description="Ids of the jobs whose code runs now.")
+    running: int = Field(
+        description="Jobs whose code has started (running, or its end being recorded)."
+    )
+    reserved: int = Field(description="Jobs it prefetched whose code has not started yet.")
     stalled: bool = Field(description="its stall detector found it idle with due jobs pending")
     stalls: int = Field(description="stalls its detector found (and restarted) since it started")
 

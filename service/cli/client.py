@@ -150,6 +150,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     table = Table(title="queue", show_header=False)
     for name, count in stats["counts"].items():
         table.add_row(name, str(count))
+        if name == "processing":  # leased jobs whose code has not started yet
+            table.add_row("reserved", str(stats.get("reserved", 0)))
     for name, count in stats["pending_by_priority"].items():
         table.add_row(f"pending {name}", str(count))
     for name, count in stats["throughput_last_minute"].items():
@@ -167,11 +169,13 @@ def cmd_workers(args: argparse.Namespace) -> int:
     if args.json:
         print_json(workers)
         return EXIT_OK
-    table = Table("id", "host", "pid", "processed", "failed", "current jobs", "last heartbeat")
+    table = Table("id", "host", "pid", "processed", "failed", "running", "reserved",
+                  "last heartbeat")  # fmt: skip
     for w in workers:
         table.add_row(
             w["id"], w["host"], str(w["pid"]), str(w["processed"]), str(w["failed"]),
-            str(len(w["current_jobs"])), w["last_heartbeat"],
+            str(w.get("running", len(w["current_jobs"]))), str(w.get("reserved", 0)),
+            w["last_heartbeat"],
         )  # fmt: skip
     out.print(table if workers else "no live workers")
     return EXIT_OK
@@ -213,7 +217,9 @@ def watch_job(client: httpx.Client, job_id: str) -> int:
     return report_end(job_id, final)
 
 
-def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _follow(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Events of the job across reconnects, until its `end` event.
 
     The server closes a stream after SSE_MAX_SECONDS however long the job runs, and with an
@@ -222,7 +228,7 @@ def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, 
     """
     while True:
         received = False
-        for event, data in _stream(client, job_id):
+        for event, data in _stream(client, job_id, params):
             if event == "error":
                 raise CliError(
                     f"the event stream of job {job_id} failed: {data.get('message')}",
@@ -237,9 +243,20 @@ def _follow(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, 
         time.sleep(RECONNECT_SECONDS)
 
 
-def _stream(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def follow_events(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The job's SSE events (with `params` as the stream's query) across reconnects, until
+    its `end` event."""
+    return _follow(client, job_id, params)
+
+
+def _stream(
+    client: httpx.Client, job_id: str, params: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    path = job_path(job_id, "/events")
     try:
-        with client.stream("GET", job_path(job_id, "/events"), timeout=None) as response:
+        with client.stream("GET", path, params=params, timeout=None) as response:
             if not response.is_success:
                 response.read()
                 raise CliError(_api_message(response), _exit_code_for(response.status_code))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,10 +17,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.progress import Progress
 
 from service.cli.common import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, err, out
-from service.jobs import load_job_types
-from service.migration.taskiq_redis_import import TASKIQ_GROUP, Source, TaskiqRedisImport
-from service.queue.connection import connect, make_queue
 from service.settings import get_settings
+
+if TYPE_CHECKING:
+    from service.migration.taskiq_redis_import import Source
+
+# taskiq-redis's default consumer group (service.migration.taskiq_redis_import.TASKIQ_GROUP,
+# not imported here: the job types and the queue layer it loads would slow every CLI command).
+DEFAULT_GROUP = "taskiq"
 
 EXIT_LEFT_BEHIND = 1
 
@@ -42,7 +46,7 @@ def add_import_command(sub: Any) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--list", metavar="NAME", help="a ListQueueBroker's queue_name")
     which.add_argument("--stream", metavar="NAME", help="a RedisStreamBroker's queue_name")
-    parser.add_argument("--group", default=TASKIQ_GROUP,
+    parser.add_argument("--group", default=DEFAULT_GROUP,
                         help="the stream's consumer group (default: %(default)s)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=500,
                         help="messages per enqueue (default: %(default)s)")  # fmt: skip
@@ -55,6 +59,8 @@ def cmd_import_taskiq_redis(args: argparse.Namespace) -> int:
     """Run the import (or the dry run); returns the exit status."""
     if args.batch < 1:
         raise CliError("--batch must be at least 1", EXIT_USAGE)
+    from service.migration.taskiq_redis_import import Source  # see DEFAULT_GROUP
+
     source = Source("list", args.list) if args.list else Source("stream", args.stream, args.group)
     try:
         return asyncio.run(_run(args, source))
@@ -65,6 +71,11 @@ def cmd_import_taskiq_redis(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, source: Source) -> int:
+    # Imported here, not at the top: see DEFAULT_GROUP.
+    from service.jobs import load_job_types
+    from service.migration.taskiq_redis_import import TaskiqRedisImport
+    from service.queue.connection import connect, make_queue
+
     settings = get_settings()
     registry = load_job_types(settings.extra_job_modules)
     source_redis = Redis.from_url(args.source_url)

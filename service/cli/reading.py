@@ -11,7 +11,6 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,18 +18,23 @@ import httpx
 from rich.cells import cell_len
 from rich.table import Table
 
-from service.cli.client import call, client_parent, job_path, make_client, print_json, report_end
+from service.cli.client import (
+    call,
+    client_parent,
+    follow_events,
+    job_path,
+    make_client,
+    print_json,
+    report_end,
+)
 from service.cli.common import EXIT_JOB_FAILED, EXIT_OK, out
-from service.queue.states import TERMINAL, JobState
+from service.queue.states import JobState
 
 PRIORITIES = ("low", "normal", "high", "critical")
 # GET /jobs answers at most this many jobs per page; `list --limit` beyond it follows the cursor.
 MAX_PAGE = 500
 # `list --limit` is capped so a typo cannot walk the whole queue (use the API's cursor for that).
 MAX_LIST = 100_000
-# `logs --follow` re-reads the job this often: a log line publishes no event, so the job's SSE
-# stream would not say when one arrived. Half a second feels live and costs one GET per tick.
-LOG_POLL_SECONDS = 0.5
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -120,7 +124,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         out.print("no matching jobs")
         return EXIT_OK
     rows = [
-        [job["id"], job["type"], job["status"], job["priority"],
+        [job["id"], job["type"], job["status"] + (" (reserved)" if job.get("reserved") else ""),
+         job["priority"],
          f"{job['attempts_made']}/{job['max_attempts']}", short_time(job["created_at"]),
          job["error"] or ""]
         for job in items
@@ -165,18 +170,6 @@ def cmd_types(args: argparse.Namespace) -> int:
 # --- logs ----------------------------------------------------------------------------------------
 
 
-def new_lines(seen: list[str], now: list[str]) -> list[str]:
-    """The lines of `now` after those already `seen`.
-
-    Both are the newest lines of one log (the API returns a window, oldest first), so `now`
-    starts with some tail of `seen`: the longest such overlap is what was printed already.
-    """
-    for overlap in range(min(len(seen), len(now)), 0, -1):
-        if seen[-overlap:] == now[:overlap]:
-            return now[overlap:]
-    return now
-
-
 def _print_line(line: str, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps({"event": "log", "line": line}) + "\n")
@@ -185,28 +178,34 @@ def _print_line(line: str, as_json: bool) -> None:
         out.print(line, markup=False, highlight=False)
 
 
-def _job_ticks(client: httpx.Client, job_id: str) -> Iterator[dict[str, Any]]:
-    """The job's detail now, then every LOG_POLL_SECONDS until it has ended."""
-    while True:
-        job = call(client, "GET", job_path(job_id))
-        yield job
-        if JobState(job["status"]) in TERMINAL:
-            return
-        time.sleep(LOG_POLL_SECONDS)
+def _final_detail(client: httpx.Client, job_id: str, end: dict[str, Any]) -> dict[str, Any]:
+    """The ended job's detail without its logs (what `--json` reports), or the stream's `end`
+    event when the job is gone already (retention may delete it as it ends)."""
+    response = client.get(job_path(job_id))
+    if not response.is_success:
+        return end
+    return {k: v for k, v in response.json().items() if k != "logs"}
 
 
 def follow_logs(client: httpx.Client, job_id: str, as_json: bool) -> int:
-    """Print log lines as they arrive until the job ends; exit as `watch` does."""
-    seen: list[str] = []
-    job: dict[str, Any] = {}
-    for job in _job_ticks(client, job_id):
-        for line in new_lines(seen, job["logs"]):
-            _print_line(line, as_json)
-        seen = job["logs"]
-    final = {k: v for k, v in job.items() if k != "logs"}
+    """Print the job's kept log lines, then each new one, until the job ends; exit as `watch`
+    does.
+
+    One event stream (`?logs=true`) carries both: the server subscribes before it reads the
+    kept lines and sends the last lines before `end`, numbering each line, so a line is
+    printed once even when a reconnect sends the kept lines again."""
+    printed = 0  # the number of the last line printed
+    final: dict[str, Any] = {}
+    for event, data in follow_events(client, job_id, {"logs": "true"}):
+        if event == "log" and int(data["index"]) > printed:
+            printed = int(data["index"])
+            _print_line(str(data["line"]), as_json)
+        elif event == "end":
+            final = data
+    final = _final_detail(client, job_id, final)
     if as_json:
         sys.stdout.write(json.dumps({"event": "end", "job": final}) + "\n")
-        return EXIT_OK if final["status"] == JobState.COMPLETED else EXIT_JOB_FAILED
+        return EXIT_OK if final.get("status") == JobState.COMPLETED else EXIT_JOB_FAILED
     return report_end(job_id, final)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from rich.table import Table
 
 from service.cli.client import _json_option, call, client_parent, make_client, print_json
 from service.cli.common import EXIT_OK, EXIT_USAGE, CliError, err, out
+from service.cli.reading import print_table
 
 
 def schedule_path(schedule_id: str, suffix: str = "") -> str:
@@ -132,13 +132,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(schedules)
         return EXIT_OK
-    table = Table("id", "type", "cadence", "next run (UTC)", "paused", "runs")
-    for s in schedules:
-        table.add_row(
-            s["id"], s["spec"]["type"], cadence_text(s["spec"]), next_run_text(s),
-            "yes" if s["paused"] else "no", str(s["runs"]),
-        )  # fmt: skip
-    out.print(table if schedules else "no schedules", highlight=False)
+    if not schedules:
+        out.print("no schedules", highlight=False)
+        return EXIT_OK
+    rows = [
+        [s["id"], s["spec"]["type"], cadence_text(s["spec"]), next_run_text(s),
+         "yes" if s["paused"] else "no", str(s["runs"])]
+        for s in schedules
+    ]  # fmt: skip
+    # The same borderless, terminal-wide table as `list` and `types`; the cadence gives way first.
+    print_table(["id", "type", "cadence", "next run (UTC)", "paused", "runs"], rows, 2)
     return EXIT_OK
 
 

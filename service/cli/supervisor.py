@@ -36,6 +36,9 @@ LOCAL_SHUTDOWN_GRACE_SECONDS = 0.0
 # as ECS gives a task (service.settings.HANDBACK_MARGIN_SECONDS).
 STOP_MARGIN_SECONDS = float(HANDBACK_MARGIN_SECONDS)
 READY_TIMEOUT_SECONDS = 30.0
+# A stop signal this soon after the first is the same Ctrl-C delivered twice (see _on_signal);
+# a person's second Ctrl-C comes later than this.
+DUPLICATE_SIGNAL_SECONDS = 1.0
 
 
 def ensure_api_key(settings: Settings) -> tuple[str, bool]:
@@ -76,6 +79,7 @@ class LocalStack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.valkey: Any = None
         self.stop = threading.Event()
+        self._first_signal_at = 0.0
 
     def run(self) -> int:
         """Start everything, wait for a signal or a child's death, stop everything."""
@@ -106,8 +110,15 @@ class LocalStack:
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
         # The first signal only asks for the ordered stop; a second one while it runs forces.
+        # One Ctrl-C can arrive twice: `uv run` (as `make run` starts us) passes on the SIGINT
+        # the terminal already sent its whole process group, us included. So a signal within
+        # DUPLICATE_SIGNAL_SECONDS of the first is that same Ctrl-C, not a second one.
+        now = time.monotonic()
         if self.stop.is_set():
-            raise ForcedStopError
+            if now - self._first_signal_at >= DUPLICATE_SIGNAL_SECONDS:
+                raise ForcedStopError
+            return
+        self._first_signal_at = now
         self.stop.set()
 
     def _prepare(self) -> tuple[str, bool]:

@@ -147,6 +147,18 @@ def running_jobs(workers: Sequence[WorkerInfo]) -> int:
     return sum(worker.running for worker in workers)
 
 
+def running_jobs_by_type(workers: Sequence[WorkerInfo]) -> dict[str, int] | None:
+    """Jobs whose code runs now per type, or None while any live worker predates that field
+    (its jobs could not be placed, and a split missing them would misreport every type)."""
+    total: dict[str, int] = {}
+    for worker in workers:
+        if worker.running_by_type is None:
+            return None
+        for job_type, running in worker.running_by_type.items():
+            total[job_type] = total.get(job_type, 0) + running
+    return total
+
+
 def live_tasks(workers: Sequence[WorkerInfo]) -> int:
     """Worker tasks with a live process: on ECS (awsvpc) each task has its own host name."""
     return len({worker.host for worker in workers})
@@ -171,7 +183,7 @@ async def collect(queue: JobQueue, period_seconds: float = 60.0) -> QueueSnapsho
         Groups(queue).stats(),
     )
     # Processing is what runs; the other leased jobs are reserved (prefetched, not started).
-    counts = leased_counts.with_running(running_jobs(workers))
+    counts = leased_counts.with_running(running_jobs(workers), running_jobs_by_type(workers))
     depth = counts.by_state.get(JobState.PENDING, 0)
     waits = [wait for wait, _ in samples]
     runs = [run for _, run in samples]

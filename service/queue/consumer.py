@@ -47,6 +47,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class JobStart:
+    """When the code of one attempt of a held job started (sent with the next renewal)."""
+
+    job_id: str
+    attempt: int
+    started_ms: int
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one attempt ended. `retry_delay_ms` < 0 means the failure must not be retried."""
 
@@ -55,6 +64,7 @@ class Outcome:
     payload: str  # result JSON when completed, else the error message
     traceback: str = ""
     retry_delay_ms: int = -1
+    started_ms: int | None = None  # when its code started (None: none ran)
 
 
 class FinishStatus:
@@ -168,6 +178,7 @@ class Consumer:
                 outcome.payload,
                 outcome.traceback,
                 outcome.retry_delay_ms,
+                "" if outcome.started_ms is None else outcome.started_ms,
             ]
         stats_minute = self.keys.stats_minute(now // 60_000)
         replies = await self.scripts.run(
@@ -175,14 +186,19 @@ class Consumer:
         )
         return [int(reply) for reply in replies]
 
-    async def renew(self, job_ids: Sequence[str]) -> list[str]:
-        """Extend the leases of `job_ids`; returns those this worker no longer holds."""
-        if not job_ids:
+    async def renew(self, job_ids: Sequence[str], starts: Sequence[JobStart] = ()) -> list[str]:
+        """Extend the leases of `job_ids` and record `starts` (jobs whose code started since the
+        last renewal); returns the jobs this worker no longer holds."""
+        if not job_ids and not starts:
             return []
         deadline = self._now() + self.lease_ms
-        lost: list[str] = await self.scripts.run(
-            "renew", {"worker_id": self.worker_id, "deadline_ms": deadline}, job_ids
-        )
+        more: list[ScriptArg] = []
+        for start in starts:
+            more += [start.job_id, start.attempt, start.started_ms]
+        args: dict[str, ScriptArg] = {
+            "worker_id": self.worker_id, "deadline_ms": deadline, "starts": len(starts)
+        }  # fmt: skip
+        lost: list[str] = await self.scripts.run("renew", args, [*more, *job_ids])
         return lost
 
     async def release(self, job_ids: Sequence[str]) -> int:
@@ -203,13 +219,16 @@ class Consumer:
         reply = await self.scripts.run("progress", args)
         return bool(reply)
 
-    async def log(self, job_id: str, line: str) -> None:
-        """Append a log line to the job (the oldest lines beyond the cap are dropped)."""
-        await self.scripts.run(
-            "log",
-            {"line": line, "lines_kept": self.queue.config.max_log_lines},
-            keys={"job": self.keys.job(job_id), "logs": self.keys.logs(job_id)},
+    async def log(self, job_id: str, line: str) -> int:
+        """Append a log line to the job (the oldest lines beyond the cap are dropped) and
+        publish it; returns its number (1 for the first), 0 when the job is gone."""
+        args: dict[str, ScriptArg] = {
+            "line": line, "lines_kept": self.queue.config.max_log_lines, "job_id": job_id
+        }  # fmt: skip
+        index: int = await self.scripts.run(
+            "log", args, keys={"job": self.keys.job(job_id), "logs": self.keys.logs(job_id)}
         )
+        return index
 
     async def sweep(self, lock_ms: int, worker_ttl_ms: int) -> SweepReport | None:
         """Run the sweeper if no other worker did within `lock_ms`; None when skipped."""

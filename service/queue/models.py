@@ -5,6 +5,7 @@ Loading and saving live in queue.py; these types never touch Redis.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -84,6 +85,8 @@ class Job(BaseModel):
     scheduled_for: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Leased (state processing) but its attempt's code has not started: prefetched by a worker.
+    reserved: bool = False
     progress: float = 0
     progress_message: str | None = None
     result: Any = None
@@ -126,15 +129,39 @@ class QueueCounts(BaseModel):
     oldest_pending_age_seconds: float
     # Leased jobs whose code has not started: prefetched, waiting in a worker for a free slot.
     reserved: int = 0
+    # The same per type (types with none are left out).
+    reserved_by_type: dict[str, int] = Field(default_factory=dict)
 
-    def with_running(self, running: int) -> QueueCounts:
+    def with_running(
+        self, running: int, running_by_type: Mapping[str, int] | None = None
+    ) -> QueueCounts:
         """These counts with the leased jobs split: `running` of them (the workers' heartbeats
-        say so) stay processing, the rest are reserved. A heartbeat is up to a period old, so
-        `running` is clamped to the leased jobs; by_type still counts leased jobs."""
+        say so) stay processing, the rest are reserved; per type likewise with
+        `running_by_type`. A heartbeat is up to a period old, so each running count is clamped
+        to the leased jobs it splits. Without `running_by_type` (workers older than it) by_type
+        keeps counting every leased job as processing."""
         leased = self.by_state.get(JobState.PROCESSING, 0) + self.reserved
         processing = max(0, min(running, leased))
         by_state = {**self.by_state, JobState.PROCESSING: processing}
-        return self.model_copy(update={"by_state": by_state, "reserved": leased - processing})
+        by_type, reserved_by_type = self.by_type, self.reserved_by_type
+        if running_by_type is not None:
+            by_type, reserved_by_type = {}, {}
+            for job_type, row in self.by_type.items():
+                type_leased = row.get(JobState.PROCESSING, 0) + self.reserved_by_type.get(
+                    job_type, 0
+                )
+                type_running = max(0, min(running_by_type.get(job_type, 0), type_leased))
+                by_type[job_type] = {**row, JobState.PROCESSING: type_running}
+                if type_leased > type_running:
+                    reserved_by_type[job_type] = type_leased - type_running
+        return self.model_copy(
+            update={
+                "by_state": by_state,
+                "reserved": leased - processing,
+                "by_type": by_type,
+                "reserved_by_type": reserved_by_type,
+            }
+        )
 
 
 class WorkerInfo(BaseModel):
@@ -153,6 +180,8 @@ class WorkerInfo(BaseModel):
     # prefetched but not started; a worker older than these fields reports its running ids only.
     running: int = 0
     reserved: int = 0
+    # `running` per job type; None from a worker older than this field.
+    running_by_type: dict[str, int] | None = None
     # The worker's own stall detector: it had room, due jobs were pending and it took none for
     # a while. `stalled` is the verdict at the last heartbeat; `stalls` counts them since start.
     stalled: bool = False

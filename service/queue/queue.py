@@ -263,6 +263,20 @@ class JobQueue:
             for job_id, row in zip(job_ids, rows, strict=True)
         ]
 
+    async def numbered_logs(self, job_id: str, after: int = 0) -> list[tuple[int, str]]:
+        """The job's kept log lines numbered after `after`, as (number, line), oldest first.
+
+        Numbers come from the hash's `logs_total` (what the `log` script publishes with each
+        line), read in one MULTI with the list so the two agree; a job logged before the
+        counter existed numbers its kept lines from 1."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.keys.job(job_id), "logs_total")
+        pipe.lrange(self.keys.logs(job_id), 0, -1)
+        total, lines = await self._guard(pipe.execute())
+        first = (int(total) if total else len(lines)) - len(lines) + 1
+        numbered = enumerate(lines, start=first)
+        return [(index, line) for index, line in numbered if index > after]
+
     async def logs(self, job_id: str, limit: int = 100) -> list[str]:
         """The newest `limit` log lines of a job, oldest first."""
         lines: list[str] = await self._guard(self.redis.lrange(self.keys.logs(job_id), -limit, -1))
@@ -340,8 +354,10 @@ class JobQueue:
         """A page of sorted sets merged, after (score, member) `cursor`: stable while jobs come
         and go."""
         after = _decode_cursor(cursor)
+        if len(keys) == 1:  # ties (a bulk's one due ms, a finish batch's one ms) cost nothing
+            rows = await self.page_of(keys[0], after, limit + 1, newest_first)
         fetch = limit + 1
-        while True:
+        while len(keys) > 1:
             fetched = await self._range_merged(keys, after, fetch, newest_first)
             rows = fetched
             if after is not None:
@@ -352,6 +368,26 @@ class JobQueue:
         page = rows[:limit]
         next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
         return [member for member, _ in page], next_cursor
+
+    async def page_of(
+        self,
+        key: str,
+        after: tuple[float, str] | None,
+        count: int,
+        newest_first: bool,
+        bounds: tuple[str, str] = ("-inf", "+inf"),
+    ) -> list[tuple[str, float]]:
+        """Up to `count` (member, score) rows of one sorted set after the `after` cursor, with
+        min <= score <= max (`bounds`): O(log n + count) however many rows tie with the
+        cursor's score (lua/page-1.lua)."""
+        args: dict[str, ScriptArg] = {
+            "after_score": "" if after is None else f"{after[0]:.0f}",
+            "after_member": "" if after is None else after[1],
+            "reverse": 1 if newest_first else 0,
+            "min_score": bounds[0], "max_score": bounds[1], "count": count,
+        }  # fmt: skip
+        flat: list[str] = await self._guard(self.scripts.run("page", args, keys={"index": key}))
+        return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def _range_merged(
         self, keys: list[str], after: tuple[float, str] | None, count: int, newest_first: bool
@@ -381,9 +417,10 @@ class JobQueue:
 
     async def _list_active(self, limit: int, cursor: str | None) -> Page[Job]:
         # The active set is scored by lease deadline, not start: it is bounded by total worker
-        # concurrency, so reading it whole and sorting by start time is cheap.
+        # concurrency, so reading it whole and sorting by start time is cheap. Reserved jobs
+        # (prefetched, no start yet) come after the running ones, by creation.
         ids: list[str] = await self._guard(self.redis.zrange(self.keys.active, 0, 9_999))
-        jobs = sorted(await self.get_many(ids), key=lambda job: (job.started_at, job.id))
+        jobs = sorted(await self.get_many(ids), key=_active_order)
         offset = _decode_offset(cursor)
         page = jobs[offset : offset + limit]
         more = offset + limit < len(jobs)
@@ -746,6 +783,14 @@ def parse_event(message: dict[str, Any] | None) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) and isinstance(payload.get("state"), str) else None
 
 
+def _active_order(job: Job) -> tuple[bool, datetime, str]:
+    """Running jobs by start, then reserved ones by creation (a reserved job may carry an
+    earlier attempt's start)."""
+    if job.reserved or job.started_at is None:
+        return True, job.created_at, job.id
+    return False, job.started_at, job.id
+
+
 def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
     message = json.loads(row["msg"])
     labels = message.get("labels", {})
@@ -768,6 +813,8 @@ def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
         scheduled_for=from_ms(row.get("due", row["created"])),
         started_at=from_ms(row.get("started")),
         finished_at=from_ms(row.get("finished")),
+        # dequeue writes no start: the worker records it when the attempt's code starts.
+        reserved=row["state"] == JobState.PROCESSING and "attempt_started" not in row,
         progress=float(row.get("progress", 0)),
         progress_message=row.get("progress_msg") or None,
         result=json.loads(result) if result else None,
@@ -828,6 +875,7 @@ def _worker_from_hash(row: dict[str, str]) -> WorkerInfo:
         current_jobs=current,
         running=int(row.get("running", len(current))),
         reserved=int(row.get("reserved", 0)),
+        running_by_type=json.loads(row["running_types"]) if "running_types" in row else None,
         stalled=row.get("stalled", "0") == "1",
         stalls=int(row.get("stalls", 0)),
     )

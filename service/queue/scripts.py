@@ -86,7 +86,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
               "logs_prefix", "samples", "stats_minute", *_EVENTS, "dedupe_prefix", "sequence",
               *GROUP_KEYS),
         args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
-        more_args="5 per job: id, outcome, payload, traceback, retry delay ms",
+        more_args="6 per job: id, outcome, payload, traceback, retry delay ms, start ms",
     ),
     "delete": ScriptDeclaration(
         keys=("job_prefix", "completed", "failed", "cancelled", "expiry", "type_index_prefix",
@@ -110,11 +110,17 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         keys=("job_prefix", "pending", "lanes", "lane_prefix", "sequence", *GROUP_KEYS),
         args=("job_id", "priority"),
     ),
-    "log": ScriptDeclaration(keys=("job", "logs"), args=("line", "lines_kept")),
+    "log": ScriptDeclaration(
+        keys=("job", "logs", "events_prefix"), args=("line", "lines_kept", "job_id")
+    ),
     "oldest-pending": ScriptDeclaration(
         keys=("pending", "job_prefix", "lanes", "lane_prefix", "groups_pending"),
         args=(),
         more_args="a score range per priority",
+    ),
+    "page": ScriptDeclaration(
+        keys=("index",),
+        args=("after_score", "after_member", "reverse", "min_score", "max_score", "count"),
     ),
     "progress": ScriptDeclaration(
         keys=("job_prefix", "active", *_EVENTS),
@@ -127,7 +133,9 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         more_args="job ids",
     ),
     "renew": ScriptDeclaration(
-        keys=("active", "job_prefix"), args=("worker_id", "deadline_ms"), more_args="job ids"
+        keys=("active", "job_prefix"),
+        args=("worker_id", "deadline_ms", "starts"),
+        more_args="3 per started job: id, attempt, start ms; then job ids",
     ),
     "retry": ScriptDeclaration(
         keys=("job_prefix", "failed", "cancelled", "pending", "marker", "sequence",

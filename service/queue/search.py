@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service.queue.models import Job, Page
-from service.queue.queue import MAX_PAGE, JobQueue, _decode_cursor, _encode_cursor, _is_after
+from service.queue.queue import MAX_PAGE, JobQueue, _decode_cursor, _encode_cursor
 from service.queue.states import JobState, Priority
 
 # Index entries read per call when a filter may drop some: bounds the cost of a text search
@@ -153,63 +153,15 @@ async def _index_rows(
 ) -> list[Row]:
     """Up to `count` entries of one type index past `after`, within the time range.
 
-    Entries tied with the cursor's score are skipped by rank when the cursor's job is still
-    in the index (one ZREVRANK/ZCOUNT), so a bulk enqueue sharing one millisecond costs no
-    rescans; when it has gone, the tied entries are read and filtered instead.
+    One script call, O(log n + count): the entries tied with the cursor's score (a bulk
+    enqueue shares one millisecond) are skipped by rank, whether or not the cursor's job is in
+    this index (lua/page-1.lua), so no page costs more as the queue grows.
     """
-    key = queue.keys.type_index(job_type)
-    high = "+inf" if where.until_ms is None else str(where.until_ms)
     low = "-inf" if where.since_ms is None else str(where.since_ms)
-    skip = 0
-    if after is not None:
-        score = after[0]
-        bound = f"{score:.0f}"
-        if newest_first and (where.until_ms is None or score <= where.until_ms):
-            high = bound
-            skip = await _tied_before(queue, key, after, newest_first)
-        elif not newest_first and (where.since_ms is None or score >= where.since_ms):
-            low = bound
-            skip = await _tied_before(queue, key, after, newest_first)
-        else:
-            after = None  # the cursor lies outside the time range: start at its edge
-    fetch = count + (skip if skip >= 0 else 0)
-    while True:
-        if newest_first:
-            raw = await queue._guard(
-                queue.redis.zrevrangebyscore(key, high, low, start=0, num=fetch, withscores=True)
-            )
-        else:
-            raw = await queue._guard(
-                queue.redis.zrangebyscore(key, low, high, start=0, num=fetch, withscores=True)
-            )
-        rows = [(m, float(s)) for m, s in raw]
-        if after is not None:
-            rows = (
-                rows[skip:] if skip >= 0 else [r for r in rows if _is_after(r, after, newest_first)]
-            )
-        if len(rows) >= count or len(raw) < fetch:
-            return rows[:count]
-        fetch *= 2  # the cursor's job has gone and ties with its score were filtered out
-
-
-async def _tied_before(
-    queue: JobQueue, key: str, after: tuple[float, str], newest_first: bool
-) -> int:
-    """How many entries with the cursor's score come up to and including the cursor's job in
-    this order, or -1 when that job is not in this index at that score."""
-    score, member = after
-    pipe = queue.redis.pipeline(transaction=False)
-    pipe.zscore(key, member)
-    if newest_first:
-        pipe.zrevrank(key, member)
-        pipe.zcount(key, f"({score:.0f}", "+inf")
-    else:
-        pipe.zrank(key, member)
-        pipe.zcount(key, "-inf", f"({score:.0f}")
-    found, rank, before = await queue._guard(pipe.execute())
-    if found is None or float(found) != score or rank is None:
-        return -1
-    return int(rank) - int(before) + 1
+    high = "+inf" if where.until_ms is None else str(where.until_ms)
+    return await queue.page_of(
+        queue.keys.type_index(job_type), after, count, newest_first, (low, high)
+    )
 
 
 def parse_time(value: str) -> int:

@@ -5,6 +5,7 @@ is away."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -93,7 +94,12 @@ class FinishBatcher:
 
 
 def outcome_of(held: Held) -> Outcome:
-    """The finish to record for a job, from its taskiq result."""
+    """The finish to record for a job, from its taskiq result, with when its code started
+    (the finish records the start when no renewal did yet)."""
+    return dataclasses.replace(_outcome_of_result(held), started_ms=held.started_ms)
+
+
+def _outcome_of_result(held: Held) -> Outcome:
     job_id = held.delivery.job_id
     result = held.result
     if result is None or held.message is None:

@@ -17,7 +17,7 @@ from typing import Any
 from taskiq.message import TaskiqMessage
 from taskiq.result import TaskiqResult
 
-from service.queue.consumer import Delivery
+from service.queue.consumer import Delivery, JobStart
 
 
 class HeldState(enum.Enum):
@@ -42,6 +42,7 @@ class Held:
     message: TaskiqMessage | None = None
     task: asyncio.Task[Any] | None = None
     result: TaskiqResult[Any] | None = None
+    started_ms: int | None = None  # when its code started (sent with a renewal or its finish)
 
 
 class Holdings:
@@ -50,6 +51,9 @@ class Holdings:
     def __init__(self) -> None:
         self._jobs: dict[str, Held] = {}
         self._buffer: deque[Delivery] = deque()
+        # Starts the lease keeper has not sent yet, by job id. Written on the event loop, read
+        # and trimmed on the lease keeper's thread: single dict operations, atomic under the GIL.
+        self._unsent_starts: dict[str, JobStart] = {}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -79,11 +83,31 @@ class Holdings:
         """How many held jobs are in `state`."""
         return sum(1 for held in self._jobs.values() if held.state is state)
 
+    def starts_now(self) -> list[JobStart]:
+        """Starts not yet sent, safe to read from the lease keeper's thread (as `ids_now`)."""
+        return list(self._unsent_starts.copy().values())
+
+    def starts_sent(self, starts: list[JobStart]) -> None:
+        """These starts are recorded in Redis (called on the lease keeper's thread)."""
+        for start in starts:
+            # Only that attempt's: a new attempt of the job may have started meanwhile.
+            if self._unsent_starts.get(start.job_id) == start:
+                self._unsent_starts.pop(start.job_id, None)
+
     def started_and_reserved(self) -> tuple[int, int]:
         """Held jobs whose code has started (running or ending), and those not started yet
         (buffered or handed out): what the heartbeat reports as running and reserved."""
         started = sum(1 for held in self._jobs.values() if held.state in STARTED)
         return started, len(self._jobs) - started
+
+    def started_by_type(self) -> dict[str, int]:
+        """Held jobs whose code has started, per job type (the heartbeat's `running_types`)."""
+        by_type: dict[str, int] = {}
+        for held in self._jobs.values():
+            if held.state in STARTED and held.message is not None:
+                name = held.message.task_name
+                by_type[name] = by_type.get(name, 0) + 1
+        return by_type
 
     @property
     def buffered(self) -> int:
@@ -94,6 +118,7 @@ class Holdings:
         """Jobs just dequeued: held, and buffered until taken."""
         for delivery in jobs:
             self._jobs[delivery.job_id] = Held(delivery)
+            self._unsent_starts.pop(delivery.job_id, None)
         self._buffer.extend(jobs)
 
     def take(self, max_jobs: int) -> list[Delivery]:
@@ -103,10 +128,19 @@ class Holdings:
             self._jobs[delivery.job_id].state = HeldState.HANDED_OUT
         return taken
 
-    def started(self, job_id: str, message: TaskiqMessage, task: asyncio.Task[Any] | None) -> Held:
-        """The job's code starts in `task`; the caller checked that the job is held."""
+    def started(
+        self,
+        job_id: str,
+        message: TaskiqMessage,
+        task: asyncio.Task[Any] | None,
+        started_ms: int,
+    ) -> Held:
+        """The job's code starts in `task` at `started_ms`; the caller checked that the job is
+        held. The start goes to Redis with the next renewal (or the job's finish)."""
         held = self._jobs[job_id]
         held.message, held.task, held.state = message, task, HeldState.RUNNING
+        held.started_ms = started_ms
+        self._unsent_starts[job_id] = JobStart(job_id, held.delivery.attempt, started_ms)
         return held
 
     def ended(self, job_id: str, result: TaskiqResult[Any]) -> None:
@@ -128,3 +162,4 @@ class Holdings:
         """
         if self._jobs.get(held.delivery.job_id) is held:
             del self._jobs[held.delivery.job_id]
+            self._unsent_starts.pop(held.delivery.job_id, None)

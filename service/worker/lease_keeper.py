@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from service.queue.connection import connect
-from service.queue.consumer import Consumer
+from service.queue.consumer import Consumer, JobStart
 from service.queue.queue import JobQueue
 from service.settings import Settings
 
@@ -44,6 +44,8 @@ class LeaseKeeper:
         *,
         on_lost: Callable[[list[str]], None],
         on_cycle: Callable[[], None] = lambda: None,
+        starts: Callable[[], list[JobStart]] = list,
+        on_starts_sent: Callable[[list[JobStart]], None] = lambda _: None,
     ) -> None:
         self.settings = settings
         self.keys, self.config, self.clock = queue.keys, queue.config, queue.clock
@@ -54,6 +56,9 @@ class LeaseKeeper:
         # Called on this thread before every renewal, whatever the event loop is doing: the
         # container health record is written from here (a hogged loop is not a dead process).
         self._on_cycle = on_cycle
+        # Jobs whose code started since the last renewal, and what to tell once they are
+        # recorded: the start rides on the renewal, so it costs no round trip (both on this thread).
+        self._starts, self._on_starts_sent = starts, on_starts_sent
         self._wake = threading.Event()
         self._stopped = False
         self._deadline: float | None = None
@@ -109,11 +114,13 @@ class LeaseKeeper:
                 next_renewal = now + self.interval
 
     async def _renew(self, consumer: Consumer) -> None:
+        starts = self._starts()
         try:
-            lost = await consumer.renew(self._held())
+            lost = await consumer.renew(self._held(), starts)
         except Exception:  # Redis down: the next renewal tries again; leases have slack
             log.exception("could not renew leases")
             return
+        self._on_starts_sent(starts)
         if lost:
             self._on_lost(lost)
 

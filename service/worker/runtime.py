@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -108,6 +109,8 @@ class WorkerRuntime:
             self.held.ids_now,
             on_lost=self._lost_from_thread,
             on_cycle=self._record_health,
+            starts=self.held.starts_now,
+            on_starts_sent=self.held.starts_sent,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = WorkerStats(started_ms=now_ms(queue.clock))
@@ -286,7 +289,9 @@ class WorkerRuntime:
         """The job's task is about to run: remember it (for cancel) and give it its context."""
         if self.held.get(message.task_id) is None:
             return
-        held = self.held.started(message.task_id, message, asyncio.current_task())
+        held = self.held.started(
+            message.task_id, message, asyncio.current_task(), now_ms(self.consumer.queue.clock)
+        )
         current_job.set(
             JobContext(
                 job_id=message.task_id,
@@ -387,6 +392,7 @@ class WorkerRuntime:
             # its leased jobs are "reserved" (prefetched). Counted here, so no job pays for it.
             "running": started,
             "reserved": reserved,
+            "running_types": json.dumps(self.held.started_by_type()),  # by_type's split
             "stalled": "1" if stalled else "0",
             "stalls": self.stall_detector.stalls,
         }

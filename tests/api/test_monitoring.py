@@ -161,7 +161,9 @@ async def test_workers_lists_live_heartbeats(client: httpx.AsyncClient, queue: J
         {
             "id": "w-1", "host": "box", "pid": 42, "started_at": "2023-11-14T22:13:20Z",
             "last_heartbeat": "2023-11-14T22:13:25Z", "processed": 7, "failed": 1,
-            "concurrency": 10, "current_jobs": ["abc"], "stalled": True, "stalls": 2,
+            "concurrency": 10, "current_jobs": ["abc"],
+            # A heartbeat without running/reserved (an older worker): its running ids count.
+            "running": 1, "reserved": 0, "stalled": True, "stalls": 2,
         }
     ]  # fmt: skip
 

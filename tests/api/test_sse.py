@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from sse_starlette import ServerSentEvent
 
 from service.api.events import job_event_stream
+from service.queue.consumer import Consumer, Outcome
 from service.queue.keys import QueueKeys
 from service.queue.models import JobSpec
 from service.queue.queue import JobQueue
@@ -150,3 +151,53 @@ async def test_redis_down_before_subscribing_sends_one_error_event(queue_name: s
 
 async def _collect(stream: AsyncIterator[ServerSentEvent]) -> list[ServerSentEvent]:
     return [event async for event in stream]
+
+
+async def collect_stream(queue: JobQueue, job_id: str, logs: bool) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    events = []
+    async for event in job_event_stream(queue, job_id, max_seconds=30, poll_seconds=5, logs=logs):
+        assert isinstance(event, ServerSentEvent)
+        events.append((str(event.event), json.loads(str(event.data))))
+    return events
+
+
+async def test_log_lines_reach_the_stream_once_each_in_order_and_before_the_end(
+    queue: JobQueue, redis: Redis
+) -> None:
+    """Lines logged before the stream opened come first, then each new one as it is logged,
+    one that a dropped pub/sub message missed is filled in from the list, and the last line,
+    logged right before the finish, comes before `end`."""
+    consumer = Consumer(queue, "w1", 30)
+    job_id = (await queue.enqueue(JobSpec(type="noop"))).job.id
+    await consumer.dequeue(1)
+    assert [await consumer.log(job_id, f"line {n}") for n in (1, 2)] == [1, 2]
+    stream = asyncio.create_task(collect_stream(queue, job_id, logs=True))
+    await asyncio.sleep(0.3)  # subscribed, and the kept lines sent
+    await consumer.log(job_id, "line 3")
+    # Line 4 is stored but its message is lost (as on a pub/sub reconnect); line 5 reveals it.
+    await redis.rpush(queue.keys.logs(job_id), "line 4")
+    await redis.hincrby(queue.keys.job(job_id), "logs_total", 1)
+    await consumer.log(job_id, "line 5")
+    await consumer.log(job_id, "line 6")
+    await consumer.finish_many([Outcome(job_id, True, "null")])
+    events = await asyncio.wait_for(stream, 10)
+    lines = [(data["index"], data["line"]) for name, data in events if name == "log"]
+    assert lines == [(n, f"line {n}") for n in range(1, 7)]
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "completed"
+    assert [name for name, _ in events].index("end") == len(events) - 1
+
+
+async def test_without_logs_the_stream_sends_only_new_lines(queue: JobQueue) -> None:
+    consumer = Consumer(queue, "w1", 30)
+    job_id = (await queue.enqueue(JobSpec(type="noop"))).job.id
+    await consumer.dequeue(1)
+    await consumer.log(job_id, "before")
+    stream = asyncio.create_task(collect_stream(queue, job_id, logs=False))
+    await asyncio.sleep(0.3)
+    await consumer.log(job_id, "after")
+    await consumer.finish_many([Outcome(job_id, True, "null")])
+    events = await asyncio.wait_for(stream, 10)
+    assert [(name, data.get("line")) for name, data in events if name != "status"] == [
+        ("log", "after"),
+        ("end", None),
+    ]

@@ -274,6 +274,26 @@ def test_logs_follow_prints_new_lines_and_ends_with_the_job(
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("probe_worker")
+@pytest.mark.parametrize("follow_from", ["before", "midway"])
+def test_logs_follow_prints_every_line_once_including_the_last_one_before_the_end(
+    env: dict[str, str], api: httpx.Client, follow_from: str
+) -> None:
+    """A job logs 8 lines 0.3 s apart, the last right before it returns; a follower started
+    before it runs, or while it runs, prints each exactly once and in order, then the end
+    (before: polling every 0.5 s could miss the last line, or print none of it)."""
+    job = enqueue(env, "chatty", "--data", '{"lines": 8, "pause_seconds": 0.3}')
+    if follow_from == "midway":
+        wait_for(api, job["id"], lambda j: len(j["logs"]) >= 3)
+    result = run_cli("logs", job["id"], "--follow", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        *(f"line {n}" for n in range(1, 9)),
+        f'job {job["id"]} completed: {{"lines": 8}}',
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("probe_worker")
 def test_logs_follow_json_is_one_event_per_line(env: dict[str, str], api: httpx.Client) -> None:
     job = enqueue(env, "probe", "--data", '{"seconds": 1}')
     result = run_cli("logs", job["id"], "-f", "--json", env=env)
@@ -299,7 +319,7 @@ def test_logs_follow_of_a_cancelled_job_prints_its_last_line_and_exits_1(
         text=True,
     )  # fmt: skip
     try:
-        time.sleep(1)  # following now (it prints what is there, then polls)
+        time.sleep(1)  # following now (it printed what is there, and reads the event stream)
         assert api.delete(f"/jobs/{job['id']}").status_code == 200
         stdout, stderr = follower.communicate(timeout=30)
     finally:

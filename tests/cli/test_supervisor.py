@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from api_harness import API_KEY, BIN, delete_queue_sync, free_port, unique_queue
+from api_harness import API_KEY, BIN, ROOT, delete_queue_sync, free_port, unique_queue
 
 from service.queue.keys import QueueKeys
 
@@ -31,10 +31,13 @@ def run_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**env, "DATA_DIR": str(tmp_path / ".jobqueue"), "WORKER_COUNT": "1", **extra}
 
 
-def start_run(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`jobqueue run` as a terminal starts it: the leader of its own process group."""
+def start_run(
+    tmp_path: Path, env: dict[str, str], launcher: list[str] | None = None
+) -> subprocess.Popen[str]:
+    """`jobqueue run` (behind `launcher`) as a terminal starts it: the leader of its own
+    process group."""
     return subprocess.Popen(
-        [JOBQUEUE, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        [*(launcher or []), JOBQUEUE, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 
@@ -97,13 +100,17 @@ def run_queue(redis_url: str) -> Iterator[str]:
     delete_queue_sync(redis_url, name)
 
 
+@pytest.mark.parametrize("launcher", ["jobqueue", "uv run"])
 def test_ctrl_c_hands_running_jobs_back_at_once_and_stops_in_order(
-    tmp_path: Path, redis_url: str, run_queue: str
+    tmp_path: Path, redis_url: str, run_queue: str, launcher: str
 ) -> None:
+    """Run directly, and as `make run` runs it (`uv run`, which passes the group's SIGINT on
+    once more: before, that duplicate read as a second Ctrl-C and killed everything)."""
     port = free_port()
     env = run_env(tmp_path, REDIS_URL=redis_url, QUEUE_NAME=run_queue, KEY_PREFIX="jqtest",
                   API_KEYS=API_KEY, PORT=str(port), LEASE_SECONDS="60")  # fmt: skip
-    process = start_run(tmp_path, env)
+    uv = ["uv", "run", "--no-sync", "--project", str(ROOT)] if launcher == "uv run" else []
+    process = start_run(tmp_path, env, uv)
     try:
         read_until_banner(process)
         base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}

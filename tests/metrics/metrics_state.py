@@ -84,7 +84,9 @@ async def build_known_state(queue: JobQueue, clock: FakeClock) -> KnownState:
         clock.set(a + i)
         [delivery], _ = await consumer.dequeue(1)
         clock.set(a + i + i / 10)
-        await consumer.finish_many([Outcome(delivery.job_id, True, "null")])
+        # As a worker does: the finish carries when the job's code started (dequeue writes none).
+        started = int((a + i) * 1000)
+        await consumer.finish_many([Outcome(delivery.job_id, True, "null", started_ms=started)])
     clock.set(a + 10)
     await queue.enqueue_many([spec("delta"), spec("delta"), spec("delta", attempts=3)])
     deliveries, _ = await consumer.dequeue(3)

@@ -18,7 +18,7 @@ from service.queue.scripts import DECLARATIONS, LUA_DIR
 # `KEYS[3]  delayed` / `ARGV[2] now_ms`: an entry of a header, named by its first word.
 ENTRY = re.compile(r"\b(KEYS|ARGV)\[(\d+)(\.\.)?\]\s+([a-z_]*)")
 # Keys a call supplies itself (they depend on the job or the minute), not QueueKeys properties.
-PER_CALL_KEYS = {"job", "logs", "stats_minute"}
+PER_CALL_KEYS = {"job", "logs", "stats_minute", "index"}
 
 
 def header(path: Path) -> str:

@@ -40,3 +40,20 @@ async def hog(payload: ProbePayload, job: JobContext) -> dict[str, int]:
     while time.monotonic() < until:
         spins += 1
     return {"pid": os.getpid(), "spins": spins}
+
+
+class ChattyPayload(BaseModel):
+    """How many lines to log and the pause after each but the last."""
+
+    lines: int = 5
+    pause_seconds: float = 0.3
+
+
+@job_type("chatty", ChattyPayload)
+async def chatty(payload: ChattyPayload, job: JobContext) -> dict[str, int]:
+    """Log `line 1` .. `line N` with a pause between them; the last right before it returns."""
+    for number in range(1, payload.lines + 1):
+        await job.log(f"line {number}")
+        if number < payload.lines:
+            await asyncio.sleep(payload.pause_seconds)
+    return {"lines": payload.lines}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sse_starlette import EventSourceResponse
 
 from service.api.deps import Authenticated, QueueDep, SettingsDep
@@ -46,7 +46,7 @@ IDEMPOTENT_OK: dict[int | str, dict[str, Any]] = {
 SSE_OK: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        "description": "`status` and `progress` events, then `end` with the finished job.",
+        "description": "`status`, `progress` and `log` events, then `end` with the finished job.",
     }
 }
 
@@ -151,16 +151,22 @@ async def job_events(
     id: JobId,
     queue: QueueDep,
     settings: SettingsDep,
+    logs: Annotated[
+        bool,
+        Query(description="Send the job's kept log lines first, and every line exactly once."),
+    ] = False,
 ) -> EventSourceResponse:
     """Server-Sent Events: the current status, then every change, until the job ends.
 
     Events: `status` {id, status, progress, message}, `progress` {id, status, progress,
-    message}, then `end` with the finished job. `error` {code, message, details} ends the
-    stream early when Redis goes away; so does the time limit: reconnect in both cases.
+    message}, `log` {id, index, line} (index counts the job's lines from 1), then `end` with
+    the finished job. `error` {code, message, details} ends the stream early when Redis goes
+    away; so does the time limit: reconnect in both cases (with `logs`, drop lines whose index
+    you printed already).
     """
     await queue.get(id)  # 404 before the stream starts, not inside it
     return EventSourceResponse(
-        job_event_stream(queue, id, settings.sse_max_seconds, settings.sse_ping_seconds),
+        job_event_stream(queue, id, settings.sse_max_seconds, settings.sse_ping_seconds, logs),
         # Not int(): a sub-second setting would become 0, which turns pings off altogether.
         ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

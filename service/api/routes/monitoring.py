@@ -108,7 +108,7 @@ def _add_state_list(path_word: str, state: JobState, order: str) -> None:
 
 for _word, _state, _order in (
     ("pending", JobState.PENDING, "in the order they will run"),
-    ("active", JobState.PROCESSING, "by start time"),
+    ("active", JobState.PROCESSING, "running ones by start time, then reserved ones"),
     ("delayed", JobState.DELAYED, "by due time"),
     ("completed", JobState.COMPLETED, "newest first"),
     ("failed", JobState.FAILED, "newest first"),

@@ -43,6 +43,7 @@ class JobSummary(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    reserved: bool = Field(description="Processing, but prefetched: its code has not started.")
     runs_at: datetime | None = Field(description="When a delayed job becomes due.")
     error: str | None = Field(description=f"A failed job's error, cut to {ERROR_CHARS} chars.")
     wait_ms: int | None = Field(description="Due to start (or until now, still waiting).")
@@ -53,9 +54,10 @@ class JobSummary(BaseModel):
     def from_job(cls, job: Job, now: int) -> JobSummary:
         """The list row of a queue-layer job at `now` (epoch ms)."""
         due = _ms(job.scheduled_for)
-        started = _ms(job.started_at) if job.started_at else None
+        # A reserved job still waits (in its worker); an earlier attempt's start does not count.
+        started = _ms(job.started_at) if job.started_at and not job.reserved else None
         finished = _ms(job.finished_at) if job.finished_at else None
-        waiting = job.state in (JobState.PENDING, JobState.DELAYED)
+        waiting = job.state in (JobState.PENDING, JobState.DELAYED) or job.reserved
         wait_end = started if started is not None else (now if waiting else None)
         run_end = finished if finished is not None else now
         return cls(
@@ -68,6 +70,7 @@ class JobSummary(BaseModel):
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            reserved=job.reserved,
             runs_at=job.scheduled_for if job.state is JobState.DELAYED else None,
             error=job.error[:ERROR_CHARS] if job.error else None,
             wait_ms=max(0, wait_end - due) if wait_end is not None else None,

@@ -212,15 +212,17 @@ end
 local out = {-1}
 for _, job_id in ipairs(chosen) do
   local job_key = job_prefix .. job_id
-  local fields = rcall("HMGET", job_key, "type", "msg", "started", "pending_since", "group")
+  local fields = rcall("HMGET", job_key, "type", "msg", "pending_since", "group")
   -- A grouped job started from a type lane counts in its group's running jobs all the same.
-  if fields[5] and not served[job_id] then
-    rcall("HINCRBY", g.state, "running|" .. fields[5], 1)
-    rcall("ZADD", g.index, "NX", 0, fields[5])
+  if fields[4] and not served[job_id] then
+    rcall("HINCRBY", g.state, "running|" .. fields[4], 1)
+    rcall("ZADD", g.index, "NX", 0, fields[4])
   end
   local attempt = rcall("HINCRBY", job_key, "attempts", 1)
-  rcall("HSET", job_key, "state", "processing", "worker", worker, "attempt_started", now)
-  if not fields[3] then rcall("HSET", job_key, "started", now) end
+  rcall("HSET", job_key, "state", "processing", "worker", worker)
+  -- No start time: the job may wait in the worker (prefetched) before its code runs; the
+  -- worker sends the real one with its next renewal or its finish. A previous attempt's goes.
+  rcall("HDEL", job_key, "attempt_started")
   rcall("ZADD", KEYS[3], now + lease, job_id)
   count(type_counts, fields[1], "pending", -1)
   count(type_counts, fields[1], "processing", 1)
@@ -229,7 +231,7 @@ for _, job_id in ipairs(chosen) do
   out[#out + 1] = job_id
   out[#out + 1] = fields[2]
   out[#out + 1] = attempt
-  out[#out + 1] = fields[4] or now
+  out[#out + 1] = fields[3] or now
 end
 
 -- A full batch may have left work behind: pass the wake-up on to the next idle worker.

@@ -13,8 +13,10 @@ KEYS[19] sequence      KEYS[20] group_prefix  KEYS[21] groups       KEYS[22] gro
 KEYS[23] groups_held   KEYS[24] group_state   KEYS[25] groups_pending
 ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
 ARGV[5] samples_kept
-then per job, 5 entries: job id, "completed" | "failed", result JSON (completed) or error
-message (failed), traceback, retry delay ms (-1 = do not retry).
+then per job, 6 entries: job id, "completed" | "failed", result JSON (completed) or error
+message (failed), traceback, retry delay ms (-1 = do not retry), start ms (when its code
+started; "" when none ran). A start the renewal did not record yet is recorded here: `dequeue`
+writes none (docs/queue.md, "Processing and reserved").
 Returns per job: 0 stale, 1 completed, 2 retry scheduled, 3 failed.
 ]]
 local worker, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -24,12 +26,17 @@ local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
   type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13],
   dedupe_prefix = KEYS[18]}
 
-local function finish_one(job_id, outcome, payload, trace, delay)
+local function finish_one(job_id, outcome, payload, trace, delay, start)
   local job_key = KEYS[1] .. job_id
   local fields = rcall("HMGET", job_key, "worker", "type", "attempts", "max_attempts",
     "keep_completed", "keep_failed", "pending_since", "attempt_started", "group")
   if fields[1] ~= worker or not rcall("ZSCORE", KEYS[2], job_id) then return 0 end
 
+  if start ~= "" and not fields[8] then
+    rcall("HSET", job_key, "attempt_started", start)
+    rcall("HSETNX", job_key, "started", start)
+    fields[8] = start
+  end
   local job_type = fields[2]
   rcall("ZREM", KEYS[2], job_id)
   count(KEYS[8], job_type, "processing", -1)
@@ -68,9 +75,9 @@ local function finish_one(job_id, outcome, payload, trace, delay)
 end
 
 local statuses = {}
-for i = 6, #ARGV, 5 do
+for i = 6, #ARGV, 6 do
   statuses[#statuses + 1] = finish_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-    tonumber(ARGV[i + 4]))
+    tonumber(ARGV[i + 4]), ARGV[i + 5])
 end
 rcall("EXPIRE", stats, ARGV[4])
 rcall("LTRIM", KEYS[14], 0, tonumber(ARGV[5]) - 1)

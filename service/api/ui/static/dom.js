@@ -85,6 +85,14 @@ export function badge(state) {
   return h("span", { class: `badge state-${state}` }, state);
 }
 
+/** A job's status badge, marked "reserved" when it is leased but its code has not started. */
+export function jobBadge(job) {
+  const state = jobState(job);
+  if (!job.reserved) return badge(state);
+  return h("span", { class: "job-state" }, badge(state), " ",
+    h("span", { class: "badge state-reserved", "data-testid": "reserved", title: "prefetched by a worker, waiting for a free slot: its code has not started" }, "reserved"));
+}
+
 /** A short form of a job id for tables (the full id is in the link's title). */
 export function shortId(id) {
   return id.length > 12 ? `${id.slice(0, 12)}…` : id;

@@ -4,7 +4,7 @@
 
 import { cancelJob, retryJob } from "../actions.js";
 import { api, getKey, streamEvents } from "../api.js";
-import { badge, fmtJson, fmtTime, h, jobState, replace } from "../dom.js";
+import { badge, fmtJson, fmtTime, h, jobBadge, jobState, replace } from "../dom.js";
 import { priorityLabel } from "./list.js";
 
 const TERMINAL = ["completed", "failed", "cancelled"];
@@ -74,13 +74,13 @@ export async function renderDetail(view, { parts }) {
     const status = jobState(job);
     replace(summary,
       h("dl", { class: "facts" },
-        fact("Status", badge(status), "job-status"),
+        fact("Status", jobBadge(job), "job-status"),
         fact("Type", h("a", { href: `#/types/${encodeURIComponent(job.type)}` }, job.type)),
         fact("Priority", priorityLabel(job.priority)),
         fact("Attempts", `${job.attempts_made ?? 0} of ${job.max_attempts ?? "?"}`, "job-attempts"),
         fact("Created", fmtTime(job.created_at)),
         fact("Scheduled for", fmtTime(job.scheduled_for)),
-        fact("Started", fmtTime(job.started_at)),
+        fact("Started", job.reserved && !job.started_at ? "not yet (reserved)" : fmtTime(job.started_at)),
         fact("Finished", fmtTime(job.finished_at)),
         fact("Worker", job.worker_id ?? "—"),
         job.timeout_seconds ? fact("Timeout", `${job.timeout_seconds} s`) : null,

@@ -7,7 +7,7 @@
 
 import { retryAllFailed } from "../actions.js";
 import { api } from "../api.js";
-import { badge, confirmDialog, fmtTime, h, jobState, replace, shortId } from "../dom.js";
+import { confirmDialog, fmtTime, h, jobBadge, jobState, replace, shortId } from "../dom.js";
 import { keepFresh } from "../live.js";
 
 // "all" is the unfiltered list; "active" is the older name of the processing state.
@@ -377,7 +377,7 @@ function row(job, checked) {
     }), { class: "select" }),
     cell("Job", h("a", { href: `#/job/${encodeURIComponent(job.id)}`, id: `link-${job.id}`, title: job.id, class: "mono" }, shortId(job.id))),
     cell("Type", h("a", { href: `#/types/${encodeURIComponent(job.type)}` }, job.type)),
-    cell("State", badge(state)),
+    cell("State", jobBadge(job)),
     cell("Priority", priorityLabel(job.priority)),
     cell("Created", fmtTime(job.created_at)),
     cell("Runs at", fmtTime(job.runs_at), { class: empty(job.runs_at) }),
