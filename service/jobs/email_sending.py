@@ -18,15 +18,16 @@ refuses with 5xx fails the job at once, a 4xx or a network error retries.
 from __future__ import annotations
 
 import asyncio
-import functools
 import multiprocessing
 import re
 import time
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, parseaddr
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.email_backends import OutgoingEmail, SentEmail, get_email_backend
@@ -35,9 +36,6 @@ from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
 from service.queue.options import Backoff
 from service.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from jinja2.sandbox import SandboxedEnvironment
 
 # SES accepts at most 50 recipients per message; the same cap keeps SMTP sends bounded.
 MAX_RECIPIENTS = 50
@@ -58,18 +56,10 @@ RENDER_DEADLINE_SECONDS = 10.0
 # "__main__" too: a child then finds the main module (e.g. the `taskiq` or `jobqueue` script)
 # already loaded in the server instead of running it again on every start.
 _RENDERERS = multiprocessing.get_context("forkserver")
-# Jinja2 is imported on first use (a worker that sends no email never pays for it), but the
-# server has it preloaded, so its children do not import it once per message.
-_RENDERERS.set_forkserver_preload(["__main__", __name__, "jinja2.sandbox"])
+_RENDERERS.set_forkserver_preload(["__main__", __name__])
 
-
-@functools.cache
-def _env(autoescape: bool) -> SandboxedEnvironment:
-    """The sandbox templates render in (HTML ones autoescaped), made on first use."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
-    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined)
+_TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+_HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
 
 
 def check_address(value: str) -> str:
@@ -88,8 +78,6 @@ def check_address(value: str) -> str:
 
 
 def _check_template(env: SandboxedEnvironment, source: str | None) -> str | None:
-    from jinja2 import TemplateError
-
     if source is not None:
         try:
             env.parse(source)
@@ -125,12 +113,12 @@ class EmailPayload(BaseModel):
     @field_validator("subject", "text")
     @classmethod
     def _text_template(cls, value: str | None) -> str | None:
-        return _check_template(_env(autoescape=False), value)
+        return _check_template(_TEXT_ENV, value)
 
     @field_validator("html")
     @classmethod
     def _html_template(cls, value: str | None) -> str | None:
-        return _check_template(_env(autoescape=True), value)
+        return _check_template(_HTML_ENV, value)
 
     @model_validator(mode="after")
     def _body_and_limits(self) -> EmailPayload:
@@ -189,10 +177,9 @@ def render(payload: EmailPayload) -> RenderedEmail:
     """Render the templates; PermanentJobError for a template error (a retry renders the same)."""
     variables = payload.variables
     try:
-        text_env, html_env = _env(autoescape=False), _env(autoescape=True)
-        subject = render_bounded(text_env, payload.subject, variables)
-        text = None if payload.text is None else render_bounded(text_env, payload.text, variables)
-        html = None if payload.html is None else render_bounded(html_env, payload.html, variables)
+        subject = render_bounded(_TEXT_ENV, payload.subject, variables)
+        text = None if payload.text is None else render_bounded(_TEXT_ENV, payload.text, variables)
+        html = None if payload.html is None else render_bounded(_HTML_ENV, payload.html, variables)
     except Exception as exc:  # SecurityError, UndefinedError, too big, or the template's bug
         raise PermanentJobError(f"template rendering failed: {type(exc).__name__}: {exc}") from exc
     # A header is one line: variables with newlines must not inject headers.

@@ -11,9 +11,10 @@ import json
 import subprocess
 import sys
 
-# Imported on first use only: the HTTP client (CLI client commands, the ECS agent), Jinja2
-# (email and report jobs), Pillow (image jobs).
-LAZY = ("httpx", "jinja2", "PIL", "PIL.Image")
+# Imported on first use only: the HTTP client (CLI client commands, the ECS agent) and Pillow
+# (image jobs). Jinja2 is not among them: the email job's renderer processes fork from a server
+# that must have it loaded already (service/jobs/email_sending.py).
+LAZY = ("httpx", "PIL", "PIL.Image")
 
 WORKER_IMPORTS = """
 import json, sys
