@@ -39,11 +39,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import httpx
+from typing import TYPE_CHECKING, Any, TextIO
 
 from service.processes import pid_alive
+
+if TYPE_CHECKING:
+    import httpx  # imported when the agent is first called: it is slow to import
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ class TaskProtection:
         body: dict[str, Any] = {"ProtectionEnabled": enabled}
         if enabled:
             body["ExpiresInMinutes"] = self._expires_in_minutes
+        import httpx  # here: only a task on ECS calls its agent, and httpx is slow to import
+
         try:
             response = await self._http().put(self._url or "", json=body)
             response.raise_for_status()
@@ -267,6 +270,8 @@ class TaskProtection:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx  # see _set
+
             self._client = httpx.AsyncClient(timeout=AGENT_TIMEOUT_SECONDS)
         return self._client
 

@@ -12,27 +12,31 @@ Redis (REDIS_CONNECT_ATTEMPTS); 130 interrupted (or a second Ctrl-C forced `jobq
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
 from pydantic import ValidationError
 
-from service.cli.artifacts import add_artifact_commands
-from service.cli.client import add_client_commands, sse_events
 from service.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, err
-from service.cli.flow_control import add_flow_control_commands
-from service.cli.groups import add_group_commands
-from service.cli.import_taskiq_redis import add_import_command
-from service.cli.reading import add_reading_commands
-from service.cli.schedules import add_schedule_commands
-from service.cli.server import add_server_commands
+from service.cli.server import SERVER_COMMANDS, add_server_commands
 from service.cli.supervisor import ensure_api_key
 
 __all__ = ["build_parser", "ensure_api_key", "main", "sse_events"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `jobqueue` argument parser."""
+def __getattr__(name: str) -> object:
+    if name == "sse_events":  # the client commands' module, imported only when asked for
+        from service.cli.client import sse_events
+
+        return sse_events
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_parser(server_commands_only: bool = False) -> argparse.ArgumentParser:
+    """The `jobqueue` argument parser; `server_commands_only` leaves out the client commands,
+    whose modules (httpx and the rest) a server process would import for nothing: a worker's
+    start-up is mostly imports (docs/benchmarks.md)."""
     parser = argparse.ArgumentParser(
         prog="jobqueue",
         description="A priority job queue on Redis/Valkey: run it, and talk to its API.",
@@ -41,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('jobqueue')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     add_server_commands(sub)
+    if server_commands_only:
+        return parser
+    from service.cli.artifacts import add_artifact_commands
+    from service.cli.client import add_client_commands
+    from service.cli.flow_control import add_flow_control_commands
+    from service.cli.groups import add_group_commands
+    from service.cli.import_taskiq_redis import add_import_command
+    from service.cli.reading import add_reading_commands
+    from service.cli.schedules import add_schedule_commands
+
     add_client_commands(sub)
     add_artifact_commands(sub)
     add_reading_commands(sub)
@@ -53,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `jobqueue` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    server_only = bool(words) and words[0] in SERVER_COMMANDS
+    args = build_parser(server_commands_only=server_only).parse_args(words)
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -23,6 +23,9 @@ from service.logs import configure_logging
 from service.processes import die_with_parent
 from service.settings import Settings, get_settings
 
+# The commands add_server_commands adds: `jobqueue <one of these>` parses without the client
+# commands (service.cli.build_parser).
+SERVER_COMMANDS = frozenset({"run", "api", "worker", "metrics"})
 # `jobqueue worker`'s waits between tries of an unreachable Redis: 1, 2, 4 … s, at most 30 s.
 REDIS_FIRST_RETRY_SECONDS = 1.0
 REDIS_MAX_RETRY_SECONDS = 30.0

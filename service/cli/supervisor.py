@@ -14,8 +14,6 @@ import time
 from types import FrameType
 from typing import Any
 
-import httpx
-
 from service.cli.common import (
     API_KEY_FILE,
     EXIT_INTERRUPTED,
@@ -161,6 +159,8 @@ class LocalStack:
         return f"http://{host}:{self.port}"
 
     def _wait_ready(self) -> None:
+        import httpx  # here: `jobqueue worker` imports this module, and httpx is slow to import
+
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not self.stop.is_set():
             self._check_children()

@@ -11,9 +11,8 @@ import asyncio
 import base64
 import binascii
 import io
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.artifacts import artifact_key, get_artifact_store
@@ -21,6 +20,9 @@ from service.jobs.registry import JobTypeDefaults, job_type
 from service.queue.errors import PermanentJobError
 from service.queue.job_context import JobContext
 from service.queue.options import Backoff
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Output sides above this are refused: a 20k x 20k RGBA image is 1.6 GB of memory.
 MAX_SIDE = 20_000
@@ -154,6 +156,9 @@ class ImageProcessingResult(BaseModel):
 
 def open_image(data: bytes) -> Image.Image:
     """Decode an image fully, upright per its EXIF orientation; PermanentJobError if not one."""
+    # Pillow is imported when an image job first runs: a worker's start-up skips it.
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -178,6 +183,8 @@ def apply(image: Image.Image, op: Resize | Thumbnail | Crop | Rotate | Grayscale
 
 
 def _apply(image: Image.Image, op: Resize | Thumbnail | Crop | Rotate | Grayscale) -> Image.Image:
+    from PIL import ImageOps
+
     if isinstance(op, Resize):
         if op.keep_aspect:
             return ImageOps.contain(image, (op.width, op.height))
@@ -219,6 +226,8 @@ def encode(image: Image.Image, fmt: str, quality: int) -> tuple[bytes, str]:
 
     An encoder failure is a PermanentJobError: the same pixels fail the same way on a retry.
     """
+    from PIL import Image
+
     buffer = io.BytesIO()
     try:
         mode = storable_mode(image.mode, image.has_transparency_data, fmt)

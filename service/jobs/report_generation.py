@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from jinja2 import Environment
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.artifacts import artifact_key, get_artifact_store
@@ -24,6 +24,9 @@ from service.queue.job_context import JobContext
 from service.queue.options import Backoff
 from service.queue.queue import JobQueue
 
+if TYPE_CHECKING:
+    from jinja2 import Template
+
 ReportFormat = Literal["csv", "html", "pdf"]
 CONTENT_TYPES: dict[str, str] = {"csv": "text/csv", "html": "text/html", "pdf": "application/pdf"}
 # Throughput window of a queue-statistics report, in minutes.
@@ -33,8 +36,7 @@ PORTRAIT_MAX_COLUMNS = 8
 
 # Our own template (not a client's), so a plain autoescaping Environment is enough; the data in
 # it is escaped.
-_HTML = Environment(autoescape=True).from_string(
-    """<!doctype html>
+_HTML_SOURCE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1.5em}
 th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eee}</style></head>
@@ -45,7 +47,14 @@ th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eee}<
 {% endfor %}</tbody></table>
 {% endfor %}</body></html>
 """
-)
+
+
+@functools.cache
+def _html_template() -> Template:
+    """The report's HTML template, compiled on first use (Jinja2 is slow to import)."""
+    from jinja2 import Environment
+
+    return Environment(autoescape=True).from_string(_HTML_SOURCE)
 
 
 class ReportPayload(BaseModel):
@@ -159,7 +168,7 @@ def render_csv(report: Report) -> bytes:
 
 def render_html(report: Report) -> bytes:
     """A standalone HTML page with one table per section."""
-    return _HTML.render(report.model_dump()).encode()
+    return _html_template().render(report.model_dump()).encode()
 
 
 def _latin1(value: Any) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from taskiq.result import TaskiqResult
 
 from service import healthcheck
 from service.logs import one_line
-from service.queue.consumer import Consumer, Delivery, FinishStatus, new_worker_id
+from service.queue.consumer import Consumer, Delivery, FinishStatus, Outcome, new_worker_id
 from service.queue.job_context import JobContext, current_job
 from service.queue.queue import JobQueue, now_ms
 from service.queue.schedules import ScheduleTicker
@@ -307,20 +308,41 @@ class WorkerRuntime:
         self.held.ended(job_id, result)
 
     async def ack(self, job_id: str) -> None:
-        """Record how the job ended (the taskiq ack of its message)."""
+        """Record how the job ended (the taskiq ack of its message); returns once recorded."""
         held = self.held.get(job_id)
         if held is None:
             return
         outcome = outcome_of(held)
         try:
-            status = await self._batcher.submit(outcome)
-        except Exception:
+            status: int | BaseException = await self._batcher.submit(outcome)
+        except Exception as exc:
+            status = exc
+        self._recorded(held, outcome, status)
+
+    def finish_soon(self, job_id: str) -> None:
+        """Record how the job ended, in the next finish round trip, without waiting for it
+        (the receiver's fast path; `finishes_recorded` waits for all of them at shutdown)."""
+        held = self.held.get(job_id)
+        if held is None:
+            return
+        outcome = outcome_of(held)
+        self._batcher.submit_soon(outcome, functools.partial(self._recorded, held, outcome))
+
+    async def finishes_recorded(self) -> None:
+        """Until every end submitted so far is recorded (or given up)."""
+        await self._batcher.drained()
+
+    def _recorded(self, held: Held, outcome: Outcome, status: int | BaseException) -> None:
+        """The finish script answered for `held` (or could not be run at all)."""
+        job_id = held.delivery.job_id
+        if isinstance(status, BaseException):
             # Never keep a job whose end could not be written: renewing it would keep it
             # `processing` for good. Let go, its lease lapses and the sweeper re-runs it.
-            log.exception(
+            log.error(
                 "could not record how job %s ended; letting it go, it runs again once its "
                 "lease expires",
                 job_id,
+                exc_info=status,
             )
             self._let_go(held)
             return
