@@ -46,8 +46,11 @@ async def assert_no_leaked_keys(
         keys.pending, keys.delayed, keys.active, keys.completed, keys.failed, keys.cancelled,
         keys.marker, keys.sequence, keys.type_counts, keys.type_limits, keys.expiry, keys.samples,
         keys.sweep_lock, keys.workers, keys.flow, keys.lanes, keys.schedules,
-        keys.history_folded,
+        keys.history_folded, keys.waiting_children,
     }  # fmt: skip
+    # Per-job families: a flow parent's children list, child results and child failures.
+    per_job = (keys.logs_prefix, keys.children_prefix, keys.child_results_prefix,
+               keys.child_failures_prefix)  # fmt: skip
     # Queue-level families: flow-control lanes and their start windows, schedules, history.
     families = (
         keys.lane_prefix, keys.lane_starts_prefix, keys.schedule_prefix,
@@ -59,7 +62,7 @@ async def assert_no_leaked_keys(
             continue
         if key.startswith(keys.job_prefix) and key[len(keys.job_prefix) :] in ids:
             continue
-        if key.startswith(keys.logs_prefix) and key[len(keys.logs_prefix) :] in ids:
+        if any(key.startswith(prefix) and key[len(prefix) :] in ids for prefix in per_job):
             continue
         if key.startswith(keys.type_index_prefix) or key.startswith(keys.stats_minute(0)[:-1]):
             continue

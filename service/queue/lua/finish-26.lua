@@ -9,22 +9,33 @@ KEYS[9]  lanes         KEYS[10] expiry        KEYS[11] type_index_prefix
 KEYS[12] idempotency_prefix                   KEYS[13] logs_prefix  KEYS[14] samples
 KEYS[15] stats_minute                         KEYS[16] events_prefix
 KEYS[17] events                               KEYS[18] dedupe_prefix
+KEYS[19] pending       KEYS[20] sequence      KEYS[21] cancelled    KEYS[22] cancel_channel
+KEYS[23] waiting_children                     KEYS[24] children_prefix
+KEYS[25] child_results_prefix                 KEYS[26] child_failures_prefix
 ARGV[1] worker_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
 ARGV[5] samples_kept
 then per job, 5 entries: job id, "completed" | "failed", result JSON (completed) or error
 message (failed), traceback, retry delay ms (-1 = do not retry).
 Returns per job: 0 stale, 1 completed, 2 retry scheduled, 3 failed.
+A job of a flow that ends for good (completed, or failed with no attempt left) is settled with
+its parent in the same step (_lib.lua's settle_child): the last child releases the parent.
 ]]
 local worker, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local stats = KEYS[15]
+-- Every key retire and the flow helpers may touch (a parent may be released, failed or
+-- cancelled with its children).
 local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
   type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13],
-  dedupe_prefix = KEYS[18]}
+  dedupe_prefix = KEYS[18], active = KEYS[2], delayed = KEYS[3], failed = KEYS[5],
+  marker = KEYS[6], events_prefix = KEYS[16], events = KEYS[17],
+  pend = {pending = KEYS[19], lanes = KEYS[9], lane_prefix = KEYS[7]}, sequence = KEYS[20],
+  cancelled = KEYS[21], cancel_channel = KEYS[22], waiting = KEYS[23],
+  children_prefix = KEYS[24], results_prefix = KEYS[25], failures_prefix = KEYS[26]}
 
 local function finish_one(job_id, outcome, payload, trace, delay)
   local job_key = KEYS[1] .. job_id
   local fields = rcall("HMGET", job_key, "worker", "type", "attempts", "max_attempts",
-    "keep_completed", "keep_failed", "pending_since", "attempt_started")
+    "keep_completed", "keep_failed", "pending_since", "attempt_started", "parent")
   if fields[1] ~= worker or not rcall("ZSCORE", KEYS[2], job_id) then return 0 end
 
   local job_type = fields[2]
@@ -42,6 +53,7 @@ local function finish_one(job_id, outcome, payload, trace, delay)
     rcall("HSET", job_key, "result", payload, "progress", 100)
     retire(p, job_key, job_id, job_type, "completed", KEYS[4], fields[5], now, limit)
     publish(KEYS[16], KEYS[17], job_id, "completed", now)
+    if fields[9] then settle_child(p, fields[9], job_id, "completed", payload, now, limit) end
     return 1
   end
 
@@ -59,6 +71,7 @@ local function finish_one(job_id, outcome, payload, trace, delay)
   rcall("HINCRBY", stats, "failed", 1)
   retire(p, job_key, job_id, job_type, "failed", KEYS[5], fields[6], now, limit)
   publish(KEYS[16], KEYS[17], job_id, "failed", now)
+  if fields[9] then settle_child(p, fields[9], job_id, "failed", payload, now, limit) end
   return 3
 end
 
