@@ -19,7 +19,16 @@ from service.api.docs_pages import install_docs_pages
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.request_checks import RequestChecksMiddleware, install_access_log_scrubbing
-from service.api.routes import artifacts, flow_control, health, jobs, monitoring, schedules, search
+from service.api.routes import (
+    artifacts,
+    flow_control,
+    flows,
+    health,
+    jobs,
+    monitoring,
+    schedules,
+    search,
+)
 from service.api.routing import let_fixed_paths_win
 from service.jobs import load_job_types
 from service.queue.connection import connect, make_queue
@@ -39,7 +48,8 @@ data, and client generators read it) and the dashboard's static page (`/ui`, whi
 API with the key the operator types in). A key in the URL's query string is refused with 400:
 URLs get logged.
 
-Request bodies are JSON in UTF-8 (anything else is a 400) of at most `MAX_BODY_BYTES`; a job's
+Request bodies are JSON in UTF-8 (anything else is a 400) of at most `MAX_BODY_BYTES`
+(`MAX_FLOW_BODY_BYTES`, 16 MiB, for `POST /flows`); a job's
 `data` may nest at most 64 levels deep. Errors always have the body
 `{"error": {"code": ..., "message": ..., "details": {...}}}`; 503 responses carry `Retry-After`
 (`queue_unavailable`: Redis is unreachable; `queue_full`: Redis is near its memory limit and
@@ -106,7 +116,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = load_api_keys(settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/flows": settings.max_flow_body_bytes},
+    )
     app.add_middleware(RequestChecksMiddleware)  # outermost: a key in the URL goes no further
     install_access_log_scrubbing()
     install_error_handlers(app)
@@ -115,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").
     routers = [health.router, monitoring.router, flow_control.router, search.router]
     routers += [schedules.router]
-    routers += [artifacts.router]
+    routers += [artifacts.router, flows.router]
     routers += [jobs.router]
     routers += [jobs.type_router]
     routers += _dashboard_routers()
