@@ -142,3 +142,14 @@ async def test_post_flows_has_its_own_body_limit(
         too_big = await client.post("/flows", content=flow + " " * 8192)
         assert too_big.status_code == 413
         assert too_big.json()["error"]["details"] == {"max_bytes": 8192}
+
+
+async def test_waiting_parents_are_listed_and_counted(client: httpx.AsyncClient) -> None:
+    flow = (await client.post("/flows", json=leaf(children=[leaf()]))).json()
+    listed = (await client.get("/jobs/waiting-children")).json()
+    assert [job["id"] for job in listed["items"]] == [flow["root"]["id"]]
+    stats = (await client.get("/jobs/stats")).json()
+    assert stats["counts"]["waiting-children"] == 1
+    assert stats["by_type"]["noop"]["waiting-children"] == 1
+    by_status = (await client.get("/jobs/noop/jobs", params={"status": "waiting-children"})).json()
+    assert [job["id"] for job in by_status["items"]] == [flow["root"]["id"]]
