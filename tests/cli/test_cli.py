@@ -34,6 +34,7 @@ SPEC_COMMANDS = {
     "watch": ["j1"], "cancel": ["j1"], "retry": ["j1"], "stats": [], "workers": [],
     "pause": [], "resume": [], "limits": ["noop"], "schedules": ["list"], "list": [],
     "types": [], "logs": ["j1"], "completion": ["bash"], "artifacts": ["j1"],
+    "flow": ["flow.json"],
 }  # fmt: skip
 
 
