@@ -331,3 +331,20 @@ async def test_idempotency_and_dedupe_keys_are_refused_on_flow_jobs(clocked: Job
         await clocked.enqueue_flow(node(node(), node(idempotency_key="k")))
     assert refused.value.details["errors"][0]["field"] == "children[1].options.idempotency_key"
     assert (await clocked.counts()).by_state[JobState.PENDING] == 0
+
+
+async def test_a_child_failed_by_the_sweeper_for_stalling_fails_its_parent(
+    clocked: JobQueue, clock: SettableClock, redis: Redis
+) -> None:
+    flow = await clocked.enqueue_flow(node(node(attempts=5)))
+    child = flow.root.children[0].id
+    sweeper = Consumer(clocked, "sweeper", 30)
+    for round_ in range(4):  # its worker "dies" four times: the fourth stall fails it
+        assert await take(Consumer(clocked, f"w{round_}", 1)) == [child]
+        clock.now += 2
+        await redis.delete(clocked.keys.sweep_lock)  # the lock's TTL runs on real time
+        assert await sweeper.sweep(lock_ms=1000, worker_ttl_ms=10_000) is not None
+    parent = await clocked.get(flow.root.id)
+    assert await state(clocked, child) is JobState.FAILED
+    assert parent.state is JobState.FAILED
+    assert parent.error is not None and "lost its worker 4 times" in parent.error
