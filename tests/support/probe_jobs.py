@@ -40,3 +40,12 @@ async def hog(payload: ProbePayload, job: JobContext) -> dict[str, int]:
     while time.monotonic() < until:
         spins += 1
     return {"pid": os.getpid(), "spins": spins}
+
+
+@job_type("probe-parent", ProbePayload, defaults=JobTypeDefaults(attempts=3))
+async def probe_parent(payload: ProbePayload, job: JobContext) -> dict[str, int]:
+    """A flow parent: log `ran <pid> <children results seen>` on each run."""
+    results = await job.children_results()
+    await job.log(f"ran {os.getpid()} {len(results)}")
+    await asyncio.sleep(payload.seconds)
+    return {"pid": os.getpid(), "children": len(results)}
