@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # Request bodies above this are refused with 413 while being read. 1 MiB fits a bulk enqueue
     # of 1,000 small jobs; job payloads that need more belong in object storage, not Redis.
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # The same for `POST /flows`, which takes up to 10,001 jobs in one body: 16 MiB leaves each
+    # about 1.6 kB, where 1 MiB would leave 100 bytes.
+    max_flow_body_bytes: int = Field(default=16 * 1_048_576, ge=1024, le=64 * 1_048_576)
     # Where `jobqueue run` and `jobqueue api` listen. Loopback by default: a developer's laptop
     # should not expose the queue; containers pass `--host 0.0.0.0`.
     host: str = "127.0.0.1"

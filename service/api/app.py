@@ -22,6 +22,7 @@ from service.api.request_checks import RequestChecksMiddleware, install_access_l
 from service.api.routes import (
     artifacts,
     flow_control,
+    flows,
     groups,
     health,
     jobs,
@@ -48,7 +49,8 @@ data, and client generators read it) and the dashboard's static page (`/ui`, whi
 API with the key the operator types in). A key in the URL's query string is refused with 400:
 URLs get logged.
 
-Request bodies are JSON in UTF-8 (anything else is a 400) of at most `MAX_BODY_BYTES`; a job's
+Request bodies are JSON in UTF-8 (anything else is a 400) of at most `MAX_BODY_BYTES`
+(`MAX_FLOW_BODY_BYTES`, 16 MiB, for `POST /flows`); a job's
 `data` may nest at most 64 levels deep. Errors always have the body
 `{"error": {"code": ..., "message": ..., "details": {...}}}`; 503 responses carry `Retry-After`
 (`queue_unavailable`: Redis is unreachable; `queue_full`: Redis is near its memory limit and
@@ -115,7 +117,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = load_api_keys(settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/flows": settings.max_flow_body_bytes},
+    )
     app.add_middleware(RequestChecksMiddleware)  # outermost: a key in the URL goes no further
     install_access_log_scrubbing()
     install_error_handlers(app)
@@ -124,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     # `let_fixed_paths_win` makes them win for every other method too (405, not "no such job").
     routers = [health.router, monitoring.router, flow_control.router, search.router]
     routers += [schedules.router, groups.router]
-    routers += [artifacts.router]
+    routers += [artifacts.router, flows.router]
     routers += [jobs.router]
     routers += [jobs.type_router]
     routers += _dashboard_routers()

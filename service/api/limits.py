@@ -31,23 +31,28 @@ class BodyTooLargeError(ApiError):
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413 and the common error body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Exact paths with a limit of their own (POST /flows takes a whole tree of jobs).
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on with a counting `receive`; answer 413 when it overflows."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._declared_length(scope) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
+        if self._declared_length(scope) > limit:
+            await self._reject(scope, receive, send, limit)
             return
         await call_refusing(
-            self.app, scope, self._counting(receive), send, refused=BodyTooLargeError
+            self.app, scope, self._counting(receive, limit), send, refused=BodyTooLargeError
         )
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, limit: int) -> Receive:
         received = 0
 
         async def counting_receive() -> Message:
@@ -55,8 +60,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLargeError(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLargeError(limit)
             return message
 
         return counting_receive
@@ -71,5 +76,5 @@ class BodyLimitMiddleware:
                     return 0  # malformed: the server rejects it; the counter still guards
         return 0
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await refuse(BodyTooLargeError(self.max_bytes), scope, receive, send)
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        await refuse(BodyTooLargeError(limit), scope, receive, send)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.jobs.registry import JobType
 from service.metrics.collector import QueueSnapshot
 from service.queue.flow_control import FlowState, LaneLimits
-from service.queue.models import Job, WorkerInfo
+from service.queue.flows import MAX_FLOW_CHILDREN
+from service.queue.models import FlowChildren, FlowJob, Job, OnChildFailure, WorkerInfo
 from service.queue.options import (
     Attempts,
     Backoff,
@@ -69,15 +70,12 @@ class DedupeIn(Dedupe):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class EnqueueOptions(BaseModel):
-    """A job to enqueue when its type is in the path (`POST /{type}/enqueue`); the fields and
-    limits of service.queue.options.JobOptions, in the API's JSON forms."""
+class JobOptionsIn(BaseModel):
+    """A job's own options: the fields and limits of service.queue.options.JobOptions, in the
+    API's JSON forms."""
 
     model_config = STRICT
 
-    data: dict[str, Any] = Field(
-        default_factory=dict, description="The payload; validated by the job type's model."
-    )
     priority: PriorityName | None = Field(
         default=None, description="Default: the job type's, `normal` unless it says otherwise."
     )
@@ -118,6 +116,15 @@ class EnqueueOptions(BaseModel):
             dedupe=Dedupe.model_validate(self.dedupe.model_dump()) if self.dedupe else None,
             group=self.group,
         )
+
+
+class EnqueueOptions(JobOptionsIn):
+    """A job to enqueue when its type is in the path (`POST /{type}/enqueue`): its data and
+    its options."""
+
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The payload; validated by the job type's model."
+    )
 
 
 def _retention(value: RetentionOption | None) -> bool | int | dict[str, Any] | None:
@@ -173,6 +180,69 @@ class BulkEnqueueRequest(BaseModel):
     model_config = STRICT
 
     jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class FlowNodeIn(BaseModel):
+    """One job of a flow (`POST /flows`) and the jobs that must end before it runs."""
+
+    model_config = STRICT
+
+    type: str = Field(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, examples=["noop"])
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The payload; validated by the job type's model."
+    )
+    options: JobOptionsIn = Field(
+        default_factory=JobOptionsIn,
+        description="As for one job, except `idempotency_key` and `dedupe` (refused: 422).",
+    )
+    on_child_failure: OnChildFailure = Field(
+        default="fail",
+        description="When a child fails with no attempt left, or is cancelled: `fail` this job "
+        "with the child's error, `ignore` it (this job runs; the failure is recorded), or "
+        "`cancel` this job and its children that have not started.",
+    )
+    children: list[FlowNodeIn] = Field(
+        default_factory=list,
+        max_length=MAX_FLOW_CHILDREN,
+        description="Jobs that run first, in parallel, each by its own priority.",
+    )
+
+
+class FlowJobPublic(BaseModel):
+    """One job a flow made, with the jobs made for its children."""
+
+    id: str
+    type: str
+    status: JobState
+    children: list[FlowJobPublic]
+
+    @classmethod
+    def from_flow_job(cls, job: FlowJob) -> FlowJobPublic:
+        """The public view of one enqueued flow job (iterative: no depth can overflow)."""
+        root = cls(id=job.id, type=job.type, status=job.state, children=[])
+        stack = [(job, root)]
+        while stack:
+            source, target = stack.pop()
+            for child in source.children:
+                made = cls(id=child.id, type=child.type, status=child.state, children=[])
+                target.children.append(made)
+                stack.append((child, made))
+        return root
+
+
+class FlowEnqueuedPublic(BaseModel):
+    """An enqueued flow: the tree of its jobs, each with its id, and every id (the root first,
+    parents before their children)."""
+
+    root: FlowJobPublic
+    ids: list[str]
+
+
+class ChildPublic(BaseModel):
+    """A flow child as its parent lists it; `status` null once the child was deleted."""
+
+    id: str
+    status: JobState | None
 
 
 class JobPublic(BaseModel):
@@ -261,11 +331,41 @@ class JobDetail(JobPublic):
     stalls: int = Field(description="Times its worker vanished and the job was handed back.")
     logs: list[str]
     timeline: list[TimelineEntryPublic]
+    parent_id: str | None = Field(default=None, description="Its flow parent, if any.")
+    on_child_failure: OnChildFailure | None = Field(
+        default=None, description="A flow parent's answer to a child's failure."
+    )
+    waiting_for: int | None = Field(
+        default=None, description="A flow parent's children that have not ended yet."
+    )
+    children: list[ChildPublic] | None = Field(
+        default=None, description="A flow parent's children, in posted order, with their status."
+    )
+    children_results: dict[str, Any] | None = Field(
+        default=None, description="Child id -> result, for each completed child."
+    )
+    children_failures: dict[str, str] | None = Field(
+        default=None, description="Child id -> error, for each failed or cancelled child."
+    )
 
     @classmethod
-    def from_job_and_logs(cls, job: Job, logs: list[str]) -> JobDetail:
-        """The detailed view of a job with its newest log lines."""
+    def from_job_and_logs(
+        cls, job: Job, logs: list[str], children: FlowChildren | None = None
+    ) -> JobDetail:
+        """The detailed view of a job with its newest log lines (and a flow parent's
+        children)."""
+        flow: dict[str, Any] = {}
+        if children is not None:
+            flow = {
+                "children": [ChildPublic(id=c.id, status=c.state) for c in children.children],
+                "children_results": children.results,
+                "children_failures": children.failures,
+            }
         return cls(
+            **flow,
+            parent_id=job.parent_id,
+            on_child_failure=job.on_child_failure,
+            waiting_for=job.waiting_for,
             **_public_fields(job),
             data=job.data,
             progress_message=job.progress_message,

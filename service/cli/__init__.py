@@ -1,7 +1,7 @@
 """`jobqueue`: run the system (run, api, worker, metrics: `server.py`, with the local supervisor
 in `supervisor.py`) and talk to its HTTP API (enqueue, status, watch, cancel, retry, stats,
-workers: `client.py`; list, types, logs, completion: `reading.py`; schedules: `schedules.py`;
-groups: `groups.py`).
+workers: `client.py`; flow: `flows.py`; list, types, logs, completion: `reading.py`;
+schedules: `schedules.py`; groups: `groups.py`).
 
 Exit codes: 0 success; 1 the watched job ended failed or cancelled; 2 bad usage or
 configuration (or, for `jobqueue run`, its port is taken); 3 the API refused the request (4xx);
@@ -50,12 +50,14 @@ def build_parser(server_commands_only: bool = False) -> argparse.ArgumentParser:
     from service.cli.artifacts import add_artifact_commands
     from service.cli.client import add_client_commands
     from service.cli.flow_control import add_flow_control_commands
+    from service.cli.flows import add_flow_command
     from service.cli.groups import add_group_commands
     from service.cli.import_taskiq_redis import add_import_command
     from service.cli.reading import add_reading_commands
     from service.cli.schedules import add_schedule_commands
 
     add_client_commands(sub)
+    add_flow_command(sub)
     add_artifact_commands(sub)
     add_reading_commands(sub)
     add_flow_control_commands(sub)

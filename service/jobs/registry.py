@@ -43,7 +43,7 @@ RESERVED_NAMES = frozenset(
         "jobs", "enqueue", "stats", "health", "workers", "failed", "pending", "active",
         "completed", "delayed", "cancelled", "processing", "metrics", "ui", "healthz", "readyz",
         "docs", "redoc", "openapi", "bulk", "events", "static", "api", "types", "queue",
-        "schedules", "groups",
+        "schedules", "groups", "flows", "waiting-children",
     }
 )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
+from typing import Any
 
 from service.queue.consumer import Consumer
 from service.queue.queue import JobQueue
@@ -27,6 +28,12 @@ class JobContext:
     async def log(self, line: str) -> None:
         """Append a line to the job's log (kept capped; the oldest lines drop off)."""
         await self.consumer.log(self.job_id, line)
+
+    async def children_results(self) -> dict[str, Any]:
+        """For a flow parent: child id -> result of each completed child (a child that failed
+        under `on_child_failure: "ignore"` is absent; `queue.children(job_id).failures` has its
+        error). Empty for a job outside any flow. One HGETALL."""
+        return await self.consumer.queue.children_results(self.job_id)
 
     @property
     def queue(self) -> JobQueue:

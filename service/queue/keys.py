@@ -65,7 +65,8 @@ class QueueKeys:
         return self._key("expiry")
 
     def state_set(self, state: str) -> str:
-        """The sorted set holding jobs in `state` (a JobState value)."""
+        """The sorted set holding jobs in `state` (a JobState value; waiting-children is
+        `waiting_children`)."""
         return self._key("active" if state == "processing" else state)
 
     @property
@@ -186,6 +187,39 @@ class QueueKeys:
     def schedule_runs(self, schedule_id: str) -> str:
         """The capped list of one schedule's newest run job ids, newest first."""
         return self.schedule_runs_prefix + schedule_id
+
+    # Flows (docs/queue.md "Flows"): a parent waits for its children in its own state.
+    @property
+    def waiting_children(self) -> str:
+        """Flow parents waiting for their children (state waiting-children); score = since ms."""
+        return self._key("waiting-children")
+
+    @property
+    def children_prefix(self) -> str:
+        """Prefix of children lists; `children_prefix + parent id` lists its children's ids."""
+        return self._key("children", "")
+
+    def children(self, parent_id: str) -> str:
+        """The ids of one flow parent's children, in the order they were posted."""
+        return self.children_prefix + parent_id
+
+    @property
+    def child_results_prefix(self) -> str:
+        """Prefix of child result hashes: child id -> result JSON, per parent."""
+        return self._key("child-results", "")
+
+    def child_results(self, parent_id: str) -> str:
+        """The results of one flow parent's completed children (child id -> result JSON)."""
+        return self.child_results_prefix + parent_id
+
+    @property
+    def child_failures_prefix(self) -> str:
+        """Prefix of child failure hashes: child id -> error, per parent."""
+        return self._key("child-failures", "")
+
+    def child_failures(self, parent_id: str) -> str:
+        """Why each failed or cancelled child of one flow parent ended (child id -> error)."""
+        return self.child_failures_prefix + parent_id
 
     @property
     def job_prefix(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +27,12 @@ from service.queue.states import JobState, Priority
 # here too, where the stored job's other types live.
 __all__ = [
     "Backoff",
+    "ChildState",
     "EnqueueResult",
+    "FlowChildren",
+    "FlowEnqueued",
+    "FlowJob",
+    "FlowNode",
     "Job",
     "JobSpec",
     "MemoryUsage",
@@ -59,6 +64,55 @@ class JobSpec(BaseModel):
     keep_failed: Retention = Field(default_factory=Retention)
     dedupe: Dedupe | None = None
     group: GroupName | None = None
+
+
+# What a flow parent does when a child fails for good (no attempt left) or is cancelled: fail
+# with the child's error, run anyway with the failure recorded, or be cancelled with its
+# siblings that have not started (docs/queue.md "Flows").
+OnChildFailure = Literal["fail", "ignore", "cancel"]
+
+
+class FlowNode(BaseModel):
+    """One job of a flow to enqueue, and the jobs that must end before it runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: JobSpec
+    on_child_failure: OnChildFailure = "fail"
+    children: list[FlowNode] = Field(default_factory=list)
+
+
+class FlowJob(BaseModel):
+    """One job an enqueued flow made, with the jobs made for its children."""
+
+    id: str
+    type: str
+    state: JobState
+    children: list[FlowJob] = Field(default_factory=list)
+
+
+class FlowEnqueued(BaseModel):
+    """An enqueued flow: the tree of its jobs, and every id (root first, parents before their
+    children)."""
+
+    root: FlowJob
+    ids: list[str]
+
+
+class ChildState(BaseModel):
+    """A flow child as its parent sees it; `state` None once the child was deleted."""
+
+    id: str
+    state: JobState | None
+
+
+class FlowChildren(BaseModel):
+    """A flow parent's children, their results (completed ones) and errors (failed or
+    cancelled ones), by child id."""
+
+    children: list[ChildState]
+    results: dict[str, Any]
+    failures: dict[str, str]
 
 
 class TimelineEntry(BaseModel):
@@ -97,6 +151,11 @@ class Job(BaseModel):
     idempotency_key: str | None = None
     group: str | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    # Flows: the parent's id (a child), and for a parent its children not ended yet and what a
+    # child's failure does to it; None for a job outside any flow.
+    parent_id: str | None = None
+    waiting_for: int | None = None
+    on_child_failure: OnChildFailure | None = None
 
 
 class EnqueueResult(BaseModel):

@@ -23,6 +23,7 @@ from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq.message import TaskiqMessage
 
+from service.queue import flows as _flows
 from service.queue import schedules as _schedules
 from service.queue.enqueue_batch import EnqueueBatcher
 from service.queue.errors import (
@@ -36,7 +37,11 @@ from service.queue.errors import (
 from service.queue.keys import QueueKeys
 from service.queue.models import (
     Backoff,
+    ChildState,
     EnqueueResult,
+    FlowChildren,
+    FlowEnqueued,
+    FlowNode,
     Job,
     JobSpec,
     MemoryUsage,
@@ -229,6 +234,57 @@ class JobQueue:
         above the limit."""
         reply = await self._enqueuer.submit((job_id, spec, message))
         return reply.outcome == CREATED
+
+    async def enqueue_flow(self, root: FlowNode) -> FlowEnqueued:
+        """Add a flow (docs/queue.md "Flows") in one script call: every job or none. Children
+        run first; a parent waits in `waiting-children` until all of its children have ended.
+
+        InvalidRequestError naming the node for a flow deeper than 10 levels, with more than
+        10,000 jobs below its root, or with an idempotency or dedupe key; QueueFullError when
+        Redis memory is above ENQUEUE_MAX_MEMORY_SHARE of maxmemory.
+        """
+        placed = _flows.walk(root, iter(lambda: uuid.uuid4().hex, None))
+        now = now_ms(self.clock)
+        messages = [build_message(item.job_id, item.node.spec) for item in placed]
+        args: dict[str, ScriptArg] = {
+            "now_ms": now, "max_memory_share": self.config.enqueue_max_memory_share,
+        }  # fmt: skip
+        more = _flows.script_args(placed, messages, now)
+        reply = await self._guard(self.scripts.run("enqueue-flow", args, more))
+        if reply[0] == "full":
+            raise _memory_refusal(int(reply[1]), int(reply[2]), self.config)
+        # "exists": the connection's retry resent this call after its reply was lost; the
+        # first send made exactly these jobs.
+        return FlowEnqueued(root=_flows.tree_of(placed), ids=[item.job_id for item in placed])
+
+    async def children(self, parent_id: str) -> FlowChildren:
+        """A flow parent's children with their states, and their results and failures so
+        far (two round trips whatever the number of children)."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(k.children(parent_id), 0, -1)
+        pipe.hgetall(k.child_results(parent_id))
+        pipe.hgetall(k.child_failures(parent_id))
+        ids, results, failures = await self._guard(pipe.execute())
+        pipe = self.redis.pipeline(transaction=False)
+        for child_id in ids:
+            pipe.hget(k.job(child_id), "state")
+        states = await self._guard(pipe.execute()) if ids else []
+        return FlowChildren(
+            children=[
+                ChildState(id=child_id, state=JobState(state) if state else None)
+                for child_id, state in zip(ids, states, strict=True)
+            ],
+            results={child_id: json.loads(value) for child_id, value in results.items()},
+            failures=failures,
+        )
+
+    async def children_results(self, parent_id: str) -> dict[str, Any]:
+        """Child id -> result of each completed child of a flow parent (one HGETALL)."""
+        raw: dict[str, str] = await self._guard(
+            self.redis.hgetall(self.keys.child_results(parent_id))
+        )
+        return {child_id: json.loads(value) for child_id, value in raw.items()}
 
     async def memory(self) -> MemoryUsage:
         """Redis's used memory and limits, and where this queue stops taking jobs."""
@@ -825,6 +881,9 @@ def _job_from_hash(job_id: str, row: dict[str, str]) -> Job:
         idempotency_key=row.get("idem"),
         group=row.get("group"),
         timeline=_parse_timeline(row.get("timeline", "")),
+        parent_id=row.get("parent"),
+        waiting_for=max(0, int(row["waiting"])) if "waiting" in row else None,
+        on_child_failure=row.get("on_child_failure"),
     )
 
 

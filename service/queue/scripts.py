@@ -57,13 +57,15 @@ GROUP_KEYS = (
     "group_state",
     "groups_pending",
 )
+# Keys of the flow helpers in _lib.lua that settle, fail or cancel a flow parent.
+_FLOW = ("waiting_children", "children_prefix", "child_results_prefix", "child_failures_prefix")
 
 DECLARATIONS: dict[str, ScriptDeclaration] = {
     "cancel": ScriptDeclaration(
         keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
               "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
               "logs_prefix", "marker", *_EVENTS, "lane_prefix", "dedupe_prefix", "sequence",
-              *GROUP_KEYS),
+              *GROUP_KEYS, "failed", "lanes", *_FLOW),
         args=("job_id", "now_ms", "trim_limit"),
     ),
     "dequeue": ScriptDeclaration(
@@ -80,17 +82,26 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         more_args="11 per job: id, type, priority, message, due ms, attempts, retention x2, "
         "idempotency key, dedupe, group",
     ),
+    "enqueue-flow": ScriptDeclaration(
+        keys=("job_prefix", "pending", "delayed", "marker", "sequence", "type_counts",
+              "type_index_prefix", *_EVENTS, "lanes", "lane_prefix", "waiting_children",
+              "children_prefix", *GROUP_KEYS),
+        args=("now_ms", "max_memory_share"),
+        more_args="12 per job: id, parent id, children, on_child_failure, type, priority, "
+        "message, due ms, attempts, retention x2, group",
+    ),
     "finish": ScriptDeclaration(
         keys=("job_prefix", "active", "delayed", "completed", "failed", "marker", "lane_prefix",
               "type_counts", "lanes", "expiry", "type_index_prefix", "idempotency_prefix",
               "logs_prefix", "samples", "stats_minute", *_EVENTS, "dedupe_prefix", "sequence",
-              *GROUP_KEYS),
+              *GROUP_KEYS, "pending", "cancelled", "cancel_channel", *_FLOW),
         args=("worker_id", "now_ms", "trim_limit", "stats_ttl_s", "samples_kept"),
         more_args="6 per job: id, outcome, payload, traceback, retry delay ms, start ms",
     ),
     "delete": ScriptDeclaration(
         keys=("job_prefix", "completed", "failed", "cancelled", "expiry", "type_index_prefix",
-              "idempotency_prefix", "logs_prefix", "type_counts"),
+              "idempotency_prefix", "logs_prefix", "type_counts", "children_prefix",
+              "child_results_prefix", "child_failures_prefix"),
         args=("job_id",),
     ),
     "flow-set": ScriptDeclaration(
@@ -139,7 +150,8 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
     ),
     "retry": ScriptDeclaration(
         keys=("job_prefix", "failed", "cancelled", "pending", "marker", "sequence",
-              "type_counts", "expiry", *_EVENTS, "lanes", "lane_prefix", *GROUP_KEYS),
+              "type_counts", "expiry", *_EVENTS, "lanes", "lane_prefix", *GROUP_KEYS,
+              "waiting_children", "child_failures_prefix"),
         args=("job_id", "now_ms"),
     ),
     "schedule-claim": ScriptDeclaration(
@@ -154,7 +166,7 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         keys=("active", "pending", "delayed", "marker", "sequence", "type_counts", "job_prefix",
               "completed", "failed", "cancelled", "expiry", "type_index_prefix",
               "idempotency_prefix", "logs_prefix", "workers", *_EVENTS, "stats_minute", "lanes",
-              "lane_prefix", *GROUP_KEYS),
+              "lane_prefix", *GROUP_KEYS, "cancel_channel", *_FLOW),
         args=("now_ms", "limit", "max_stalls", "worker_ttl_ms", "stats_ttl_s"),
     ),
 }  # fmt: skip
@@ -163,8 +175,14 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
 def script_source(name: str) -> str:
     """The text Redis runs for script `name`: the helpers, then the script's file."""
     lib = (LUA_DIR / "_lib.lua").read_text()
-    [path] = LUA_DIR.glob(f"{name}-*.lua")
+    # By the whole name: `enqueue-*.lua` alone would match `enqueue-flow-19.lua` too.
+    [path] = [p for p in LUA_DIR.glob(f"{name}-*.lua") if _name_of(p) == name]
     return lib + "\n" + path.read_text()
+
+
+def _name_of(path: Path) -> str | None:
+    match = _SCRIPT_FILE.match(path.name)
+    return None if match is None else match["name"]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Lifecycle: delayed -> pending -> processing -> completed | failed | cancelled. A failed attempt
 with attempts left goes back to delayed (its backoff) and then pending; an expired lease
-(the worker died) goes straight back to pending.
+(the worker died) goes straight back to pending. A flow parent starts in waiting-children and
+becomes pending (or delayed, until its own due time) when its last child has ended
+(docs/queue.md "Flows").
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A flow parent whose children have not all ended; in no pending set, so never dequeued.
+    WAITING_CHILDREN = "waiting-children"
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
-CANCELLABLE = frozenset({JobState.DELAYED, JobState.PENDING, JobState.PROCESSING})
+CANCELLABLE = frozenset(
+    {JobState.DELAYED, JobState.PENDING, JobState.PROCESSING, JobState.WAITING_CHILDREN}
+)
 RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
 
 # Every transition a script may make. The scripts are the only writers of `state`; this table
@@ -40,8 +46,17 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         }
     ),
     JobState.COMPLETED: frozenset(),
-    JobState.FAILED: frozenset({JobState.PENDING}),  # manual retry
-    JobState.CANCELLED: frozenset({JobState.PENDING}),  # manual retry
+    # A flow parent retried with children still open, or re-armed by a retried child, waits.
+    JobState.FAILED: frozenset({JobState.PENDING, JobState.WAITING_CHILDREN}),  # manual retry
+    JobState.CANCELLED: frozenset({JobState.PENDING, JobState.WAITING_CHILDREN}),  # retry
+    JobState.WAITING_CHILDREN: frozenset(
+        {
+            JobState.PENDING,  # its last child ended
+            JobState.DELAYED,  # ... before the parent's own due time
+            JobState.FAILED,  # a child failed ("fail")
+            JobState.CANCELLED,  # cancelled, or a child failed ("cancel")
+        }
+    ),
 }
 
 

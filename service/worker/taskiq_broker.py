@@ -31,12 +31,13 @@ from service.jobs.registry import JobRegistry, JobType
 from service.queue.connection import connect, make_queue, queue_config
 from service.queue.errors import InvalidRequestError, JobNotFoundError
 from service.queue.job_context import current_job
-from service.queue.models import JobSpec
+from service.queue.models import FlowEnqueued, JobSpec
 from service.queue.options import JobOptions
 from service.queue.queue import JobQueue, QueueConfig, build_message
 from service.queue.schedules import SCHEDULE_ID_PATTERN, Schedule, ScheduleSpec
 from service.queue.states import TERMINAL, JobState
 from service.settings import Settings, get_settings
+from service.worker.flow_steps import FlowStep, flow_node
 from service.worker.protection import ScaleInProtection
 from service.worker.result_backends import FinalResultBackend, backend_from_settings
 from service.worker.runtime import WorkerRuntime
@@ -121,6 +122,15 @@ class JobQueueBroker(AsyncBroker):
         queue = self.queue
         spec, body = spec_from_message(message, self.settings, self.registry, queue.config)
         await queue.enqueue_message(message.task_id, spec, body)
+
+    async def enqueue_flow(self, root: FlowStep) -> FlowEnqueued:
+        """Enqueue a flow of job-type tasks (service/worker/flow_steps.py), all or nothing:
+        children first, each parent once all its children have ended. The ids come back as
+        a tree (`.root`) and in a list (`.ids`, root first)."""
+        config = self.queue.config
+        return await self.queue.enqueue_flow(
+            flow_node(root, self.registry, config, taskiq_retry_labels)
+        )
 
     # --- schedules (service/queue/schedules.py) ---------------------------------------------
 

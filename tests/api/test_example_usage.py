@@ -31,6 +31,9 @@ def stack(redis_url: str) -> Iterator[dict[str, str]]:
                 "JOBQUEUE_URL": base,
                 "JOBQUEUE_API_KEY": API_KEY,
                 "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                # What a worker's own settings hold, for the examples that use the taskiq
+                # broker from Python (flows' FlowStep, a group label on kiq()) rather than the
+                # HTTP API.
                 "REDIS_URL": redis_url,
                 "QUEUE_NAME": queue,
                 "KEY_PREFIX": "jqtest",

@@ -35,6 +35,7 @@ SPEC_COMMANDS = {
     "pause": [], "resume": [], "limits": ["noop"], "schedules": ["list"], "list": [],
     "types": [], "logs": ["j1"], "completion": ["bash"], "artifacts": ["j1"],
     "groups": ["list"],
+    "flow": ["flow.json"],
 }  # fmt: skip
 
 

@@ -57,3 +57,12 @@ async def chatty(payload: ChattyPayload, job: JobContext) -> dict[str, int]:
         if number < payload.lines:
             await asyncio.sleep(payload.pause_seconds)
     return {"lines": payload.lines}
+
+
+@job_type("probe-parent", ProbePayload, defaults=JobTypeDefaults(attempts=3))
+async def probe_parent(payload: ProbePayload, job: JobContext) -> dict[str, int]:
+    """A flow parent: log `ran <pid> <children results seen>` on each run."""
+    results = await job.children_results()
+    await job.log(f"ran {os.getpid()} {len(results)}")
+    await asyncio.sleep(payload.seconds)
+    return {"pid": os.getpid(), "children": len(results)}

@@ -27,12 +27,24 @@ async def assert_consistent(redis: Redis, keys: QueueKeys) -> None:
         members[JobState.PENDING] |= set(await redis.zrange(keys.lane(lane), 0, -1))
     members[JobState.PENDING] |= await _grouped_pending(redis, keys)
     expected_counts: Counter[str] = Counter()
+    running_by_group: Counter[str] = Counter()
     for job_id in ids:
-        state, job_type = await redis.hmget(keys.job(job_id), "state", "type")
+        state, job_type, group = await redis.hmget(keys.job(job_id), "state", "type", "group")
         holding = [s for s, ids_in in members.items() if job_id in ids_in]
         assert holding == [JobState(state)], f"job {job_id} is {state} but in sets {holding}"
         assert await redis.zscore(keys.type_index(job_type), job_id) is not None
         expected_counts[f"{job_type}|{state}"] += 1
+        if group is not None and state == JobState.PROCESSING:
+            running_by_group[group] += 1
+        if state == JobState.WAITING_CHILDREN:
+            await _assert_waits_for_its_open_children(redis, keys, job_id)
+    # A group's running count is exactly its processing jobs (flows' cascades included).
+    running = {
+        field.removeprefix("running|"): int(value)
+        for field, value in (await redis.hgetall(keys.group_state)).items()
+        if field.startswith("running|")
+    }
+    assert running == dict(running_by_group), f"group running {running} != {running_by_group}"
     for state, ids_in in members.items():
         orphans = ids_in - ids
         assert not orphans, f"{state} set holds ids without a job hash: {sorted(orphans)[:5]}"
@@ -40,6 +52,16 @@ async def assert_consistent(redis: Redis, keys: QueueKeys) -> None:
     assert stored == dict(expected_counts), f"type counts {stored} != {dict(expected_counts)}"
     for job_id in await redis.zrange(keys.expiry, 0, -1):
         assert job_id in ids, f"expiry entry {job_id} has no job"
+
+
+async def _assert_waits_for_its_open_children(redis: Redis, keys: QueueKeys, job_id: str) -> None:
+    """A waiting flow parent's `waiting` is the number of its children not ended yet."""
+    ended = {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+    children = await redis.lrange(keys.children(job_id), 0, -1)
+    states = [await redis.hget(keys.job(child), "state") for child in children]
+    open_children = sum(1 for state in states if state is not None and state not in ended)
+    waiting = int(await redis.hget(keys.job(job_id), "waiting") or 0)
+    assert waiting == open_children, f"parent {job_id} waits for {waiting}, {open_children} open"
 
 
 async def _grouped_pending(redis: Redis, keys: QueueKeys) -> set[str]:
@@ -69,8 +91,11 @@ async def assert_no_leaked_keys(
         keys.marker, keys.sequence, keys.type_counts, keys.type_limits, keys.expiry, keys.samples,
         keys.sweep_lock, keys.workers, keys.flow, keys.lanes, keys.schedules,
         keys.history_folded, keys.groups, keys.groups_ready, keys.groups_held, keys.group_state,
-        keys.groups_pending, keys.groups_paused,
+        keys.groups_pending, keys.groups_paused, keys.waiting_children,
     }  # fmt: skip
+    # Per-job families: a flow parent's children list, child results and child failures.
+    per_job = (keys.logs_prefix, keys.children_prefix, keys.child_results_prefix,
+               keys.child_failures_prefix)  # fmt: skip
     # Queue-level families: flow-control lanes and their start windows, fair-share groups and
     # theirs, schedules, history.
     families = (
@@ -84,7 +109,7 @@ async def assert_no_leaked_keys(
             continue
         if key.startswith(keys.job_prefix) and key[len(keys.job_prefix) :] in ids:
             continue
-        if key.startswith(keys.logs_prefix) and key[len(keys.logs_prefix) :] in ids:
+        if any(key.startswith(prefix) and key[len(prefix) :] in ids for prefix in per_job):
             continue
         if key.startswith(keys.type_index_prefix) or key.startswith(keys.stats_minute(0)[:-1]):
             continue

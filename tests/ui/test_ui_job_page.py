@@ -158,3 +158,52 @@ def test_without_the_clipboard_api_the_command_is_selected_in_a_field(
         check_layout(page, tmp_path, "job-curl-field")
     finally:
         page.close()
+
+
+def test_a_flow_parent_shows_its_children_and_a_child_links_its_parent(
+    system: System,  # noqa: F811
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    page = browser.new_page()
+    sign_in(page, system)  # before any job completes: it checks the overview's zero count
+    flow = api(
+        system,
+        "POST",
+        "/flows",
+        json={
+            "type": "noop",
+            "on_child_failure": "ignore",
+            "children": [
+                {"type": "noop"},
+                {"type": "noop", "data": {"fail_first_attempts": 1}, "options": {"attempts": 1}},
+                {"type": "noop", "options": {"delay_seconds": 3600}},
+            ],
+        },
+    )
+    root = flow["root"]["id"]
+    done, failing, waiting = (child["id"] for child in flow["root"]["children"])
+    wait_for_status(system, failing, "failed")
+    wait_for_status(system, done, "completed")
+    try:
+        page.goto(f"{system.base_url}/ui#/job/{root}")
+        expect(page.get_by_test_id("job-status")).to_have_text("waiting-children")
+        expect(page.get_by_test_id("job-waiting-for")).to_have_text("1 of 3 children")
+        children = page.get_by_test_id("job-children").get_by_role("listitem")
+        expect(children).to_have_count(3)
+        badges = [item.locator(".badge").inner_text() for item in children.all()]
+        assert badges == ["completed", "failed", "delayed"]
+        expect(children.nth(1)).to_contain_text("fails its first 1 attempt")
+        check_layout(page, tmp_path, "job-flow-parent")  # 1280 px and 390 px
+        page.set_viewport_size({"width": 1280, "height": 900})
+        children.nth(2).get_by_role("link").click()
+        expect(page.get_by_test_id("job-status")).to_have_text("delayed")
+        assert waiting in page.url
+        page.get_by_test_id("job-parent").get_by_role("link").click()
+        expect(page.get_by_test_id("job-status")).to_have_text("waiting-children")
+        page.get_by_role("button", name="Cancel job").click()
+        page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
+        expect(page.get_by_test_id("job-status")).to_have_text("cancelled")
+        assert api(system, "GET", f"/jobs/{waiting}")["status"] == "cancelled"
+    finally:
+        page.close()

@@ -175,9 +175,13 @@ async def job_events(
 
 @router.get("/jobs/{id}", responses=responses(404))
 async def job_detail(id: JobId, queue: QueueDep) -> JobDetail:
-    """Everything about a job: data, result, error with traceback, logs and state changes."""
+    """Everything about a job: data, result, error with traceback, logs and state changes;
+    for a flow job its `parent_id`, and for a flow parent its `children` with their status,
+    `waiting_for` (children not ended yet) and the children's results and failures."""
     job = await queue.get(id)
-    return JobDetail.from_job_and_logs(job, await queue.logs(id, LOG_LINES))
+    # A flow parent's children, results and failures: two more round trips, parents only.
+    children = await queue.children(id) if job.waiting_for is not None else None
+    return JobDetail.from_job_and_logs(job, await queue.logs(id, LOG_LINES), children)
 
 
 @router.delete("/jobs/{id}", responses=responses(404, 409))

@@ -113,6 +113,7 @@ for _word, _state, _order in (
     ("completed", JobState.COMPLETED, "newest first"),
     ("failed", JobState.FAILED, "newest first"),
     ("cancelled", JobState.CANCELLED, "newest first"),
+    ("waiting-children", JobState.WAITING_CHILDREN, "flow parents, the oldest first"),
 ):
     _add_state_list(_word, _state, _order)
 

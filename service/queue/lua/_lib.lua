@@ -213,6 +213,12 @@ local function remove_job(p, job_id, finished_set)
   end
   if idem then rcall("DEL", p.idempotency_prefix .. idem) end
   rcall("DEL", job_key, p.logs_prefix .. job_id)
+  -- A flow parent's children list and their results and failures go with it (its children
+  -- keep their `parent` field; settle_child finds no parent and does nothing).
+  if p.children_prefix then
+    rcall("DEL", p.children_prefix .. job_id, p.results_prefix .. job_id,
+      p.failures_prefix .. job_id)
+  end
 end
 
 -- Keep at most `keep_count` jobs in a finished set (oldest go first), deleting at most `limit`
@@ -262,4 +268,153 @@ local function retire(p, job_key, job_id, job_type, state, finished_set, policy,
   if keep_age >= 0 then rcall("ZADD", p.expiry, now + keep_age * 1000, job_id) end
   trim_count(p, finished_set, keep_count, limit)
   return true
+end
+
+-- INFO is the only memory reading a script may make (CONFIG is not allowed in scripts); about
+-- 5 µs for INFO memory plus a few µs of parsing, once per call whatever the number of jobs.
+-- Returns {"full", used, maxmemory} above `share` of maxmemory (0 = no check of our own).
+local function memory_refusal(share)
+  if share <= 0 then return nil end
+  local info = rcall("INFO", "memory")
+  local at = string.find(info, "maxmemory:", 1, true)
+  local maxmemory = at and tonumber(string.match(info, "^%d+", at + 10)) or 0
+  if maxmemory == 0 then return nil end
+  local used = tonumber(string.match(info, "used_memory:(%d+)"))
+  if used > maxmemory * share then return {"full", used, maxmemory} end
+  return nil
+end
+
+-- Flows (docs/queue.md "Flows"). A parent waits in state `waiting-children` (set `f.waiting`)
+-- with `waiting` = its children not yet ended; each child has `parent`. The script that ends a
+-- child (finish, cancel, sweep) settles it here, in the same step: O(1) per child, and a child
+-- can end only once (a stale finish of a re-leased child is refused before it gets here), so
+-- no parent is released twice. `f` names every key these helpers may touch: the keys of
+-- place_job and retire (with `pend.groups`, so a released grouped parent joins its group), plus
+-- waiting, active, failed, cancelled, cancel_channel and the children_prefix, results_prefix
+-- and failures_prefix families.
+local settle_child, cancel_tree
+
+local CANCEL_SET_OF = {pending = "pending", delayed = "delayed", processing = "active",
+  ["waiting-children"] = "waiting"}
+
+local function leave_waiting(f, job_id, job_type)
+  rcall("ZREM", f.waiting, job_id)
+  count(f.type_counts, job_type, "waiting-children", -1)
+end
+
+-- The last open child ended: the parent is due (pending), or delayed until its own due time.
+local function release_parent(f, parent_key, parent_id, job_type, now)
+  leave_waiting(f, parent_id, job_type)
+  local due = tonumber(rcall("HGET", parent_key, "due") or now)
+  place_job(f, parent_key, parent_id, job_type, due, now, "children-done")
+end
+
+local function fail_parent(f, parent_key, parent_id, job_type, err, now, limit)
+  leave_waiting(f, parent_id, job_type)
+  local fields = rcall("HMGET", parent_key, "keep_failed", "parent")
+  rcall("HSET", parent_key, "error", err)
+  retire(f, parent_key, parent_id, job_type, "failed", f.failed, fields[1] or "-1,-1", now, limit)
+  publish(f.events_prefix, f.events, parent_id, "failed", now)
+  -- A parent failing is a child failing for its own parent (depth <= 10 bounds the recursion).
+  if fields[2] then settle_child(f, fields[2], parent_id, "failed", err, now, limit) end
+end
+
+-- Cancel one live job (its own sets only): pending, delayed, processing or waiting-children.
+-- A grouped job (`group`, else nil) leaves its group's pending set and the ready bookkeeping,
+-- or, processing, frees its group's running slot; `f.pend.groups` names the group keys.
+local function cancel_one(f, job_key, job_id, state, job_type, keep_failed, group, now, limit)
+  rcall("ZREM", f[CANCEL_SET_OF[state]] or f.pend.pending, job_id)
+  -- A pending job of a lane is in its lane's set (or still in `pending`, not yet moved there).
+  if state == "pending" then rcall("ZREM", f.pend.lane_prefix .. job_type, job_id) end
+  if group and state == "pending" then group_remove(f.pend.groups, group, job_id) end
+  count(f.type_counts, job_type, state, -1)
+  if state == "processing" then
+    if group then group_stopped(f.pend.groups, group) end
+    rcall("PUBLISH", f.cancel_channel, job_id)
+    -- Its slot is free now: a job of a limited type may be waiting for it.
+    rcall("ZADD", f.marker, 0, "0")
+  end
+  -- Cancelled jobs follow the job's failure retention, but are always kept at least briefly
+  -- so the caller can read what it cancelled.
+  local policy = keep_failed or "-1,-1"
+  if string.match(policy, "^0,") then policy = "-1,3600" end
+  retire(f, job_key, job_id, job_type, "cancelled", f.cancelled, policy, now, limit)
+  publish(f.events_prefix, f.events, job_id, "cancelled", now)
+end
+
+-- Cancel a live job and, for a waiting parent, its live children (recursively); with
+-- `not_started_only`, jobs already processing are left to run (on_child_failure "cancel").
+-- Returns the state it was in, or nil when it was not live (or left running).
+cancel_tree = function(f, job_id, now, limit, not_started_only)
+  local job_key = f.job_prefix .. job_id
+  local fields = rcall("HMGET", job_key, "state", "type", "keep_failed", "parent", "group")
+  local state = fields[1]
+  if not state or not CANCEL_SET_OF[state] then return nil end
+  if not_started_only and state == "processing" then return nil end
+  cancel_one(f, job_key, job_id, state, fields[2], fields[3], fields[5], now, limit)
+  if state == "waiting-children" then
+    for _, child in ipairs(rcall("LRANGE", f.children_prefix .. job_id, 0, -1)) do
+      cancel_tree(f, child, now, limit, not_started_only)
+    end
+  end
+  if fields[4] then settle_child(f, fields[4], job_id, "cancelled", "cancelled", now, limit) end
+  return state
+end
+
+-- Child `child_id` of `parent_id` ended for good: "completed" (payload = its result JSON),
+-- "failed" (payload = its error) or "cancelled". Counted against the parent, recorded, and the
+-- parent's on_child_failure applied while it still waits.
+settle_child = function(f, parent_id, child_id, outcome, payload, now, limit)
+  local parent_key = f.job_prefix .. parent_id
+  local fields = rcall("HMGET", parent_key, "state", "type", "on_child_failure")
+  local state, job_type, mode = fields[1], fields[2], fields[3] or "fail"
+  if not state then return end -- the parent was deleted: nothing waits for this child
+  local left = rcall("HINCRBY", parent_key, "waiting", -1)
+  local waiting = state == "waiting-children"
+  if outcome == "completed" then
+    rcall("HSET", f.results_prefix .. parent_id, child_id, payload)
+  else
+    rcall("HSET", f.failures_prefix .. parent_id, child_id, payload)
+    if mode ~= "ignore" then
+      -- Counted whatever the parent's state, so a retry re-arms it only once none is left.
+      rcall("HINCRBY", parent_key, "failed_children", 1)
+      if waiting then
+        local err = "child " .. child_id .. " " .. outcome .. ": " .. payload
+        if mode == "cancel" then
+          rcall("HSET", parent_key, "error", err)
+          cancel_tree(f, parent_id, now, limit, true)
+        else
+          fail_parent(f, parent_key, parent_id, job_type, err, now, limit)
+        end
+        return
+      end
+    end
+  end
+  if left <= 0 and waiting then release_parent(f, parent_key, parent_id, job_type, now) end
+end
+
+-- A retried child is open again: its parent counts it, forgets its failure, and a parent that
+-- failed for its children ("fail" mode) waits again once no failed child is left; that parent
+-- is in turn a retried child of its own parent.
+local function rearm_parent(f, parent_id, child_id, now)
+  local parent_key = f.job_prefix .. parent_id
+  local fields = rcall("HMGET", parent_key, "state", "type", "on_child_failure", "parent")
+  local state, job_type, mode = fields[1], fields[2], fields[3] or "fail"
+  if not state then return end
+  rcall("HINCRBY", parent_key, "waiting", 1)
+  if rcall("HDEL", f.failures_prefix .. parent_id, child_id) == 0 or mode == "ignore" then
+    return
+  end
+  local failed_left = rcall("HINCRBY", parent_key, "failed_children", -1)
+  if state ~= "failed" or mode ~= "fail" or failed_left > 0 then return end
+  rcall("ZREM", f.failed, parent_id)
+  rcall("ZREM", f.expiry, parent_id)
+  count(f.type_counts, job_type, "failed", -1)
+  rcall("HDEL", parent_key, "error", "traceback", "finished")
+  rcall("HSET", parent_key, "state", "waiting-children")
+  rcall("ZADD", f.waiting, now, parent_id)
+  count(f.type_counts, job_type, "waiting-children", 1)
+  timeline(parent_key, "waiting-children", now, "child-retried")
+  publish(f.events_prefix, f.events, parent_id, "waiting-children", now)
+  if fields[4] then rearm_parent(f, fields[4], parent_id, now) end
 end

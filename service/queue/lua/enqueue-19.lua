@@ -34,19 +34,6 @@ local now, memory_share = tonumber(ARGV[1]), tonumber(ARGV[2])
 local LIVE = {pending = true, delayed = true, processing = true}
 local NO_FIELDS = {}
 
--- INFO is the only memory reading a script may make (CONFIG is not allowed in scripts); about
--- 5 µs for INFO memory plus a few µs of parsing, once per call whatever the number of jobs.
-local function memory_refusal()
-  if memory_share <= 0 then return nil end
-  local info = rcall("INFO", "memory")
-  local at = string.find(info, "maxmemory:", 1, true)
-  local maxmemory = at and tonumber(string.match(info, "^%d+", at + 10)) or 0
-  if maxmemory == 0 then return nil end
-  local used = tonumber(string.match(info, "used_memory:(%d+)"))
-  if used > maxmemory * memory_share then return {"full", used, maxmemory} end
-  return nil
-end
-
 -- The message was built for the new id; a debounce keeps the job it replaces, so the message
 -- must name that job (the worker runs a message under its task_id).
 local function message_for(message, from_id, to_id)
@@ -158,7 +145,7 @@ local function enqueue_one(base)
     extra, now, "")
 end
 
-local refusal = memory_refusal()
+local refusal = memory_refusal(memory_share)
 if refusal then return refusal end
 local reply = {"ok"}
 for base = 3, #ARGV, FIELDS_PER_JOB do

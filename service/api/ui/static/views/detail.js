@@ -4,11 +4,11 @@
 
 import { cancelJob, retryJob } from "../actions.js";
 import { api, getKey, streamEvents } from "../api.js";
-import { badge, fmtJson, fmtTime, h, jobBadge, jobState, replace } from "../dom.js";
+import { badge, fmtJson, fmtTime, h, jobBadge, jobState, replace, shortId } from "../dom.js";
 import { priorityLabel } from "./list.js";
 
 const TERMINAL = ["completed", "failed", "cancelled"];
-const CANCELLABLE = ["delayed", "pending", "processing", "active"];
+const CANCELLABLE = ["delayed", "pending", "processing", "active", "waiting-children"];
 const RETRYABLE = ["failed", "cancelled"];
 // If the stream cannot be opened or drops, re-read the job this often until it finishes.
 const FALLBACK_POLL_MS = 2000;
@@ -86,6 +86,9 @@ export async function renderDetail(view, { parts }) {
         job.timeout_seconds ? fact("Timeout", `${job.timeout_seconds} s`) : null,
         job.idempotency_key ? fact("Idempotency key", job.idempotency_key) : null,
         job.stalls ? fact("Stalls (lease expired)", String(job.stalls)) : null,
+        job.parent_id ? fact("Flow parent", jobLink(job.parent_id), "job-parent") : null,
+        job.waiting_for !== null && job.waiting_for !== undefined
+          ? fact("Waiting for", `${job.waiting_for} of ${(job.children ?? []).length} children`, "job-waiting-for") : null,
       ));
     drawProgress(job.progress ?? 0, job.progress_message);
     drawActions(status);
@@ -100,6 +103,7 @@ export async function renderDetail(view, { parts }) {
           // Not wrapped (indentation is the point of a trace): it scrolls by itself, by
           // keyboard too (focusable), and the page never does sideways.
           h("pre", { class: "trace", tabindex: 0, "aria-label": "Stack trace", "data-testid": "job-traceback" }, job.traceback)) : null, "wide") : null,
+      job.children ? panel("Flow children", flowChildren(job), "wide") : null,
       panel("Timeline", timeline(job.timeline ?? [])),
       panel("Attempts", attempts(job)),
       panel("Log", logs(job.logs ?? []), "wide"),
@@ -235,6 +239,24 @@ async function copyAsCurl(job, box, status) {
     field.scrollTo(0, 0); // the selection ends bottom right; the command starts top left
     status.textContent = "Copying is not available here: the command is selected, copy it with Ctrl+C (⌘C).";
   }
+}
+
+function jobLink(id) {
+  return h("a", { href: `#/job/${encodeURIComponent(id)}`, class: "mono", title: id }, shortId(id));
+}
+
+// A flow parent's children with their states; a child that is itself a parent links to its
+// own page, where its children are listed the same way (the tree, one level per page).
+function flowChildren(job) {
+  const children = job.children ?? [];
+  if (!children.length) return h("p", { class: "muted" }, "No children.");
+  const failures = job.children_failures ?? {};
+  return [
+    h("p", { class: "muted small" }, `On a child's failure: ${job.on_child_failure ?? "fail"}.`),
+    h("ul", { class: "flow-children", "aria-label": "Children", "data-testid": "job-children" },
+      children.map((c) => h("li", {}, jobLink(c.id), " ", badge(c.status ?? "deleted"),
+        failures[c.id] ? h("span", { class: "error small" }, ` ${failures[c.id]}`) : null))),
+  ];
 }
 
 function fact(label, value, testid) {

@@ -11,8 +11,8 @@ import { confirmDialog, fmtTime, h, jobBadge, jobState, replace, shortId } from 
 import { keepFresh } from "../live.js";
 
 // "all" is the unfiltered list; "active" is the older name of the processing state.
-export const LIST_STATUSES = ["all", "delayed", "pending", "active", "completed", "failed", "cancelled"];
-const STATES = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
+export const LIST_STATUSES = ["all", "waiting-children", "delayed", "pending", "active", "completed", "failed", "cancelled"];
+const STATES = ["waiting-children", "delayed", "pending", "processing", "completed", "failed", "cancelled"];
 const PRIORITIES = ["low", "normal", "high", "critical"];
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_LIMIT = 25;

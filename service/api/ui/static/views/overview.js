@@ -7,7 +7,7 @@ import { labelledBars, minuteBars, timeBars } from "../charts.js";
 import { keepFresh } from "../live.js";
 import { confirmDialog, fmtAgo, h, replace, shortId, toast } from "../dom.js";
 
-const STATES = ["delayed", "pending", "processing", "completed", "failed", "cancelled"];
+const STATES = ["waiting-children", "delayed", "pending", "processing", "completed", "failed", "cancelled"];
 const PRIORITIES = ["critical", "high", "normal", "low"];
 const LIST_FOR_STATE = { processing: "active" };
 const HISTORY_RANGES = ["1h", "24h", "7d"];
