@@ -9,10 +9,9 @@ full callback (a middleware, a result backend, a dependency) and checks that it 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from taskiq import (
     AsyncResultBackend,
     Context,
@@ -35,23 +34,7 @@ from tests.queue.test_receiver import (
     all_completed,
     states,
     until,
-    worker_broker,
 )
-
-
-@pytest.fixture
-async def make_broker(
-    redis_url: str, queue: JobQueue
-) -> AsyncIterator[Callable[..., JobQueueBroker]]:
-    made: list[JobQueueBroker] = []
-
-    def make(**settings: Any) -> JobQueueBroker:
-        made.append(worker_broker(redis_url, queue, **settings))
-        return made[-1]
-
-    yield make
-    for broker in made:
-        await broker.shutdown()
 
 
 def _taken(broker: JobQueueBroker, *, expected: bool) -> None:
@@ -60,9 +43,9 @@ def _taken(broker: JobQueueBroker, *, expected: bool) -> None:
 
 
 async def test_a_plain_job_on_the_fast_path_gets_its_context_and_its_result_kept(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     _taken(broker, expected=True)
     seen: list[JobContext] = []
 
@@ -80,9 +63,9 @@ async def test_a_plain_job_on_the_fast_path_gets_its_context_and_its_result_kept
 
 
 async def test_a_job_over_its_timeout_fails_with_the_timeout_on_the_fast_path(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     _taken(broker, expected=True)
 
     @broker.task(task_name="sleepy")
@@ -98,9 +81,9 @@ async def test_a_job_over_its_timeout_fails_with_the_timeout_on_the_fast_path(
 
 
 async def test_a_middleware_still_sees_every_hook_including_post_save(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     hooks: list[str] = []
 
     class Recording(TaskiqMiddleware):
@@ -146,9 +129,9 @@ class RecordingBackend(AsyncResultBackend[Any]):
 
 
 async def test_a_configured_result_backend_is_still_written(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     backend = RecordingBackend()
     broker.with_result_backend(backend)
     _taken(broker, expected=False)
@@ -165,9 +148,9 @@ async def test_a_configured_result_backend_is_still_written(
 
 
 async def test_dependencies_declared_with_taskiq_depends_still_resolve_without_middleware(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     _taken(broker, expected=True)  # the broker allows it; the task's dependency does not
 
     def tenant() -> str:
@@ -189,9 +172,9 @@ async def test_dependencies_declared_with_taskiq_depends_still_resolve_without_m
 
 
 async def test_a_job_cancelled_while_its_end_is_batched_ends_cancelled(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
-    broker = make_broker()
+    broker = broker_factory()
     ran: list[str] = []
 
     @broker.task(task_name="quick")
@@ -222,12 +205,12 @@ async def test_a_job_cancelled_while_its_end_is_batched_ends_cancelled(
 
 
 async def test_ends_still_being_written_at_shutdown_are_recorded_not_handed_back(
-    make_broker: Callable[..., JobQueueBroker], queue: JobQueue
+    broker_factory: Callable[..., JobQueueBroker], queue: JobQueue
 ) -> None:
     # On the fast path a job's task ends before its end is written; shutdown must still wait
     # for that write (within the grace), or stop() would hand a finished job back to pending
     # and it would run twice.
-    broker = make_broker()
+    broker = broker_factory()
     runs: list[str] = []
 
     @broker.task(task_name="once")

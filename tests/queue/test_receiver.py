@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -28,15 +28,6 @@ from service.worker.finishing import FinishBatcher
 from service.worker.receiver import JobReceiver
 from service.worker.taskiq_broker import JobQueueBroker
 from tests.support.state import assert_consistent
-
-
-def worker_broker(redis_url: str, queue: JobQueue, **settings: Any) -> JobQueueBroker:
-    """A broker set up as a worker process's, on the test queue."""
-    broker = JobQueueBroker(
-        Settings(redis_url=redis_url, queue_name=queue.keys.queue, key_prefix="jqtest", **settings)
-    )
-    broker.is_worker_process = True
-    return broker
 
 
 class Listening:
@@ -64,21 +55,6 @@ async def states(queue: JobQueue, ids: list[str]) -> list[JobState]:
 
 async def all_completed(queue: JobQueue, ids: list[str]) -> bool:
     return set(await states(queue, ids)) == {JobState.COMPLETED}
-
-
-@pytest.fixture
-async def broker_factory(
-    redis_url: str, queue: JobQueue
-) -> AsyncIterator[Callable[..., JobQueueBroker]]:
-    made: list[JobQueueBroker] = []
-
-    def make(**settings: Any) -> JobQueueBroker:
-        made.append(worker_broker(redis_url, queue, **settings))
-        return made[-1]
-
-    yield make
-    for broker in made:
-        await broker.shutdown()
 
 
 class Gauge:
