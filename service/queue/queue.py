@@ -590,10 +590,16 @@ class JobQueue:
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a delayed, pending or processing job (its worker stops a processing one)."""
+        now = now_ms(self.clock)
         args: dict[str, ScriptArg] = {
-            "job_id": job_id, "now_ms": now_ms(self.clock), "trim_limit": TRIM_BATCH
+            "job_id": job_id, "now_ms": now, "trim_limit": TRIM_BATCH,
+            "stats_ttl_s": STATS_TTL_SECONDS,
         }  # fmt: skip
-        reply = await self._guard(self.scripts.run("cancel", args))
+        # A flow parent the cancel fails (on_child_failure "fail") counts in this minute's.
+        stats_minute = self.keys.stats_minute(now // 60_000)
+        reply = await self._guard(
+            self.scripts.run("cancel", args, keys={"stats_minute": stats_minute})
+        )
         self._check_transition(job_id, reply, "cancel")
         return await self.get(job_id)
 

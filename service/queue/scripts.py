@@ -65,8 +65,8 @@ DECLARATIONS: dict[str, ScriptDeclaration] = {
         keys=("job_prefix", "pending", "delayed", "active", "cancelled", "type_counts",
               "cancel_channel", "expiry", "type_index_prefix", "idempotency_prefix",
               "logs_prefix", "marker", *_EVENTS, "lane_prefix", "dedupe_prefix", "sequence",
-              *GROUP_KEYS, "failed", "lanes", *_FLOW),
-        args=("job_id", "now_ms", "trim_limit"),
+              *GROUP_KEYS, "failed", "lanes", *_FLOW, "stats_minute"),
+        args=("job_id", "now_ms", "trim_limit", "stats_ttl_s"),
     ),
     "dequeue": ScriptDeclaration(
         keys=("pending", "delayed", "active", "marker", "sequence", "type_counts",

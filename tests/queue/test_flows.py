@@ -348,3 +348,20 @@ async def test_a_child_failed_by_the_sweeper_for_stalling_fails_its_parent(
     assert await state(clocked, child) is JobState.FAILED
     assert parent.state is JobState.FAILED
     assert parent.error is not None and "lost its worker 4 times" in parent.error
+
+
+async def test_a_parent_failed_by_a_child_counts_in_the_minutes_failed(
+    clocked: JobQueue,
+) -> None:
+    # On-call reads failures per minute (throughput, the Failed metric and its alarm): a parent
+    # that fails because of a child is a failed job like any other, whichever script ends it.
+    by_finish = await clocked.enqueue_flow(node(node(attempts=1)))
+    by_cancel = await clocked.enqueue_flow(node(node()))
+    consumer = Consumer(clocked, "w1", 30)
+    await take(consumer)
+    await fail(consumer, by_finish.root.children[0].id)
+    await clocked.cancel(by_cancel.root.children[0].id)
+    assert await state(clocked, by_finish.root.id) is JobState.FAILED
+    assert await state(clocked, by_cancel.root.id) is JobState.FAILED
+    # The child that failed, its parent, and the parent failed by its cancelled child.
+    assert (await clocked.throughput(1))["failed"] == 3

@@ -313,6 +313,9 @@ local function fail_parent(f, parent_key, parent_id, job_type, err, now, limit)
   leave_waiting(f, parent_id, job_type)
   local fields = rcall("HMGET", parent_key, "keep_failed", "parent")
   rcall("HSET", parent_key, "error", err)
+  -- It fails like any job, so it counts in this minute's `failed` (throughput, alarms).
+  rcall("HINCRBY", f.stats, "failed", 1)
+  rcall("EXPIRE", f.stats, f.stats_ttl)
   retire(f, parent_key, parent_id, job_type, "failed", f.failed, fields[1] or "-1,-1", now, limit)
   publish(f.events_prefix, f.events, parent_id, "failed", now)
   -- A parent failing is a child failing for its own parent (depth <= 10 bounds the recursion).

@@ -31,6 +31,7 @@ local groups = group_keys(20, KEYS[19])
 -- Every key retire and the flow helpers may touch (a parent may be released, failed or
 -- cancelled with its children).
 local p = {job_prefix = KEYS[1], expiry = KEYS[10], type_counts = KEYS[8],
+  stats = KEYS[15], stats_ttl = ARGV[4],
   type_index_prefix = KEYS[11], idempotency_prefix = KEYS[12], logs_prefix = KEYS[13],
   dedupe_prefix = KEYS[18], active = KEYS[2], delayed = KEYS[3], failed = KEYS[5],
   marker = KEYS[6], events_prefix = KEYS[16], events = KEYS[17],

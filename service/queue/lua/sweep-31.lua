@@ -25,6 +25,7 @@ local job_prefix, type_counts = KEYS[7], KEYS[6]
 local pend = {pending = KEYS[2], lanes = KEYS[19], lane_prefix = KEYS[20],
   groups = group_keys(21, KEYS[5])}
 local p = {job_prefix = job_prefix, expiry = KEYS[11], type_counts = type_counts,
+  stats = KEYS[18], stats_ttl = ARGV[5],
   type_index_prefix = KEYS[12], idempotency_prefix = KEYS[13], logs_prefix = KEYS[14],
   active = KEYS[1], delayed = KEYS[3], marker = KEYS[4], sequence = KEYS[5], pend = pend,
   failed = KEYS[9], cancelled = KEYS[10], events_prefix = KEYS[16], events = KEYS[17],

@@ -13,8 +13,8 @@ KEYS[18] group_prefix KEYS[19] groups        KEYS[20] groups_ready     KEYS[21] 
 KEYS[22] group_state  KEYS[23] groups_pending
 KEYS[24] failed       KEYS[25] lanes         KEYS[26] waiting_children
 KEYS[27] children_prefix                     KEYS[28] child_results_prefix
-KEYS[29] child_failures_prefix
-ARGV[1] job_id   ARGV[2] now_ms   ARGV[3] trim_limit
+KEYS[29] child_failures_prefix               KEYS[30] stats_minute
+ARGV[1] job_id   ARGV[2] now_ms   ARGV[3] trim_limit   ARGV[4] stats_ttl_s
 Returns {"missing"} | {terminal state it is already in} | {"ok", previous state}.
 ]]
 local job_id, now = ARGV[1], tonumber(ARGV[2])
@@ -24,7 +24,7 @@ local f = {job_prefix = KEYS[1], active = KEYS[4], delayed = KEYS[3], cancelled 
   type_counts = KEYS[6], cancel_channel = KEYS[7], expiry = KEYS[8],
   type_index_prefix = KEYS[9], idempotency_prefix = KEYS[10], logs_prefix = KEYS[11],
   marker = KEYS[12], events_prefix = KEYS[13], events = KEYS[14], dedupe_prefix = KEYS[16],
-  failed = KEYS[24], sequence = KEYS[17],
+  failed = KEYS[24], sequence = KEYS[17], stats = KEYS[30], stats_ttl = ARGV[4],
   pend = {pending = KEYS[2], lanes = KEYS[25], lane_prefix = KEYS[15],
     groups = group_keys(18, KEYS[17])},
   waiting = KEYS[26], children_prefix = KEYS[27], results_prefix = KEYS[28],
