@@ -3,7 +3,7 @@ type, promote a delayed job and change a waiting job's priority (docs/queue.md "
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +46,25 @@ class LimitsIn(BaseModel):
     concurrency: int | None = Field(
         default=None, gt=0, le=1_000_000, description="Jobs processing at once, or null."
     )
+
+    async def apply(self, lane: str, limits: LaneLimits) -> None:
+        """Set what the body names on `lane` (a type's or a group's limits); nothing else."""
+        if "rate" in self.model_fields_set:
+            rate = self.rate
+            await limits.set_rate(
+                lane,
+                None if rate is None else RateLimit(limit=rate.limit, per_seconds=rate.per_seconds),
+            )
+        if "concurrency" in self.model_fields_set:
+            await limits.set_concurrency(lane, self.concurrency)
+
+
+class LaneLimits(Protocol):
+    """What holds a lane's limits: FlowControl (types) and Groups."""
+
+    async def set_rate(self, lane: str, rate: RateLimit | None, /) -> None: ...
+
+    async def set_concurrency(self, lane: str, concurrency: int | None, /) -> None: ...
 
 
 class QueueFlowPublic(BaseModel):
@@ -108,14 +127,7 @@ async def set_limits(type: TypeName, body: LimitsIn, queue: QueueDep) -> TypeFlo
     """Set or remove (null) the global rate and concurrency limits of one type."""
     REGISTRY.get(type)
     flow = FlowControl(queue)
-    if "rate" in body.model_fields_set:
-        rate = body.rate
-        await flow.set_rate(
-            type,
-            None if rate is None else RateLimit(limit=rate.limit, per_seconds=rate.per_seconds),
-        )
-    if "concurrency" in body.model_fields_set:
-        await flow.set_concurrency(type, body.concurrency)
+    await body.apply(type, flow)
     return TypeFlowPublic.from_state(type, await flow.state())
 
 

@@ -13,7 +13,6 @@ from service.api.errors import responses
 from service.api.routes.flow_control import LimitsIn
 from service.api.routing import TemplateRoute
 from service.api.schemas import LimitsPublic
-from service.queue.flow_control import RateLimit
 from service.queue.groups import GroupInfo, Groups, checked_group
 from service.queue.options import MAX_GROUP_BYTES
 from service.queue.queue import MAX_PAGE
@@ -101,13 +100,5 @@ async def resume_group(group: GroupPath, queue: QueueDep) -> GroupPublic:
 async def set_group_limits(group: GroupPath, body: LimitsIn, queue: QueueDep) -> GroupPublic:
     """Set or remove (null) the rate and concurrency limits of one group, across all workers."""
     groups = Groups(queue)
-    checked_group(group)
-    if "rate" in body.model_fields_set:
-        rate = body.rate
-        await groups.set_rate(
-            group,
-            None if rate is None else RateLimit(limit=rate.limit, per_seconds=rate.per_seconds),
-        )
-    if "concurrency" in body.model_fields_set:
-        await groups.set_concurrency(group, body.concurrency)
+    await body.apply(checked_group(group), groups)
     return GroupPublic.from_info(await groups.get(group))
