@@ -5,7 +5,6 @@ is away."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import itertools
 import json
@@ -133,11 +132,7 @@ def _settle(future: asyncio.Future[int], status: int | BaseException) -> None:
 def outcome_of(held: Held) -> Outcome:
     """The finish to record for a job, from its taskiq result, with when its code started
     (the finish records the start when no renewal did yet)."""
-    return dataclasses.replace(_outcome_of_result(held), started_ms=held.started_ms)
-
-
-def _outcome_of_result(held: Held) -> Outcome:
-    job_id = held.delivery.job_id
+    job_id, started = held.delivery.job_id, held.started_ms
     result = held.result
     if result is None or held.message is None:
         return Outcome(
@@ -145,23 +140,28 @@ def _outcome_of_result(held: Held) -> Outcome:
             completed=False,
             payload="no worker code ran this job: its type is not registered in this worker",
             retry_delay_ms=UNKNOWN_TYPE_RETRY_MS,
+            started_ms=started,
         )
     if not result.is_err:
         try:
-            return Outcome(
-                job_id,
-                completed=True,
-                payload=json.dumps(result.return_value, default=_json_default),
-            )
+            payload = json.dumps(result.return_value, default=_json_default)
         except (TypeError, ValueError) as exc:
             return Outcome(
-                job_id, completed=False, payload=f"result is not JSON-serializable: {exc}"
+                job_id,
+                completed=False,
+                payload=f"result is not JSON-serializable: {exc}",
+                started_ms=started,
             )
-    return _failure(job_id, held.message, held.delivery.attempt, result.error)
+        return Outcome(job_id, completed=True, payload=payload, started_ms=started)
+    return _failure(job_id, held.message, held.delivery.attempt, result.error, started)
 
 
 def _failure(
-    job_id: str, message: TaskiqMessage, attempt: int, error: BaseException | None
+    job_id: str,
+    message: TaskiqMessage,
+    attempt: int,
+    error: BaseException | None,
+    started_ms: int | None,
 ) -> Outcome:
     trace = "".join(traceback.format_exception(error)) if error is not None else ""
     text = f"{type(error).__name__}: {error}"
@@ -171,7 +171,14 @@ def _failure(
     if not isinstance(error, PermanentJobError | ValidationError):
         backoff = Backoff.model_validate_json(message.labels.get("backoff", "{}"))
         retry_ms = int(backoff.delay_for(attempt) * 1000)
-    return Outcome(job_id, completed=False, payload=text, traceback=trace, retry_delay_ms=retry_ms)
+    return Outcome(
+        job_id,
+        completed=False,
+        payload=text,
+        traceback=trace,
+        retry_delay_ms=retry_ms,
+        started_ms=started_ms,
+    )
 
 
 def _json_default(value: Any) -> Any:
